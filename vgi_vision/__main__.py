@@ -1,0 +1,3 @@
+from vgi_vision.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The ``vgi-vision`` command (also ``python -m vgi_vision``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vgi_vision import __version__
+
+AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
+TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def read_secret(file: str | None, env_var: str) -> str | None:
+    """A secret from a file (preferred) or an environment variable, never from argv."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc.strerror}") from None
+    return os.environ.get(env_var) or None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("serve", help="run a worker (stdio by default)",
+                            description="Serve the vision functions over stdio (default), a "
+                                        "unix socket or HTTP. Logs go to stderr.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--unix", metavar="PATH", help="serve on a unix socket (mode 0600)")
+    where.add_argument("--http", action="store_true", help="serve HTTP")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="HTTP port; 0 picks a free one")
+    p.add_argument("--port-file", help="write the bound HTTP port here once serving")
+    p.add_argument("--data-root", help="path arguments may read only below this folder "
+                                       "(required for path arguments over unix/HTTP)")
+    p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    p.add_argument("--token-key-file", help="key sealing HTTP continuation tokens, shared by "
+                                            f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow HTTP on a non-loopback address without a bearer token")
+    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="concurrent unix/HTTP connections")
+    p.add_argument("--max-request-mb", type=int, default=256, help="largest request body")
+    p.add_argument("--max-rows-per-call", type=int, default=4096,
+                   help="most argument rows (images) in one call")
+    p.add_argument("--idle-timeout", type=float, default=300.0,
+                   help="seconds before an idle connection is closed")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from vgi_vision.server import SealedStates, ServerLimits
+    from vgi_vision.tokens import TokenSealer, key_from_env
+    from vgi_vision.worker import WorkerConfig, build_dispatcher
+
+    transport = "unix" if args.unix else "http" if args.http else "stdio"
+    auth_token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV) if args.http else None
+    if args.http and not auth_token and not is_loopback(args.host) \
+            and not args.insecure_no_auth:
+        raise CliError(f"refusing to serve HTTP on {args.host} without a bearer token: set "
+                       f"${AUTH_TOKEN_ENV} or --auth-token-file (or pass --insecure-no-auth)")
+    limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
+                          max_rows_per_call=args.max_rows_per_call)
+    dispatcher = build_dispatcher(WorkerConfig(transport=transport, data_root=args.data_root,
+                                               limits=limits))
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if transport == "stdio":
+            from vgi_vision.transports.stdio import serve_stdio
+
+            serve_stdio(dispatcher)
+        elif transport == "unix":
+            from vgi_vision.transports.unix import UnixServer
+
+            with UnixServer(args.unix, dispatcher, max_connections=args.max_connections,
+                            idle_timeout=args.idle_timeout) as server:
+                logging.getLogger(__name__).info("serving on unix://%s", args.unix)
+                server.serve_forever()
+        else:
+            from vgi_vision.transports.http import make_app, serve_http
+
+            key = key_from_env(read_secret(args.token_key_file, TOKEN_KEY_ENV))
+            app = make_app(dispatcher, SealedStates(TokenSealer(key)), auth_token)
+            serve_http(app, args.host, args.port, args.port_file, threads=args.threads,
+                       connection_limit=args.max_connections,
+                       channel_timeout=int(args.idle_timeout),
+                       max_request_bytes=limits.max_request_bytes)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends the worker the way Ctrl-C does, so the same shutdown path runs."""
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vgi-vision",
+        description="ImageNet image classification from DuckDB SQL.")
+    parser.add_argument("--version", action="version", version=f"vgi-vision {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", "warning")
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except CliError as exc:
+        print(f"vgi-vision: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,72 @@
+"""Wire messages: one Arrow IPC stream per request or response.
+
+A message is an Arrow IPC stream whose schema metadata holds a small JSON header under
+``vgi`` and which carries zero or one record batch:
+
+* request  ``{"op": "describe"}``
+* request  ``{"op": "call", "function": f}`` + argument batch (scalar functions)
+* request  ``{"op": "scan", "function": f, "token": t | null}`` + argument batch (table
+  functions; ``token`` resumes a scan)
+* response ``{"ok": true, ...}`` + result batch, where scans add ``"token"`` and ``"done"``
+* response ``{"ok": false, "error": {"kind": k, "message": m}}``
+
+Transports move these bytes and never look inside them. Decoding is strict and bounded, so a
+hostile message is a ``ProtocolError``, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+HEADER_KEY = b"vgi"
+MAX_HEADER_BYTES = 1 << 20
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a well-formed message."""
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    batch: pa.RecordBatch | None = field(default=None)
+
+
+def encode(header: dict[str, Any], batch: pa.RecordBatch | None = None) -> bytes:
+    meta = {HEADER_KEY: json.dumps({"v": PROTOCOL_VERSION, **header}).encode()}
+    schema = (batch.schema if batch is not None else pa.schema([])).with_metadata(meta)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        if batch is not None:
+            writer.write_batch(batch.replace_schema_metadata(meta))
+    return sink.getvalue().to_pybytes()
+
+
+def decode(data: bytes | memoryview) -> Message:
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        batches = list(reader)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+    if len(batches) > 1:
+        raise ProtocolError("a message carries at most one record batch")
+    raw = (reader.schema.metadata or {}).get(HEADER_KEY)
+    if raw is None or len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError("message has no valid header")
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("message header is not JSON") from None
+    if not isinstance(header, dict) or header.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {header.get('v') if isinstance(header, dict) else None!r}")
+    batch = batches[0].replace_schema_metadata(None) if batches else None
+    return Message(header, batch)
+
+
+def error_message(kind: str, message: str) -> bytes:
+    return encode({"ok": False, "error": {"kind": kind, "message": message}})

@@ -1,0 +1,82 @@
+"""Length-prefixed frames for the stream transports (stdio pipes and unix sockets).
+
+A frame is an 8-byte big-endian length followed by that many bytes. An oversized frame is read
+and discarded in bounded chunks, so the stream stays in sync and the worker can answer with an
+error instead of dropping the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO
+
+from vgi_vision.protocol import error_message
+from vgi_vision.server import Dispatcher, StateStore
+
+LENGTH = struct.Struct(">Q")
+_CHUNK = 1 << 20
+
+
+class FrameError(ConnectionError):
+    """The stream ended inside a frame."""
+
+
+class FrameTooLarge(ValueError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+
+
+def read_exact(stream: BinaryIO, size: int) -> bytes | None:
+    """Exactly ``size`` bytes; None on a clean end of stream before the first byte."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        n = stream.readinto(view[filled:])
+        if not n:
+            if filled == 0:
+                return None
+            raise FrameError("stream ended inside a frame")
+        filled += n
+    return bytes(buffer)
+
+
+def read_frame(stream: BinaryIO, max_bytes: int) -> bytes | None:
+    """The next frame's payload, None at end of stream; FrameTooLarge after skipping it."""
+    head = read_exact(stream, LENGTH.size)
+    if head is None:
+        return None
+    (size,) = LENGTH.unpack(head)
+    if size > max_bytes:
+        remaining = size
+        while remaining:
+            chunk = read_exact(stream, min(remaining, _CHUNK))
+            if chunk is None:
+                raise FrameError("stream ended inside a frame")
+            remaining -= len(chunk)
+        raise FrameTooLarge(size, max_bytes)
+    payload = read_exact(stream, size) if size else b""
+    if payload is None:
+        raise FrameError("stream ended inside a frame")
+    return payload
+
+
+def write_frame(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(LENGTH.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def serve_stream(reader: BinaryIO, writer: BinaryIO, dispatcher: Dispatcher,
+                 states: StateStore) -> None:
+    """Answer frames from ``reader`` on ``writer`` until the peer closes the stream."""
+    while True:
+        try:
+            request = read_frame(reader, dispatcher.limits.max_request_bytes)
+        except FrameTooLarge as exc:
+            write_frame(writer, error_message("limit_exceeded", str(exc)))
+            continue
+        if request is None:
+            return
+        write_frame(writer, dispatcher.handle(request, states))

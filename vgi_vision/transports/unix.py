@@ -1,0 +1,120 @@
+"""Unix-socket transport: one worker serving many local clients, each connection a thread.
+
+The socket file is created with mode 0600 (only the owner may connect), the number of
+concurrent connections is capped, and an idle connection is closed after a timeout so a client
+that vanished cannot pin a thread forever. Scan state lives in the worker per connection.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
+from vgi_vision.protocol import error_message
+from vgi_vision.server import Dispatcher, LiveStates
+from vgi_vision.transports import TransportError
+from vgi_vision.transports.framing import FrameError, read_frame, serve_stream, write_frame
+
+MAX_RESPONSE_BYTES = 1 << 31
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: "UnixServer"
+
+    def setup(self) -> None:
+        self.request.settimeout(self.server.idle_timeout)
+        super().setup()
+
+    def handle(self) -> None:
+        if not self.server.slots.acquire(blocking=False):
+            write_frame(self.wfile, error_message(
+                "limit_exceeded", f"the worker already serves {self.server.max_connections} "
+                                  f"connections; try again later"))
+            return
+        try:
+            serve_stream(self.rfile, self.wfile, self.server.dispatcher, LiveStates())
+        except (OSError, FrameError):
+            pass  # the client went away or idled out: nothing to answer
+        finally:
+            self.server.slots.release()
+
+
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str | os.PathLike, dispatcher: Dispatcher, *,
+                 max_connections: int = 64, idle_timeout: float = 300.0) -> None:
+        self.dispatcher = dispatcher
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.slots = threading.BoundedSemaphore(max_connections)
+        path = Path(path)
+        if path.is_socket():
+            path.unlink()  # a stale socket from a previous run
+        old_umask = os.umask(0o177)  # created 0600: no window where others may connect
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(old_umask)
+
+
+class UnixTransport:
+    """Client half: a small pool of connections, so concurrent callers do not queue."""
+
+    def __init__(self, path: str, timeout: float = 600.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._idle: queue.LifoQueue[socket.socket] = queue.LifoQueue()
+        self._closed = False
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"cannot connect to the worker at unix://{self.path}: "
+                                 f"{exc}") from None
+        return sock
+
+    def roundtrip(self, request: bytes) -> bytes:
+        try:
+            sock, pooled = self._idle.get_nowait(), True
+        except queue.Empty:
+            sock, pooled = self._connect(), False
+        try:
+            response = self._exchange(sock, request)
+        except (OSError, FrameError) as exc:
+            sock.close()
+            if not pooled:
+                raise TransportError(f"connection to unix://{self.path} failed during the "
+                                     f"call: {exc}") from None
+            # The worker closes idle connections; a pooled one may have gone stale.
+            return self.roundtrip(request)
+        if self._closed:
+            sock.close()
+        else:
+            self._idle.put(sock)
+        return response
+
+    @staticmethod
+    def _exchange(sock: socket.socket, request: bytes) -> bytes:
+        with sock.makefile("rwb") as stream:
+            write_frame(stream, request)
+            response = read_frame(stream, MAX_RESPONSE_BYTES)
+        if response is None:
+            raise FrameError("connection closed by the worker")
+        return response
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
