@@ -1,0 +1,272 @@
+"""Attach a worker to a DuckDB connection: its functions become SQL under ``vision.``.
+
+DuckDB's Python API has vectorized scalar UDFs but no Python table functions, so each worker
+function becomes one hidden Arrow UDF plus a macro in an in-memory catalog named after the
+attachment:
+
+* a table function's UDF returns, per argument row, the list of its result rows as structs,
+  and a table macro unnests them: ``SELECT * FROM vision.classify(x)`` and the lateral
+  ``FROM photos p, vision.classify(p.image)`` both work, one worker call per DuckDB chunk;
+* a scalar function's macro calls its UDF directly.
+
+Overloads that differ in a parameter's type (BLOB bytes vs VARCHAR path) share one macro
+parameter: the macro routes the value to a typed UDF slot with ``typeof``, which DuckDB fixes
+at bind time. Everything here is generic: it reads ``Client.describe()`` and knows no function.
+The in-memory catalog keeps macros out of the user's database file and goes away on detach.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from vgi_vision.client import Client
+from vgi_vision.registry import INPUT_ROW, SQL_TYPES
+
+_attachments: dict[tuple[int, str], "Attachment"] = {}
+_lock = threading.Lock()
+
+
+class BindingError(ValueError):
+    """A worker function whose signature cannot be expressed as DuckDB macros."""
+
+
+@dataclass
+class Slot:
+    """One UDF parameter: a macro parameter narrowed to one SQL type."""
+
+    param: str
+    type: str
+    shared: bool  # the macro parameter accepts several types and is routed by typeof
+
+
+@dataclass
+class SqlFunction:
+    """How one worker function maps onto a hidden UDF and a macro."""
+
+    spec: dict[str, Any]
+    required: list[str]
+    optional: list[dict[str, Any]]
+    slots: list[Slot]
+    types_by_param: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "SqlFunction":
+        overloads = [o["params"] for o in spec["overloads"]]
+        required = [[p for p in o if "default" not in p] for o in overloads]
+        optional = [[p for p in o if "default" in p] for o in overloads]
+        if len({len(r) for r in required}) != 1 or \
+                len({tuple((p["name"], p["type"], p["default"]) for p in o)
+                     for o in optional}) != 1:
+            raise BindingError(f"{spec['name']}: overloads must share their arity and their "
+                               f"optional parameters to be bound as one macro")
+        names = [r["name"] for r in required[0]]
+        types_by_param: dict[str, list[str]] = {n: [] for n in names}
+        for overload in required:
+            for name, param in zip(names, overload):
+                if param["type"] not in types_by_param[name]:
+                    types_by_param[name].append(param["type"])
+        slots = [Slot(n, t, len(types_by_param[n]) > 1)
+                 for n in names for t in types_by_param[n]]
+        slots += [Slot(p["name"], p["type"], False) for p in optional[0]]
+        return cls(spec, names, optional[0], slots, types_by_param)
+
+    def macro_params(self) -> str:
+        return ", ".join(self.required + [f"{p['name']} := {sql_literal(p['default'])}"
+                                          for p in self.optional])
+
+    def udf_args(self) -> str:
+        return ", ".join(self._slot_expr(s) for s in self.slots)
+
+    def _slot_expr(self, slot: Slot) -> str:
+        if not slot.shared:
+            return f"CAST({slot.param} AS {slot.type})"
+        accepted = self.types_by_param[slot.param]
+        known = ", ".join(sql_literal(t) for t in accepted + ['"NULL"'])
+        message = sql_literal(f"{self.spec['name']}: {slot.param} must be "
+                              f"{' or '.join(accepted)}, got ")
+        return (f"if(typeof({slot.param}) = {sql_literal(slot.type)}, "
+                f"try_cast({slot.param} AS {slot.type}), "
+                f"if(typeof({slot.param}) IN ({known}), NULL, "
+                f"error({message} || typeof({slot.param}))))")
+
+    def arguments(self, columns: Sequence[pa.ChunkedArray | pa.Array]) -> list[pa.Array]:
+        """Worker arguments from UDF slot columns: per macro parameter, the typed slot in use."""
+        arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+                  for c in columns]
+        chosen: list[pa.Array] = []
+        position = 0
+        for name in self.required + [p["name"] for p in self.optional]:
+            width = len(self.types_by_param.get(name, [None]))
+            group = arrays[position:position + width]
+            position += width
+            chosen.append(next((a for a in group if a.null_count < len(a)), group[0]))
+        return chosen
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def duckdb_row_type(columns: list[dict[str, Any]]) -> duckdb.sqltype.DuckDBPyType:
+    return duckdb.list_type(duckdb.struct_type({c["name"]: c["type"] for c in columns}))
+
+
+def group_rows(table: pa.Table, columns: list[str], num_rows: int) -> pa.Array:
+    """Rows tagged with ``input_row`` -> one list of structs per argument row."""
+    input_row = table.column(INPUT_ROW).to_numpy() if table.num_rows else \
+        np.zeros(0, dtype=np.int32)
+    order = np.argsort(input_row, kind="stable")
+    fields = [table.column(c).combine_chunks().take(order) for c in columns]
+    structs = pa.StructArray.from_arrays(fields, names=columns)
+    counts = np.bincount(input_row, minlength=num_rows)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), structs)
+
+
+@dataclass
+class Attachment:
+    """A live attachment: the client, the catalog name and what was registered."""
+
+    con: duckdb.DuckDBPyConnection
+    name: str
+    client: Client
+    udfs: list[str] = field(default_factory=list)
+
+    def register(self) -> None:
+        self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+        for spec in self.client.describe():
+            self._register_function(spec)
+
+    def _register_function(self, spec: dict[str, Any]) -> None:
+        fn = SqlFunction.from_spec(spec)
+        udf = f"__vgi_{self.name}_{spec['name']}"
+        params = [s.type for s in fn.slots]
+        if spec["kind"] == "table":
+            names = [c["name"] for c in spec["columns"]]
+            self.con.create_function(udf, self._table_udf(spec["name"], fn, names), params,
+                                     duckdb_row_type(spec["columns"]), type="arrow",
+                                     null_handling="special", side_effects=True)
+            body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), recursive := true))"
+            comment_kind = "MACRO TABLE"
+        else:
+            self.con.create_function(udf, self._scalar_udf(spec["name"], fn), params,
+                                     spec["columns"][0]["type"], type="arrow",
+                                     null_handling="special", side_effects=True)
+            body = f"{udf}({fn.udf_args()})"
+            comment_kind = "MACRO"
+        self.udfs.append(udf)
+        target = f"{quote(self.name)}.{quote(spec['name'])}"
+        self.con.execute(f"CREATE MACRO {target}({fn.macro_params()}) AS {body}")
+        self.con.execute(f"COMMENT ON {comment_kind} {target} IS {sql_literal(doc_text(spec))}")
+
+    def _table_udf(self, function: str, fn: SqlFunction, names: list[str]):
+        def udf(*columns: pa.ChunkedArray) -> pa.Array:
+            num_rows = len(columns[0]) if columns else 1
+            table = self.client.table(function, *fn.arguments(columns), num_rows=num_rows)
+            return group_rows(table, names, num_rows)
+
+        return with_arity(udf, len(fn.slots))
+
+    def _scalar_udf(self, function: str, fn: SqlFunction):
+        def udf(*columns: pa.ChunkedArray) -> pa.Array:
+            return self.client.call(function, *fn.arguments(columns))
+
+        return with_arity(udf, len(fn.slots))
+
+    def close(self) -> None:
+        try:
+            self.con.execute(f"DETACH {quote(self.name)}")
+            for udf in self.udfs:
+                self.con.remove_function(udf)
+        except duckdb.Error:
+            pass  # the connection is already closed: nothing left to unregister
+        finally:
+            self.client.close()
+
+
+def with_arity(fn: Callable[..., Any], arity: int) -> Callable[..., Any]:
+    """DuckDB counts a UDF's parameters from its signature; give ``*args`` a fixed arity."""
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(arity)])
+    return fn
+
+
+def doc_text(spec: dict[str, Any]) -> str:
+    columns = "; ".join(f"{c['name']} {c['type']}: {c['doc']}" for c in spec["columns"])
+    return f"{spec['description']} Columns: {columns}. Example: {spec['example']}"
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def worker_flags(options: dict[str, Any]) -> list[str]:
+    """``attach`` keyword options as ``serve`` flags for a subprocess worker."""
+    flags: list[str] = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flags.append("--" + key.replace("_", "-"))
+        if value is not True:
+            flags.append(str(value))
+    return flags
+
+
+def attach(con: duckdb.DuckDBPyConnection, location: str | None = None, name: str = "vision",
+           *, auth_token: str | None = None, client: Client | None = None,
+           **options: Any) -> Attachment:
+    """Connect ``con`` to a worker and register its functions as ``name.<function>``.
+
+    ``location``: None spawns a private subprocess worker (``options`` become its ``serve``
+    flags, e.g. ``data_root="photos"``); ``unix:///path`` or ``http://host:port`` connect to
+    a running one.
+    """
+    if options and location is not None:
+        raise ValueError(f"worker options {sorted(options)} apply to a subprocess worker only")
+    key = (id(con), name)
+    with _lock:
+        if key in _attachments:
+            raise ValueError(f"a worker is already attached as {name!r}; detach it first")
+        client = client or Client(location, auth_token=auth_token,
+                                  worker_args=worker_flags(options))
+        attachment = Attachment(con, name, client)
+        try:
+            attachment.register()
+        except BaseException:
+            attachment.close()
+            raise
+        _attachments[key] = attachment
+    return attachment
+
+
+def detach(con: duckdb.DuckDBPyConnection, name: str = "vision") -> None:
+    """Unregister the functions and stop a subprocess worker that ``attach`` started."""
+    with _lock:
+        attachment = _attachments.pop((id(con), name), None)
+    if attachment is None:
+        raise ValueError(f"no worker is attached as {name!r}")
+    attachment.close()
+
+
+@atexit.register
+def _detach_all() -> None:
+    """Nothing is left running when the process exits."""
+    with _lock:
+        attachments = list(_attachments.values())
+        _attachments.clear()
+    for attachment in attachments:
+        attachment.client.close()
