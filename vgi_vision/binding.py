@@ -269,4 +269,4 @@ def _detach_all() -> None:
         attachments = list(_attachments.values())
         _attachments.clear()
     for attachment in attachments:
-        attachment.client.close()
+        attachment.close()

@@ -112,6 +112,158 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_attach_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--location", help="worker to use: unix:///path or http://host:port "
+                                      "(default: a private subprocess worker)")
+    p.add_argument("--data-root", help="subprocess worker only: confine path arguments here")
+    p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+
+
+def attach_from_args(con, args: argparse.Namespace) -> None:
+    import vgi_vision
+
+    options = {"data_root": args.data_root} if args.data_root else {}
+    if args.location and options:
+        raise CliError("--data-root configures a subprocess worker; start a socket or HTTP "
+                       "worker with its own --data-root instead")
+    token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
+    vgi_vision.attach(con, args.location, auth_token=token, **options)
+
+
+def add_sql(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sql", help="run SQL in DuckDB with the worker attached as vision",
+                            description="Run SQL in DuckDB with a worker attached as `vision`. "
+                                        "With no query and no -f, an interactive prompt.")
+    p.add_argument("query", nargs="?", help="SQL to run (several statements allowed)")
+    p.add_argument("-f", "--file", help="read SQL from this file")
+    p.add_argument("--database", default=":memory:", help="DuckDB database file")
+    add_attach_options(p)
+    p.set_defaults(run=run_sql)
+
+
+def run_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    if args.query and args.file:
+        raise CliError("give a query or -f FILE, not both")
+    try:
+        text = Path(args.file).read_text(encoding="utf-8") if args.file else args.query
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    con = duckdb.connect(args.database)
+    try:
+        attach_from_args(con, args)
+        if text is None:
+            return repl(con)
+        return 0 if run_statements(con, text) else 1
+    finally:
+        close_attached(con)
+
+
+def close_attached(con) -> None:
+    import vgi_vision
+
+    try:
+        vgi_vision.detach(con)
+    except ValueError:
+        pass  # attaching failed: nothing to detach
+    con.close()
+
+
+def run_statements(con, text: str) -> bool:
+    """Run every statement, printing query results as DuckDB renders them; False on error."""
+    import duckdb
+
+    try:
+        for statement in con.extract_statements(text):
+            if statement.type == duckdb.StatementType.SELECT:
+                print(con.sql(statement.query))
+            else:
+                con.execute(statement.query)
+    except duckdb.Error as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def repl(con) -> int:
+    """A prompt with history; statements end with ';'."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - not on every platform
+        readline = None
+    history = Path.home() / ".vgi_vision_history"
+    if readline is not None and history.exists():
+        readline.read_history_file(history)
+    print("vgi-vision SQL: the worker is attached as `vision`. End statements with ';', "
+          "Ctrl-D to quit.")
+    buffer: list[str] = []
+    try:
+        while True:
+            try:
+                line = input("...> " if buffer else "D> ")
+            except EOFError:
+                print()
+                return 0
+            except KeyboardInterrupt:
+                print()
+                buffer.clear()
+                continue
+            buffer.append(line)
+            if line.rstrip().endswith(";"):
+                run_statements(con, "\n".join(buffer))
+                buffer.clear()
+    finally:
+        if readline is not None:
+            readline.write_history_file(history)
+
+
+def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("models", help="list the shipped models with their metadata")
+    p.set_defaults(run=run_models)
+    p = commands.add_parser("functions", help="the catalog the worker describes",
+                            description="Print the functions a worker serves, with overloads, "
+                                        "columns and documentation.")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    add_attach_options(p)
+    p.set_defaults(run=run_functions)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import json
+
+    from vgi_vision.model import ModelError, ModelInfo, models_root
+
+    root = models_root()
+    folders = sorted(p for p in root.iterdir() if (p / "metadata.json").exists()) \
+        if root.is_dir() else []
+    if not folders:
+        raise CliError(f"no models found under {root}")
+    for folder in folders:
+        try:
+            info = ModelInfo.load(folder)
+        except ModelError as exc:
+            raise CliError(str(exc)) from None
+        print(json.dumps({"folder": str(folder), **info.metadata}, indent=2))
+    return 0
+
+
+def run_functions(args: argparse.Namespace) -> int:
+    import json
+
+    from vgi_vision.client import Client
+    from vgi_vision.docs import render_reference
+
+    with Client(args.location, auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
+                ) as client:
+        catalog = client.describe()
+    if args.format == "json":
+        print(json.dumps(catalog, indent=2))
+    else:
+        print(render_reference(catalog, markdown=args.format == "markdown"), end="")
+    return 0
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM ends the worker the way Ctrl-C does, so the same shutdown path runs."""
     raise KeyboardInterrupt
@@ -124,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vgi-vision {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(commands)
+    add_sql(commands)
+    add_catalog_commands(commands)
     return parser
 
 
@@ -138,3 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"vgi-vision: {exc}", file=sys.stderr)
         return 2
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        # Worker, transport and model failures: the message is the useful part.
+        print(f"vgi-vision: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,77 @@
+"""Benchmark inputs: N distinct, real 512x512 JPEGs derived from the committed fixtures.
+
+Every image is a different crop (position and scale), optionally mirrored and rotated by a
+right angle, of one of the photos in ``test/sql/data``, resized to 512x512 and encoded at JPEG
+quality 90. The set is deterministic for a given ``(n, seed)``, so benchmark runs compare like
+with like, and no two images are byte-identical (no cache or dedup can flatter a result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "test" / "sql" / "data"
+SIZE = 512
+QUALITY = 90
+_ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+              Image.Transpose.ROTATE_270)
+
+
+def fixture_images(folder: Path = FIXTURES) -> list[Image.Image]:
+    files = sorted([*folder.glob("*.png"), *folder.glob("*.jpg")])
+    if not files:
+        raise FileNotFoundError(f"no .png/.jpg fixtures in {folder}")
+    images = []
+    for path in files:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def make_jpegs(n: int, *, size: int = SIZE, quality: int = QUALITY, seed: int = 0,
+               folder: Path = FIXTURES) -> list[bytes]:
+    """``n`` distinct ``size`` x ``size`` JPEGs (bytes), deterministic for ``seed``."""
+    sources = fixture_images(folder)
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    seen: set[bytes] = set()
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 20 * n + 100:
+            raise RuntimeError(f"could not make {n} distinct images")
+        source = sources[len(out) % len(sources)]
+        width, height = source.size
+        side = rng.uniform(0.55, 1.0) * min(width, height)
+        left = rng.uniform(0, width - side)
+        top = rng.uniform(0, height - side)
+        image = source.resize((size, size), Image.Resampling.BICUBIC,
+                              box=(left, top, left + side, top + side))
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        rotation = rng.choice(_ROTATIONS)
+        if rotation is not None:
+            image = image.transpose(rotation)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        out.append(data)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    jpegs = make_jpegs(count)
+    print(f"{len(jpegs)} JPEGs, {sum(map(len, jpegs)) / len(jpegs) / 1024:.1f} KiB on average")

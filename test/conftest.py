@@ -1,0 +1,150 @@
+"""Shared fixtures: workers per transport, the SQL suite's transport, and the fixture images.
+
+``--transport`` (or ``TRANSPORT``) picks the transport ``require vgi_vision`` attaches over in
+``test/sql/*.test``; the runner starts a unix or HTTP worker itself. ``--fail-on-skip`` turns
+any skipped test into a failed run: CI uses it so that no transport leg can pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from vgi_vision import sqllogictest
+from vgi_vision.client import Client
+from vgi_vision.launch import TRANSPORTS, RunningWorker, running_worker
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "test" / "sql" / "data"
+
+#: What the committed photographs show: each must have one of these among its top 5.
+EXPECTED_TOP5 = {
+    "cat.png": {"tabby cat", "a cat having a striped coat", "Egyptian Mau"},
+    "coffee.png": {"espresso"},
+    "grace_hopper.jpg": {"military uniform", "academic gown", "graduation cap"},
+    "rocket.jpg": {"missile", "missile (projectile)"},
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--transport", choices=TRANSPORTS + ("all",),
+                     default=os.environ.get("TRANSPORT", "all"),
+                     help="transport(s) the SQL suite attaches its worker over (default: "
+                          "all three, each .test file once per transport)")
+    parser.addoption("--fail-on-skip", action="store_true",
+                     help="fail the run if any test was skipped")
+
+
+class Workers:
+    """One worker per transport for the whole session, started on first use."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="vgi-workers-"))
+        self._running: dict[str, tuple[object, RunningWorker]] = {}
+
+    def get(self, transport: str) -> RunningWorker:
+        if transport not in self._running:
+            folder = self.tmp / transport
+            folder.mkdir(parents=True, exist_ok=True)
+            context = running_worker(transport, *serve_flags(transport), workdir=folder)
+            self._running[transport] = (context, context.__enter__())
+        return self._running[transport][1]
+
+    def stop(self) -> None:
+        for context, _ in self._running.values():
+            context.__exit__(None, None, None)
+        self._running.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def serve_flags(transport: str) -> list[str]:
+    """Socket and HTTP workers read paths only under a data root: the repository here, so
+    the relative paths in the SQL suite mean the same on every transport."""
+    return [] if transport == "subprocess" else ["--data-root", str(REPO)]
+
+
+_workers: Workers | None = None
+
+
+def workers() -> Workers:
+    global _workers
+    if _workers is None:
+        _workers = Workers()
+    return _workers
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _workers is not None:
+        _workers.stop()
+    if session.config.getoption("--fail-on-skip"):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        skipped = reporter.stats.get("skipped", []) if reporter else []
+        if skipped:
+            reporter.write_line(f"--fail-on-skip: {len(skipped)} test(s) skipped",
+                                red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path):
+    chosen = parent.config.getoption("--transport")
+    transports = TRANSPORTS if chosen == "all" else (chosen,)
+    variants = {t: {"vgi_vision": attach_over(t)} for t in transports}
+    return sqllogictest.collect_file(parent, file_path, {}, strict=True, variants=variants)
+
+
+def attach_over(transport: str):
+    """``require vgi_vision``: attach the session's worker for ``transport`` as ``vision``."""
+
+    def attach_worker(con):
+        import vgi_vision
+
+        vgi_vision.attach(con, workers().get(transport).location)
+        return lambda: vgi_vision.detach(con)
+
+    return attach_worker
+
+
+@pytest.fixture(scope="session")
+def worker_pool() -> Workers:
+    return workers()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def clients(worker_pool: Workers) -> Iterator[dict[str, Client]]:
+    """One client per transport for the session (a private worker for subprocess)."""
+    opened: dict[str, Client] = {}
+
+    yield _LazyClients(worker_pool, opened)
+    for c in opened.values():
+        c.close()
+
+
+class _LazyClients(dict):
+    def __init__(self, pool: Workers, opened: dict[str, Client]) -> None:
+        super().__init__()
+        self.pool, self.opened = pool, opened
+
+    def __missing__(self, transport: str) -> Client:
+        location = self.pool.get(transport).location
+        self.opened[transport] = self[transport] = Client(location)
+        return self[transport]
+
+
+@pytest.fixture
+def client(transport: str, clients: dict[str, Client]) -> Client:
+    return clients[transport]
+
+
+@pytest.fixture(scope="session")
+def fixture_bytes() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(DATA.iterdir()) if p.is_file()}

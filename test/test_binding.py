@@ -1,0 +1,155 @@
+"""The DuckDB SQL surface: every query form, vectorization, errors and worker faults."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from typing import Iterator
+
+import duckdb
+import pytest
+
+import vgi_vision
+from vgi_vision.binding import Attachment
+
+from conftest import DATA, EXPECTED_TOP5
+
+
+@pytest.fixture
+def con(transport: str, worker_pool) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = duckdb.connect()
+    vgi_vision.attach(connection, worker_pool.get(transport).location)
+    connection.execute(
+        "CREATE TABLE photos AS SELECT row_number() OVER (ORDER BY filename) AS id, "
+        f"content AS image, filename FROM read_blob('{DATA}/*')")
+    yield connection
+    vgi_vision.detach(connection)
+    connection.close()
+
+
+def test_every_documented_query_form(con: duckdb.DuckDBPyConnection) -> None:
+    assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+    head = con.execute("SELECT label FROM vision.classify('test/sql/data/coffee.png')").fetchall()
+    assert len(head) == 5 and head[0] == ("espresso",)
+    blob = "(SELECT image FROM photos WHERE filename LIKE '%coffee.png')"
+    assert len(con.execute(f"SELECT * FROM vision.classify({blob}, 10)").fetchall()) == 10
+    assert len(con.execute(f"SELECT * FROM vision.classify({blob}, top_k := 3)").fetchall()) == 3
+    scalar = con.execute("SELECT filename, vision.top_label(image) FROM photos").fetchall()
+    assert all(label is not None for _, label in scalar)
+    lateral = con.execute("SELECT p.filename, c.label FROM photos p, vision.classify(p.image) c"
+                      ).fetchall()
+    assert len(lateral) == 5 * con.execute("SELECT count(*) FROM photos").fetchone()[0]
+    for name, labels in EXPECTED_TOP5.items():
+        assert labels & {label for f, label in lateral if f.endswith(name)}, name
+    direct = con.execute("SELECT label FROM vision.classify((SELECT content FROM "
+                     "read_blob('test/sql/data/cat.png')))").fetchall()
+    assert EXPECTED_TOP5["cat.png"] & {label for (label,) in direct}
+
+
+def test_hostile_rows_give_null_for_that_row_only(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE TABLE mixed AS SELECT * FROM (VALUES (1, NULL::BLOB), (2, ''::BLOB), "
+                "(3, 'garbage'::BLOB)) t(id, image) UNION ALL "
+                "SELECT 4, image FROM photos WHERE filename LIKE '%coffee.png'")
+    rows = con.execute("SELECT id, vision.top_label(image) FROM mixed ORDER BY id").fetchall()
+    assert rows == [(1, None), (2, None), (3, None), (4, "espresso")]
+    counts = con.execute("SELECT m.id, count(*) FROM mixed m, vision.classify(m.image, 2) c "
+                     "GROUP BY ALL").fetchall()
+    assert counts == [(4, 2)]
+
+
+def test_worker_errors_carry_the_worker_message(con: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(duckdb.Error, match="top_k must be between 1 and 1000"):
+        con.execute("SELECT * FROM vision.classify('x'::BLOB, 0)").fetchall()
+    with pytest.raises(duckdb.Error, match="must be BLOB or VARCHAR, got INTEGER"):
+        con.execute("SELECT * FROM vision.classify(42)").fetchall()
+    assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+
+
+def test_calls_scale_with_chunks_not_rows(con: duckdb.DuckDBPyConnection,
+                                          transport: str) -> None:
+    attachment: Attachment = vgi_vision.binding._attachments[(id(con), "vision")]
+    con.execute("CREATE TABLE many AS SELECT i AS id, NULL::BLOB AS image FROM range(1000) t(i)")
+    before = attachment.client.requests
+    assert con.execute("SELECT count(vision.top_label(image)) FROM many").fetchone() == (0,)
+    scalar_calls = attachment.client.requests - before
+    before = attachment.client.requests
+    con.execute("SELECT count(*) FROM many m, vision.classify(m.image) c").fetchall()
+    table_calls = attachment.client.requests - before
+    # 1000 rows arrive as one DuckDB chunk; the client splits it into the worker's slices.
+    assert scalar_calls <= 1000 // 256 + 1
+    assert table_calls <= 1000 // 32 + 1
+
+
+def test_comments_reach_duckdb(con: duckdb.DuckDBPyConnection) -> None:
+    comments = dict(con.execute("SELECT function_name, comment FROM duckdb_functions() "
+                            "WHERE database_name = 'vision'").fetchall())
+    assert "ImageNet" in comments["classify"] and "confidence" in comments["classify"]
+    assert comments["top_label"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (Linux /proc), to know it is working on our call."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_killed_subprocess_worker_fails_the_query_in_flight_only() -> None:
+    con = duckdb.connect()
+    attachment = vgi_vision.attach(con)
+    con.execute(f"CREATE TABLE big AS SELECT content AS image FROM "
+                f"read_blob('{DATA}/coffee.png'), range(600)")
+    transport = attachment.client.transport
+    pid = transport.pid
+    started = attachment.client.requests
+    errors: list[Exception] = []
+
+    def query() -> None:
+        try:
+            con.cursor().execute("SELECT count(vision.top_label(image)) FROM big").fetchall()
+        except duckdb.Error as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=query)
+    thread.start()
+    deadline = time.monotonic() + 60
+    baseline = cpu_seconds(pid)
+    while (attachment.client.requests == started or cpu_seconds(pid) < baseline + 0.3) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the worker is busy with the first call
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert len(errors) == 1 and re.search(r"worker \(pid \d+\) exited", str(errors[0]))
+    assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+    assert transport.pid != pid
+    vgi_vision.detach(con)
+
+
+def test_detach_stops_the_worker_and_unregisters() -> None:
+    con = duckdb.connect()
+    attachment = vgi_vision.attach(con)
+    con.execute("SELECT count(*) FROM vision.image_classes()").fetchall()
+    process = attachment.client.transport._process
+    vgi_vision.detach(con)
+    assert process.wait(timeout=10) == 0
+    assert con.execute("SELECT count(*) FROM duckdb_functions() "
+                   "WHERE function_name LIKE '__vgi%'").fetchone() == (0,)
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT * FROM vision.image_classes()").fetchall()
+    vgi_vision.attach(con, name="vision")  # attach again under the same name
+    assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+    vgi_vision.detach(con)
+
+
+def test_two_attachments_under_different_names() -> None:
+    con = duckdb.connect()
+    vgi_vision.attach(con, name="a")
+    vgi_vision.attach(con, name="b")
+    assert con.execute("SELECT (SELECT count(*) FROM a.image_classes()) + "
+                   "(SELECT count(*) FROM b.image_classes())").fetchone() == (2000,)
+    with pytest.raises(ValueError, match="already attached"):
+        vgi_vision.attach(con, name="a")
+    vgi_vision.detach(con, "a")
+    vgi_vision.detach(con, "b")

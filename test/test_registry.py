@@ -1,0 +1,188 @@
+"""The registry, the scan-state protocol and the HTTP-modelling harness.
+
+Framework behaviour is tested with toy functions; the shipped vision functions are run through
+the same harness on the real model to show that each terminates and emits every row once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pytest
+
+from vgi_vision.functions import VisionContext, build_registry
+from vgi_vision.harness import TickGuardError, invoke_table_function
+from vgi_vision.model import load_classifier
+from vgi_vision.paths import PathPolicy
+from vgi_vision.registry import (INPUT_ROW, Args, Column, FunctionError, FunctionSpec, Output,
+                                 Overload, Param, Registry, argument_rows)
+from vgi_vision.state import CursorState, ScanState, StateError
+from vgi_vision.tokens import TokenError, TokenSealer
+
+
+@dataclass
+class StatelessState(ScanState):
+    kind: ClassVar[str] = "stateless"
+    started: bool = True
+
+
+class EmitEverything:
+    """A generator with no position: every tick emits the whole result again."""
+
+    state_type = StatelessState
+
+    def initial_state(self, args: Args) -> StatelessState:
+        return StatelessState()
+
+    def process(self, args: Args, state: StatelessState, out: Output) -> None:
+        out.emit(pa.RecordBatch.from_arrays([pa.array([0, 0], pa.int32()),
+                                             pa.array([1, 2], pa.int32())],
+                                            names=[INPUT_ROW, "n"]))
+
+
+class Countdown:
+    """Emits ``n`` rows per argument row, three at a time, from a cursor."""
+
+    state_type = CursorState
+
+    def initial_state(self, args: Args) -> CursorState:
+        return CursorState()
+
+    def process(self, args: Args, state: CursorState, out: Output) -> None:
+        counts = args["n"].to_pylist()
+        flat = [(row, i) for row, n in enumerate(counts) for i in range(n or 0)]
+        rows = state.advance(len(flat), 3)
+        if rows:
+            chosen = flat[rows.start:rows.stop]
+            out.emit(pa.RecordBatch.from_arrays(
+                [pa.array([r for r, _ in chosen], pa.int32()),
+                 pa.array([i for _, i in chosen], pa.int32())], names=[INPUT_ROW, "n"]))
+        if state.offset >= len(flat):
+            out.finish()
+
+
+def toy_spec(name: str, impl, params=(Param("n", "INTEGER"),)) -> FunctionSpec:
+    return FunctionSpec(name=name, kind="table", overloads=(Overload(tuple(params)),),
+                        columns=(Column("n", "INTEGER"),), description="toy", example="",
+                        impl=impl)
+
+
+def test_position_less_generator_trips_the_tick_guard() -> None:
+    spec = toy_spec("forever", EmitEverything(), params=())
+    with pytest.raises(TickGuardError):
+        invoke_table_function(spec, argument_rows([], 1), tick_guard=50)
+
+
+@pytest.mark.parametrize("serialize", [True, False])
+def test_cursor_generator_emits_each_row_once(serialize: bool) -> None:
+    spec = toy_spec("countdown", Countdown())
+    counts = [4, 0, None, 7]
+    table = invoke_table_function(spec, argument_rows([pa.array(counts, pa.int32())]),
+                                  serialize_state=serialize)
+    pairs = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("n").to_pylist()))
+    assert pairs == [(0, i) for i in range(4)] + [(3, i) for i in range(7)]
+
+
+def test_empty_input_finishes_at_once() -> None:
+    spec = toy_spec("countdown", Countdown())
+    table = invoke_table_function(spec, argument_rows([pa.array([], pa.int32())]), tick_guard=1)
+    assert table.num_rows == 0
+
+
+def test_cursor_advances_before_emit() -> None:
+    state = CursorState()
+    assert state.advance(10, 4) == range(0, 4)
+    assert state.offset == 4  # what a suspended tick would serialize
+    assert CursorState.from_bytes(state.to_bytes()).offset == 4
+    assert state.advance(10, 100) == range(4, 10)
+    assert state.advance(10, 100) == range(10, 10)
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", StatelessState().to_bytes()])
+def test_state_rejects_foreign_bytes(data: bytes) -> None:
+    with pytest.raises(StateError):
+        CursorState.from_bytes(data)
+
+
+def test_overload_resolution_and_defaults() -> None:
+    spec = FunctionSpec(name="f", kind="scalar",
+                        overloads=(Overload((Param("image", "BLOB"), Param("k", "INTEGER", 5))),
+                                   Overload((Param("path", "VARCHAR"),))),
+                        columns=(Column("out", "VARCHAR"),), description="", example="",
+                        impl=None)
+    args = spec.resolve(argument_rows([pa.array([b"a", b"b"], pa.binary())]))
+    assert args.overload.params[0].name == "image"
+    assert args["k"].to_pylist() == [5, 5]
+    args = spec.resolve(argument_rows([pa.array([b"a"], pa.binary()),
+                                       pa.array([7], pa.int64())]))
+    assert args["k"].type == pa.int32() and args["k"].to_pylist() == [7]
+    assert spec.resolve(argument_rows([pa.array(["p"])])).overload.params[0].name == "path"
+    with pytest.raises(FunctionError) as info:
+        spec.resolve(argument_rows([pa.array([1.0])]))
+    assert info.value.kind == "no_matching_overload"
+    assert "f(image BLOB, k INTEGER := 5)" in str(info.value)
+    with pytest.raises(FunctionError):  # too many arguments
+        spec.resolve(argument_rows([pa.array(["p"]), pa.array([1]), pa.array([2])]))
+
+
+def test_registry_rejects_bad_declarations() -> None:
+    registry = Registry()
+    registry.add(toy_spec("a", Countdown()))
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(toy_spec("a", Countdown()))
+    with pytest.raises(ValueError, match="unsupported type"):
+        registry.add(toy_spec("b", Countdown(), params=(Param("x", "HUGEINT"),)))
+    with pytest.raises(FunctionError) as info:
+        registry.get("missing")
+    assert info.value.kind == "unknown_function"
+
+
+@pytest.fixture(scope="module")
+def vision_registry() -> Registry:
+    return build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted()))
+
+
+def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
+    catalog = {f["name"]: f for f in vision_registry.describe()}
+    assert set(catalog) == {"classify", "top_label", "image_classes"}
+    classify = catalog["classify"]
+    assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
+        [["BLOB", "INTEGER"], ["VARCHAR", "INTEGER"]]
+    assert classify["overloads"][0]["params"][1]["default"] == 5
+    assert [c["name"] for c in classify["columns"]] == ["rank", "idx", "label", "wnid",
+                                                        "confidence"]
+    for spec in catalog.values():
+        assert spec["description"] and spec["example"].startswith("SELECT")
+        assert all(c["doc"] for c in spec["columns"])
+
+
+def test_shipped_table_functions_terminate_with_each_row_once(
+        vision_registry: Registry, fixture_bytes: dict[str, bytes]) -> None:
+    classes = invoke_table_function(vision_registry.get("image_classes"), argument_rows([], 1))
+    assert classes.column("idx").to_pylist() == list(range(1000))
+
+    images = list(fixture_bytes.values()) * 20 + [None, b"junk"]  # 82 rows: several ticks
+    table = invoke_table_function(vision_registry.get("classify"),
+                                  argument_rows([pa.array(images, pa.binary()),
+                                                 pa.array([3] * len(images), pa.int32())]))
+    keys = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("rank").to_pylist()))
+    assert len(keys) == len(set(keys)) == 80 * 3
+    assert {r for r, _ in keys} == set(range(80))
+
+
+def test_tokens_open_only_what_they_sealed() -> None:
+    sealer = TokenSealer(b"k" * 32)
+    digest = b"d" * 32
+    token = sealer.seal(digest, b"state")
+    assert sealer.open(token, digest) == b"state"
+    with pytest.raises(TokenError, match="different call"):
+        sealer.open(token, b"e" * 32)
+    with pytest.raises(TokenError):
+        TokenSealer(b"x" * 32).open(token, digest)
+    expired = TokenSealer(b"k" * 32, ttl_seconds=-10).seal(digest, b"state")
+    with pytest.raises(TokenError, match="expired"):
+        sealer.open(expired, digest)
+    with pytest.raises(ValueError):
+        TokenSealer(b"short")

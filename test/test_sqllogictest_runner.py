@@ -1,0 +1,762 @@
+"""Tests of the sqllogictest runner itself, on small .test files and real DuckDB."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import textwrap
+from collections.abc import Callable
+
+import duckdb
+import pytest
+
+from vgi_vision.sqllogictest import (
+    Loop,
+    Query,
+    SortMode,
+    SqlLogicParseError,
+    SqlLogicTestFailure,
+    SqlLogicTestSkip,
+    Statement,
+    parse,
+    run_file,
+)
+
+pytest_plugins = ["pytester"]
+
+
+def write(directory: pathlib.Path, text: str, name: str = "case.test") -> pathlib.Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def run(directory: pathlib.Path, text: str, **kwargs: object) -> None:
+    run_file(write(directory, text), display_path="case.test", **kwargs)  # type: ignore[arg-type]
+
+
+def failure(directory: pathlib.Path, text: str, **kwargs: object) -> str:
+    with pytest.raises(SqlLogicTestFailure) as excinfo:
+        run(directory, text, **kwargs)
+    return str(excinfo.value)
+
+
+def parse_failure(directory: pathlib.Path, text: str) -> str:
+    with pytest.raises(SqlLogicParseError) as excinfo:
+        run(directory, text)
+    return str(excinfo.value)
+
+
+# --------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------
+
+
+def test_parse_builds_records_with_locations() -> None:
+    records = parse(
+        textwrap.dedent(
+            """\
+            # header comment
+            statement error
+            SELECT x
+            ----
+            Binder Error
+
+            loop i 0 2
+
+            query II rowsort
+            SELECT ${i},
+                   2
+            ----
+            1\t2
+
+            endloop
+            """
+        ),
+        "f.test",
+    )
+    statement, loop = records
+    assert statement == Statement(statement.location, "SELECT x", True, "Binder Error")
+    assert str(statement.location) == "f.test:2"
+    assert isinstance(loop, Loop) and loop.names == ("i",) and loop.iterations == (("0",), ("1",))
+    (query,) = loop.body
+    assert query == Query(query.location, "SELECT ${i},\n       2", "II", SortMode.ROWSORT, ("1\t2",))
+    assert str(query.location) == "f.test:9"
+
+
+# --------------------------------------------------------------------------
+# statements
+# --------------------------------------------------------------------------
+
+
+def test_passing_file_with_statements_queries_and_comments(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        # comments and blank lines are ignored
+
+
+        statement ok
+        CREATE TABLE t(i INTEGER, s VARCHAR);
+        INSERT INTO t VALUES (1, 'a'), (2, 'b')
+
+        # a comment between records
+        query IT
+        SELECT i, s FROM t ORDER BY i
+        ----
+        1\ta
+        2\tb
+
+        query I
+        SELECT i FROM t WHERE i > 5
+        ----
+        """,
+    )
+
+
+def test_statement_ok_failure_reports_location_sql_and_error(tmp_path: pathlib.Path) -> None:
+    report = failure(
+        tmp_path,
+        """
+        statement ok
+        SELECT 1
+
+        statement ok
+        SELECT *
+        FROM missing_table
+        """,
+    )
+    assert report.startswith("case.test:4: statement failed\n")
+    assert "SQL:\n    SELECT *\n    FROM missing_table" in report
+    assert "Error:\n    Catalog Error: Table with name missing_table does not exist" in report
+
+
+def test_statement_error_accepts_any_error(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, "statement error\nSELECT * FROM missing_table\n")
+
+
+def test_statement_error_fails_when_statement_succeeds(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "statement error\nSELECT 42\n")
+    assert report.startswith("case.test:1: statement succeeded but an error was expected")
+    assert "SQL:\n    SELECT 42" in report
+    assert "Expected error:\n    (any error)" in report
+    assert "Actual:\n    (no error)" in report
+
+
+def test_statement_error_sees_errors_raised_late_in_execution(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        statement error
+        SELECT CASE WHEN i = 2999999 THEN error('late boom') END FROM range(3000000) t(i)
+        ----
+        late boom
+        """,
+    )
+
+
+@pytest.mark.parametrize(
+    ("expected", "passes"),
+    [
+        ("does not exist", True),
+        ("Catalog Error: Table with name missing_table", True),
+        ("<REGEX>:Table with name \\w+ does not", True),
+        ("<REGEX>:^Catalog.*exist", True),
+        ("<!REGEX>:Binder Error", True),
+        ("Binder Error", False),
+        ("<REGEX>:^Table", False),
+        ("<!REGEX>:missing_table", False),
+    ],
+)
+def test_statement_error_message_matching(tmp_path: pathlib.Path, expected: str, passes: bool) -> None:
+    text = f"statement error\nSELECT * FROM missing_table\n----\n{expected}\n"
+    if passes:
+        run(tmp_path, text)
+        return
+    report = failure(tmp_path, text)
+    assert report.startswith("case.test:1: statement failed with an unexpected error")
+    assert f"Expected error:\n    {expected}\n" in report
+    assert "Actual error:\n    Catalog Error: Table with name missing_table does not exist" in report
+
+
+def test_statement_error_message_can_span_lines(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        statement error
+        SELECT * FROM missing_table
+        ----
+        <REGEX>:Catalog Error.*
+        .*Did you mean.*
+        """,
+    )
+
+
+# --------------------------------------------------------------------------
+# queries: comparison and reports
+# --------------------------------------------------------------------------
+
+
+def test_query_mismatch_report_is_aligned_and_complete(tmp_path: pathlib.Path) -> None:
+    report = failure(
+        tmp_path,
+        """
+        statement ok
+        CREATE TABLE t AS SELECT * FROM (VALUES (1, 'apple'), (22, 'kiwi'), (3, 'fig')) v(n, name)
+
+        query IT
+        SELECT n, name
+        FROM t
+        ----
+        1\tapple
+        22\tbanana
+        3\tfig
+        """,
+    )
+    lines = report.split("\n")
+    assert lines[0] == "case.test:4: wrong value at row 2, column 2 (name): expected 'banana', got 'kiwi' (query IT nosort)"
+    assert "SQL:\n    SELECT n, name\n    FROM t\n" in report
+    expected_block = "Expected (3 rows):\n      1   apple\n    > 22  banana\n      3   fig\n"
+    actual_block = "Actual (3 rows):\n      1   apple\n    > 22  kiwi\n      3   fig"
+    assert expected_block in report
+    assert report.endswith(actual_block)
+
+
+def test_query_column_count_mismatch(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query I\nSELECT 1, 2\n----\n1\t2\n")
+    assert report.startswith("case.test:1: query declares 1 column(s) ('I') but the result has 2")
+    assert "Actual (1 rows):\n      1  2" in report
+
+
+def test_query_row_count_mismatch(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query I\nSELECT * FROM range(3)\n----\n0\n1\n")
+    assert report.startswith("case.test:1: expected 2 rows but got 3")
+    assert "Expected (2 rows):\n      0\n      1\n" in report
+    assert "Actual (3 rows):\n      0\n      1\n      2" in report
+
+
+def test_query_expected_row_with_wrong_number_of_values(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query II\nSELECT 1, 2\n----\n1\t2\t3\n")
+    assert report.startswith("case.test:1: expected row 1 has 3 value(s) but the query has 2 column(s)")
+
+
+def test_query_error_is_reported(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query I\nSELECT 'x'::INTEGER\n----\n1\n")
+    assert report.startswith("case.test:1: query failed")
+    assert "SQL:\n    SELECT 'x'::INTEGER" in report
+    assert "Expected:\n    1" in report
+    assert "Error:\n    Conversion Error: Could not convert string 'x' to INT32" in report
+
+
+def test_values_are_rendered_like_duckdbs_runner(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        query TTTIRRRTTTTT
+        SELECT NULL, '', 'a b', 42, 0.5::DOUBLE, 1.0::DOUBLE, 1.5::DECIMAL(4,2),
+               '\\xAA\\x00'::BLOB, [1, 2], {'k': 'v'}, 'x' || chr(0) || 'y', DATE '2024-01-02'
+        ----
+        NULL\t(empty)\ta b\t42\t0.5\t1.0\t1.50\t\\xAA\\x00\t[1, 2]\t{'k': v}\tx\\0y\t2024-01-02
+        """,
+    )
+
+
+@pytest.mark.parametrize("spelling", ["true\tfalse", "1\t0", "TRUE\tFalse"])
+def test_boolean_spellings(tmp_path: pathlib.Path, spelling: str) -> None:
+    run(tmp_path, f"query II\nSELECT true, false\n----\n{spelling}\n")
+
+
+def test_boolean_mismatch_is_shown_as_true_false(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query I\nSELECT true\n----\nfalse\n")
+    assert "expected 'false', got 'true'" in report
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected", "passes"),
+    [
+        ("SELECT 1 / 3", "0.333", True),  # DOUBLE: DuckDB's 1% relative tolerance
+        ("SELECT 100.0::DOUBLE", "100.9", True),
+        ("SELECT 'nan'::DOUBLE", "nan", True),
+        ("SELECT 0.5::DOUBLE", "0.6", False),
+        ("SELECT 'inf'::DOUBLE", "1e308", False),
+        ("SELECT 1.5::DECIMAL(4,2)", "1.5", True),  # expected text cast to the column type
+        ("SELECT 1.25::DECIMAL(4,2)", "1.249", True),
+        ("SELECT 1.25::DECIMAL(4,2)", "1.24", False),
+        ("SELECT 10", "10.0", True),
+        ("SELECT 10", "11", False),
+        ("SELECT 10", "NULL", False),
+        ("SELECT '0.333'", "0.3333", False),  # strings compare exactly
+    ],
+)
+def test_numeric_comparison(tmp_path: pathlib.Path, sql: str, expected: str, passes: bool) -> None:
+    text = f"query R\n{sql}\n----\n{expected}\n"
+    if passes:
+        run(tmp_path, text)
+    else:
+        assert "wrong value at row 1, column 1" in failure(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    ["hello world\t1\nx\t2", "hello world  1\nx  2", "hello world   1\nx 2"],
+    ids=["tabs", "two-spaces", "mixed-whitespace"],
+)
+def test_row_separators(tmp_path: pathlib.Path, rows: str) -> None:
+    run(tmp_path, f"query TI\nSELECT * FROM (VALUES ('hello world', 1), ('x', 2))\n----\n{rows}\n")
+
+
+def test_one_value_per_line_layout(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, "query II\nSELECT * FROM (VALUES (1, 2), (3, 4))\n----\n1\n2\n3\n4\n")
+
+
+def test_regex_in_query_results(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, "query TT\nSELECT version(), 'abc'\n----\n<REGEX>:v\\d+\\..*\t<!REGEX>:b\n")
+    report = failure(tmp_path, "query T\nSELECT 'abc'\n----\n<REGEX>:b\n")  # full match required
+    assert "wrong value at row 1, column 1" in report
+
+
+# --------------------------------------------------------------------------
+# sorting and hashes
+# --------------------------------------------------------------------------
+
+UNORDERED = "SELECT * FROM (VALUES (3, 'c'), (1, 'z'), (2, 'a'))"
+
+
+def test_rowsort_sorts_both_sides(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, f"query IT rowsort\n{UNORDERED}\n----\n2\ta\n3\tc\n1\tz\n")
+
+
+def test_valuesort_sorts_every_value(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, f"query IT valuesort\n{UNORDERED}\n----\n1\t2\n3\ta\nc\tz\n")
+
+
+def test_nosort_keeps_order(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, f"query IT nosort\n{UNORDERED}\n----\n3\tc\n1\tz\n2\ta\n")
+    report = failure(tmp_path, f"query IT\n{UNORDERED}\n----\n1\tz\n2\ta\n3\tc\n")
+    assert "wrong value at row 1, column 1 (col0): expected '1', got '3' (query IT nosort)" in report
+
+
+def test_rowsort_orders_booleans_like_duckdb(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, "query I rowsort\nSELECT * FROM (VALUES (NULL), (true), (false))\n----\nNULL\ntrue\nfalse\n")
+
+
+# The t1 table of DuckDB's test/sqlite/select1.test with the hashes DuckDB's
+# own runner expects there, so the md5 rule is checked against the real thing.
+SELECT1_SETUP = """
+statement ok
+CREATE TABLE t1(a INTEGER, b INTEGER, c INTEGER, d INTEGER, e INTEGER)
+
+statement ok
+INSERT INTO t1 VALUES (104,100,102,101,103), (107,105,106,108,109), (111,112,113,114,110),
+(115,118,119,116,117), (121,124,123,122,120), (127,129,125,128,126), (131,130,134,133,132),
+(138,139,137,136,135), (142,143,141,140,144), (149,145,147,148,146), (153,151,150,154,152),
+(159,158,155,156,157), (163,160,161,164,162), (168,167,166,169,165), (174,170,172,171,173),
+(179,175,176,178,177), (182,181,184,183,180), (188,186,187,185,189), (191,194,193,190,192),
+(199,198,195,196,197), (201,200,202,203,204), (205,206,208,207,209), (213,211,214,212,210),
+(216,218,215,217,219), (220,223,224,222,221), (229,228,225,226,227), (234,232,231,233,230),
+(239,236,235,238,237), (243,240,244,241,242), (245,249,247,248,246)
+"""
+
+
+def test_hash_matches_duckdbs_own_expectations(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        SELECT1_SETUP
+        + """
+query II nosort
+SELECT a, b FROM t1 ORDER BY 1, 2
+----
+60 values hashing to f88a6f6656b30fc5b3c4ede940008ff2
+
+query I nosort
+SELECT CASE WHEN c>(SELECT avg(c) FROM t1) THEN a*2 ELSE b*10 END FROM t1 ORDER BY 1
+----
+30 values hashing to 3c13dee48d9356ae19af2515e05e6b54
+
+query II rowsort
+SELECT a, b FROM t1 ORDER BY b DESC
+----
+60 values hashing to f88a6f6656b30fc5b3c4ede940008ff2
+""",
+    )
+
+
+def test_hash_mismatch_reports_actual_hash_and_values(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "query I\nSELECT 1\n----\n1 values hashing to 00000000000000000000000000000000\n")
+    assert report.startswith("case.test:1: wrong result hash (query I nosort)")
+    assert "Expected hash:\n    1 values hashing to 00000000000000000000000000000000" in report
+    assert "Actual hash:\n    1 values hashing to b026324c6904b2a9cb4b88d6d61c81d1" in report  # md5("1\n")
+    assert "Actual (1 rows):\n      1" in report
+
+
+# --------------------------------------------------------------------------
+# require / require-env / substitutions
+# --------------------------------------------------------------------------
+
+
+def recording_requirement(log: list[str], name: str) -> Callable[[duckdb.DuckDBPyConnection], Callable[[], None]]:
+    def setup(conn: duckdb.DuckDBPyConnection) -> Callable[[], None]:
+        conn.execute(f"CREATE MACRO {name}() AS '{name}'")
+        log.append(f"setup {name}")
+
+        def cleanup() -> None:
+            conn.execute("SELECT 1")  # the connection is still open during cleanup
+            log.append(f"cleanup {name}")
+
+        return cleanup
+
+    return setup
+
+
+REQUIRE_TEXT = """
+require alpha
+
+require beta
+
+query TT
+SELECT alpha(), beta()
+----
+{expected}
+"""
+
+
+def test_require_runs_setup_then_cleanups_newest_first(tmp_path: pathlib.Path) -> None:
+    log: list[str] = []
+    requirements = {name: recording_requirement(log, name) for name in ("alpha", "beta")}
+    run(tmp_path, REQUIRE_TEXT.format(expected="alpha\tbeta"), requirements=requirements)
+    assert log == ["setup alpha", "setup beta", "cleanup beta", "cleanup alpha"]
+
+
+def test_cleanups_run_and_connection_closes_on_failure(tmp_path: pathlib.Path) -> None:
+    log: list[str] = []
+    connections: list[duckdb.DuckDBPyConnection] = []
+    requirements = {name: recording_requirement(log, name) for name in ("alpha", "beta")}
+    requirements["beta"] = lambda conn, setup=requirements["beta"]: connections.append(conn) or setup(conn)
+    failure(tmp_path, REQUIRE_TEXT.format(expected="alpha\tgamma"), requirements=requirements)
+    assert log[-2:] == ["cleanup beta", "cleanup alpha"]
+    with pytest.raises(duckdb.ConnectionException):
+        connections[0].execute("SELECT 1")
+
+
+def test_requirement_without_cleanup(tmp_path: pathlib.Path) -> None:
+    requirements = {"answer": lambda conn: conn.execute("CREATE MACRO answer() AS 42") and None}
+    run(tmp_path, "require answer\n\nquery I\nSELECT answer()\n----\n42\n", requirements=requirements)
+
+
+def test_unknown_requirement_skips_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(SqlLogicTestSkip, match="^require vgi_vision$"):
+        run(tmp_path, "require vgi_vision\n\nstatement ok\nSELECT broken\n")
+
+
+def test_unknown_requirement_fails_in_strict_mode(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "statement ok\nSELECT 1\n\nrequire vgi_vision\n", strict=True)
+    assert report == "case.test:4: require vgi_vision: no such requirement is registered (strict mode)"
+
+
+def test_require_env_skips_when_unset(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLT_TEST_VAR", raising=False)
+    with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR$"):
+        run(tmp_path, "require-env SLT_TEST_VAR\n\nstatement ok\nSELECT broken\n")
+
+
+def test_require_env_skips_on_other_value(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLT_TEST_VAR", "other")
+    with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR wanted$"):
+        run(tmp_path, "require-env SLT_TEST_VAR wanted\n\nstatement ok\nSELECT broken\n")
+
+
+def test_require_env_substitutes_variable(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLT_TEST_VAR", "wanted")
+    monkeypatch.setenv("SLT_OTHER", "hello")
+    run(
+        tmp_path,
+        """
+        require-env SLT_TEST_VAR wanted
+
+        require-env SLT_OTHER
+
+        query TT
+        SELECT '${SLT_TEST_VAR}', '${SLT_OTHER}' || '!'
+        ----
+        wanted\t${SLT_OTHER}!
+        """,
+    )
+
+
+def test_test_dir_and_working_directory(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        f"""
+        statement ok
+        COPY (SELECT 7 AS x) TO '__TEST_DIR__/seven.csv'
+
+        query I
+        SELECT x FROM read_csv('__TEST_DIR__/seven.csv')
+        ----
+        7
+
+        query T
+        SELECT '__WORKING_DIRECTORY__'
+        ----
+        {os.getcwd()}
+        """,
+    )
+
+
+# --------------------------------------------------------------------------
+# loops, mode skip, halt, skipif/onlyif
+# --------------------------------------------------------------------------
+
+
+def test_loop_is_end_exclusive_and_nests(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        statement ok
+        CREATE TABLE t(i INTEGER, j INTEGER)
+
+        loop i 0 3
+
+        loop j 10 12
+
+        statement ok
+        INSERT INTO t VALUES (${i}, ${j})
+
+        endloop
+
+        query I
+        SELECT count(*) FROM t WHERE i = ${i}
+        ----
+        2
+
+        endloop
+
+        query II
+        SELECT min(i), max(i) FROM t
+        ----
+        0\t2
+        """,
+    )
+
+
+def test_foreach_single_and_multiple_names(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        foreach type INTEGER BIGINT VARCHAR
+
+        query T
+        SELECT typeof(1::${type})
+        ----
+        ${type}
+
+        endloop
+
+        foreach word,length apple,5 fig,3
+
+        query I
+        SELECT length('${word}')
+        ----
+        ${length}
+
+        endloop
+        """,
+    )
+
+
+def test_failure_inside_loop_names_the_iteration(tmp_path: pathlib.Path) -> None:
+    report = failure(tmp_path, "loop i 0 5\n\nquery I\nSELECT ${i} % 3\n----\n${i}\n\nendloop\n")
+    assert report.startswith("case.test:3 [i=3]: wrong value at row 1, column 1")
+    assert "SQL:\n    SELECT 3 % 3" in report
+
+
+def test_mode_skip_skips_records_until_unskip(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        mode skip
+
+        statement ok
+        THIS IS NOT SQL
+
+        load some.db
+
+        query I
+        SELECT 1
+        ----
+        2
+
+        mode unskip
+
+        query I
+        SELECT 1
+        ----
+        1
+        """,
+    )
+
+
+def test_halt_stops_the_file_successfully(tmp_path: pathlib.Path) -> None:
+    run(tmp_path, "statement ok\nSELECT 1\n\nhalt\n\nstatement ok\nTHIS IS NOT SQL\n\nload never.db\n")
+
+
+def test_skipif_and_onlyif(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        skipif duckdb
+        statement ok
+        THIS IS NOT SQL
+
+        onlyif postgresql
+        statement ok
+        THIS IS NOT SQL
+
+        onlyif duckdb
+        query I
+        SELECT 1
+        ----
+        1
+        """,
+    )
+
+
+def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
+    run_file(write(tmp_path, "statement ok\nCREATE TABLE t(i INTEGER)\n", "first.test"))
+    run_file(write(tmp_path, "statement ok\nCREATE TABLE t(i INTEGER)\n", "second.test"))
+
+
+# --------------------------------------------------------------------------
+# unsupported directives and malformed files
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "directive"),
+    [
+        ("load __TEST_DIR__/x.db", "load"),
+        ("restart", "restart"),
+        ("reconnect", "reconnect"),
+        ("concurrentloop i 0 2", "concurrentloop"),
+        ("hash-threshold 10", "hash-threshold"),
+        ("set ignore_error_messages x", "set"),
+        ("frobnicate", "frobnicate"),
+        ("mode output_result", "mode output_result"),
+        ("foreach c <compression>", "foreach group <compression>"),
+        ("statement maybe\nSELECT 1", "statement maybe"),
+        ("statement ok con1\nSELECT 1", "statement ok con1"),
+        ("query I nosort my_label\nSELECT 1", "query I nosort my_label"),
+        ("query I con1\nSELECT 1", "query I con1"),
+    ],
+)
+def test_unsupported_directives_fail_loudly(tmp_path: pathlib.Path, line: str, directive: str) -> None:
+    report = parse_failure(tmp_path, f"statement ok\nSELECT 1\n\n{line}\n")
+    assert report == f"unsupported directive '{directive}' at case.test:4"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("loop i 0 2\n\nstatement ok\nSELECT 1\n", "case.test:1: loop without endloop"),
+        ("endloop\n", "case.test:1: endloop without loop"),
+        ("statement ok\nSELECT 1\n----\nboom\n", "case.test:1: only 'statement error' can have an expected message"),
+        ("require x\nstatement ok\nSELECT 1\n", "case.test:1: a single-line directive must be followed by an empty line"),
+        ("loop i a b\n\nendloop\n", "case.test:1: loop bounds must be integers"),
+        ("query ii\nSELECT 1, 2\n", "case.test:1: query needs column types, one letter per column (e.g. 'query IT')"),
+        ("statement ok\n\n", "case.test:1: statement without SQL"),
+        ("mode unskip\n", "case.test:1: mode unskip without mode skip"),
+        ("foreach a,b 1,2 3\n\nendloop\n", "case.test:1: foreach value '3' does not match the names 'a,b'"),
+        ("loop i 0 2\n\nrequire x\n\nendloop\n", "case.test:3: require cannot be used inside a loop"),
+        ("loop i 0 2\n\nhalt\n\nendloop\n", "case.test:3: halt inside a loop is not supported"),
+        ("skipif duckdb\n\nstatement ok\nSELECT 1\n", "case.test:2: skipif must be followed by a record"),
+    ],
+)
+def test_malformed_files(tmp_path: pathlib.Path, text: str, message: str) -> None:
+    assert parse_failure(tmp_path, text) == message
+
+
+# --------------------------------------------------------------------------
+# pytest integration (collect_file), end to end with pytester
+# --------------------------------------------------------------------------
+
+CONFTEST = """
+import pathlib
+
+from vgi_vision.sqllogictest import collect_file
+
+LOG = pathlib.Path(__file__).parent / "cleanup.log"
+
+
+def _log_cleanup():
+    with LOG.open("a") as log:
+        log.write("cleaned\\n")
+
+
+def _answer(conn):
+    conn.execute("CREATE MACRO answer() AS 42")
+    return _log_cleanup
+
+
+def pytest_addoption(parser):
+    parser.addoption("--strict-require", action="store_true")
+
+
+def pytest_collect_file(parent, file_path):
+    strict = parent.config.getoption("--strict-require")
+    return collect_file(parent, file_path, {"answer": _answer}, strict=strict)
+"""
+
+
+@pytest.fixture
+def sql_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    sql = pytester.mkpydir("sql")
+    write(sql, "require answer\n\nquery I\nSELECT answer()\n----\n42\n", "good.test")
+    write(sql, "require answer\n\nquery I\nSELECT answer() + 1\n----\n42\n", "bad.test")
+    write(sql, "require vgi_vision\n\nstatement ok\nSELECT 1\n", "needs_plugin.test")
+    write(sql, "statement ok\nSELECT 1\n\nload x.db\n", "unsupported.test")
+    write(sql, "not a sqllogictest file\n", "notes.txt")
+    return pytester
+
+
+def test_pytest_collects_only_test_files(sql_project: pytest.Pytester) -> None:
+    result = sql_project.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "sql/bad.test::bad.test",
+            "sql/good.test::good.test",
+            "sql/needs_plugin.test::needs_plugin.test",
+            "sql/unsupported.test::unsupported.test",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*notes.txt*")
+
+
+def test_pytest_outcomes_and_failure_report(sql_project: pytest.Pytester) -> None:
+    result = sql_project.runpytest("-rs")
+    result.assert_outcomes(passed=1, failed=2, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "sql/bad.test:3: wrong value at row 1, column 1 (*): expected '42', got '43' (query I nosort)",
+            "SQL:",
+            "    SELECT answer() + 1",
+            "Expected (1 rows):",
+            "    > 42",
+            "Actual (1 rows):",
+            "    > 43",
+            "unsupported directive 'load' at sql/unsupported.test:4",
+            "SKIPPED [[]1[]] sql/needs_plugin.test:1: require vgi_vision",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*sqllogictest.py*")
+    # cleanups ran for both files that used the requirement, pass or fail
+    assert (sql_project.path / "cleanup.log").read_text() == "cleaned\ncleaned\n"
+
+
+def test_pytest_strict_mode_fails_unknown_requirements(sql_project: pytest.Pytester) -> None:
+    result = sql_project.runpytest("--strict-require", "sql/needs_plugin.test")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["sql/needs_plugin.test:1: require vgi_vision: no such requirement is registered (strict mode)"]
+    )
