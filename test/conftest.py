@@ -41,19 +41,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class Workers:
-    """One worker per transport for the whole session, started on first use."""
+    """One worker per transport (and flavour) for the whole session, started on first use.
+
+    The ``lance`` flavour writes results back to a LanceDB folder of its own.
+    """
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="vgi-workers-"))
-        self._running: dict[str, tuple[object, RunningWorker]] = {}
+        self._running: dict[tuple[str, str], tuple[object, RunningWorker]] = {}
 
-    def get(self, transport: str) -> RunningWorker:
-        if transport not in self._running:
-            folder = self.tmp / transport
-            folder.mkdir(parents=True, exist_ok=True)
-            context = running_worker(transport, *serve_flags(transport), workdir=folder)
-            self._running[transport] = (context, context.__enter__())
-        return self._running[transport][1]
+    def get(self, transport: str, flavour: str = "plain") -> RunningWorker:
+        key = (transport, flavour)
+        if key not in self._running:
+            folder = self.tmp / f"{transport}-{flavour}"
+            flags = serve_flags(transport) + (["--lance", str(self.lance_uri(transport))]
+                                              if flavour == "lance" else [])
+            context = running_worker(transport, *flags, workdir=folder)
+            self._running[key] = (context, context.__enter__())
+        return self._running[key][1]
+
+    def lance_uri(self, transport: str) -> Path:
+        return self.tmp / f"{transport}-lance.db"
 
     def stop(self) -> None:
         for context, _ in self._running.values():
@@ -93,17 +101,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
     chosen = parent.config.getoption("--transport")
     transports = TRANSPORTS if chosen == "all" else (chosen,)
-    variants = {t: {"vgi_vision": attach_over(t)} for t in transports}
+    variants = {t: {"vgi_vision": attach_over(t), "vgi_vision_lance": attach_over(t, "lance")}
+                for t in transports}
     return sqllogictest.collect_file(parent, file_path, {}, strict=True, variants=variants)
 
 
-def attach_over(transport: str):
-    """``require vgi_vision``: attach the session's worker for ``transport`` as ``vision``."""
+def attach_over(transport: str, flavour: str = "plain"):
+    """``require vgi_vision`` (``_lance``): attach the session's worker for ``transport`` as
+    ``vision`` (one that writes results back to LanceDB)."""
 
     def attach_worker(con):
         import vgi_vision
 
-        vgi_vision.attach(con, workers().get(transport).location)
+        worker = workers().get(transport, flavour)
+        if worker.location is None and flavour == "lance":
+            vgi_vision.attach(con, lance=str(workers().lance_uri(transport)))
+        else:
+            vgi_vision.attach(con, worker.location)
         return lambda: vgi_vision.detach(con)
 
     return attach_worker

@@ -22,8 +22,6 @@ KEY = "6b6579206f66207468652074657374207265706c69636173"  # hex, 24 bytes
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningWorker]]:
     env = {"VGI_VISION_TOKEN_KEY": KEY}
     base = tmp_path_factory.mktemp("replicas")
-    (base / "a").mkdir()
-    (base / "b").mkdir()
     with running_worker("http", env=env, workdir=base / "a") as a, \
             running_worker("http", env=env, workdir=base / "b") as b:
         yield [a, b]

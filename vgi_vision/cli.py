@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from vgi_vision import __version__
 
@@ -40,6 +40,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type for a limit: zero or less would quietly refuse every image."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
 def add_serve(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="run a worker (stdio by default)",
                             description="Serve the vision functions over stdio (default), a "
@@ -52,6 +67,9 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--port-file", help="write the bound HTTP port here once serving")
     p.add_argument("--data-root", help="path arguments may read only below this folder "
                                        "(required for path arguments over unix/HTTP)")
+    p.add_argument("--lance", metavar="URI", help="write results back to LanceDB at URI")
+    p.add_argument("--lance-max-in-flight", type=int, default=2,
+                   help="batches inference may run ahead of the LanceDB writer")
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     p.add_argument("--token-key-file", help="key sealing HTTP continuation tokens, shared by "
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
@@ -63,6 +81,11 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-request-mb", type=int, default=256, help="largest request body")
     p.add_argument("--max-rows-per-call", type=int, default=4096,
                    help="most argument rows (images) in one call")
+    p.add_argument("--max-image-mb", type=positive(float), default=64,
+                   help="larger encoded images (bytes or files) get no prediction")
+    p.add_argument("--max-pixels", type=positive(int), default=64_000_000,
+                   help="images with more pixels get no prediction (checked from the header, "
+                        "before decoding)")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="seconds before an idle connection is closed")
     p.add_argument("--log-level", default="info",
@@ -71,9 +94,10 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from vgi_vision.imaging import DecodeLimits
     from vgi_vision.server import SealedStates, ServerLimits
     from vgi_vision.tokens import TokenSealer, key_from_env
-    from vgi_vision.worker import WorkerConfig, build_dispatcher
+    from vgi_vision.worker import WorkerConfig, build_worker
 
     transport = "unix" if args.unix else "http" if args.http else "stdio"
     auth_token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV) if args.http else None
@@ -83,8 +107,13 @@ def run_serve(args: argparse.Namespace) -> int:
                        f"${AUTH_TOKEN_ENV} or --auth-token-file (or pass --insecure-no-auth)")
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
                           max_rows_per_call=args.max_rows_per_call)
-    dispatcher = build_dispatcher(WorkerConfig(transport=transport, data_root=args.data_root,
-                                               limits=limits))
+    worker = build_worker(WorkerConfig(transport=transport, data_root=args.data_root,
+                                       limits=limits, lance=args.lance,
+                                       decode_limits=DecodeLimits(
+                                           max_pixels=args.max_pixels,
+                                           max_bytes=int(args.max_image_mb * (1 << 20))),
+                                       max_in_flight=args.lance_max_in_flight))
+    dispatcher = worker.dispatcher
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if transport == "stdio":
@@ -109,6 +138,8 @@ def run_serve(args: argparse.Namespace) -> int:
                        max_request_bytes=limits.max_request_bytes)
     except KeyboardInterrupt:
         pass
+    finally:
+        worker.close()  # drain write-back: nothing acknowledged is lost
     return 0
 
 

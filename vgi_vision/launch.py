@@ -81,6 +81,7 @@ def running_worker(transport: str, *extra: str, env: dict[str, str] | None = Non
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     with contextlib.ExitStack() as stack:
         folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
         if transport == "subprocess":
             worker = RunningWorker(None, None)
         elif transport == "unix":

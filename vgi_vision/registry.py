@@ -35,7 +35,7 @@ SQL_TYPES: dict[str, pa.DataType] = {
     "FLOAT": pa.float32(),
     "DOUBLE": pa.float64(),
     "BOOLEAN": pa.bool_(),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "TIMESTAMP": pa.timestamp("us"),  # UTC, naive: DuckDB needs pytz for TIMESTAMPTZ values
 }
 
 INPUT_ROW = "input_row"

@@ -41,7 +41,9 @@ ERROR_STATUS = {
     "path_refused": 403,
     "unknown_function": 404,
     "limit_exceeded": 413,
+    "not_configured": 400,
     "model_error": 500,
+    "write_failed": 500,
     "internal": 500,
 }
 

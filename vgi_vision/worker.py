@@ -1,4 +1,4 @@
-"""Assembling a worker: model, path policy and registry behind one dispatcher.
+"""Assembling a worker: model, path policy, optional write-back and the registry.
 
 The transport decides the path policy: a subprocess worker belongs to its caller and reads
 what the caller can, while socket and HTTP workers only read under ``--data-root``.
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from vgi_vision import __version__
 from vgi_vision.functions import VisionContext, build_registry
+from vgi_vision.imaging import DecodeLimits
+from vgi_vision.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
 from vgi_vision.model import DEFAULT_MODEL, load_classifier
 from vgi_vision.paths import PathPolicy
 from vgi_vision.server import Dispatcher, ServerLimits
@@ -25,19 +27,36 @@ class WorkerConfig:
     model: str = DEFAULT_MODEL
     data_root: str | None = None
     limits: ServerLimits = ServerLimits()
+    decode_limits: DecodeLimits = DecodeLimits()  # per image: --max-image-mb, --max-pixels
+    lance: str | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     warm_up: bool = True
 
 
-def build_dispatcher(config: WorkerConfig) -> Dispatcher:
-    classifier = load_classifier(config.model)
+@dataclass
+class Worker:
+    """A dispatcher and the resources it owns; ``close`` drains write-back."""
+
+    dispatcher: Dispatcher
+    sink: WriteBack | None = None
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def build_worker(config: WorkerConfig) -> Worker:
+    classifier = load_classifier(config.model).with_limits(config.decode_limits)
     if config.warm_up:
         classifier.warm_up()  # the first query should not pay for session creation
     if config.transport == "stdio" and config.data_root is None:
         paths = PathPolicy.unrestricted()
     else:
         paths = PathPolicy.confined(config.data_root)
-    registry = build_registry(VisionContext(classifier=classifier, paths=paths))
+    sink = WriteBack(config.lance, classifier.info.embedding_dim,
+                     max_in_flight=config.max_in_flight) if config.lance else None
+    registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
     info = {"version": __version__, "model": classifier.info.name, "pid": os.getpid(),
-            "transport": config.transport}
+            "transport": config.transport, "lance": config.lance}
     log.info("worker ready: %s", info)
-    return Dispatcher(registry, config.limits, worker_info=info)
+    return Worker(Dispatcher(registry, config.limits, worker_info=info), sink)

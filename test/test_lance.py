@@ -1,0 +1,199 @@
+"""LanceDB write-back: all-or-nothing runs, bounded in-flight work, shutdown and recovery.
+
+Real LanceDB in tmp folders and the real model throughout; failures are injected into the
+store's append so the atomicity mechanism itself is what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+import pytest
+
+from vgi_vision.client import Client, WorkerError
+from vgi_vision.functions import VisionContext, build_registry
+from vgi_vision.harness import invoke_table_function
+from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, RUNS
+from vgi_vision.lance.writeback import WriteBack
+from vgi_vision.launch import running_worker
+from vgi_vision.model import load_classifier
+from vgi_vision.paths import PathPolicy
+from vgi_vision.registry import FunctionError, argument_rows
+
+from conftest import DATA
+
+
+def table_counts(uri: Path) -> dict[str, int]:
+    """Rows per table, committed or not, read with a fresh connection."""
+
+    async def count() -> dict[str, int]:
+        db = await lancedb.connect_async(str(uri))
+        counts = {}
+        for name in (PREDICTIONS, EMBEDDINGS, RUNS):
+            table = await db.open_table(name)
+            counts[name] = await table.count_rows()
+            table.close()
+        db.close()
+        return counts
+
+    return asyncio.run(count())
+
+
+def classify_args(images: list[bytes], top_k: int = 5) -> pa.RecordBatch:
+    return argument_rows([pa.array(images, pa.binary()),
+                          pa.array([top_k] * len(images), pa.int32())])
+
+
+@pytest.fixture
+def images(fixture_bytes: dict[str, bytes]) -> list[bytes]:
+    return list(fixture_bytes.values()) * 10  # 40 images: two ticks, many queue batches
+
+
+def registry_with(sink: WriteBack):
+    return build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted(), sink))
+
+
+def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list[bytes]) -> None:
+    sink = WriteBack(str(tmp_path / "db"), 1280, max_batch=16)
+    registry = registry_with(sink)
+    classify = registry.get("classify")
+    invoke_table_function(classify, classify_args(images[:4]))  # one good run first
+    before = table_counts(tmp_path / "db")
+
+    real_append, calls = sink.store.append, []
+
+    async def failing_append(table: str, rows: list) -> None:
+        calls.append(table)
+        if len(calls) == 2:
+            raise OSError("disk full (injected)")
+        await real_append(table, rows)
+
+    sink.store.append = failing_append
+    with pytest.raises(FunctionError) as info:
+        invoke_table_function(classify, classify_args(images))
+    assert info.value.kind == "write_failed"
+    assert "disk full" in str(info.value) and "rolled back" in str(info.value)
+    assert len(calls) > 2  # the run really was written in several sub-batches
+    sink.store.append = real_append
+
+    # Zero rows of the failed run anywhere, committed or not; no orphaned commit record.
+    assert table_counts(tmp_path / "db") == before
+    visible = invoke_table_function(registry.get("predictions"), argument_rows([], 1))
+    assert visible.num_rows == 4 * 5
+    # The queue keeps running: the next run lands whole.
+    invoke_table_function(classify, classify_args(images[:3], top_k=2))
+    assert invoke_table_function(registry.get("predictions"),
+                                 argument_rows([], 1)).num_rows == 20 + 6
+    sink.close()
+    assert table_counts(tmp_path / "db") == {PREDICTIONS: 26, EMBEDDINGS: 7, RUNS: 2}
+
+
+def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) -> None:
+    """With max_in_flight=1, a tick cannot hand over a batch before the previous one landed."""
+    sink = WriteBack(str(tmp_path / "db"), 1280, max_in_flight=1, window_seconds=0.01)
+    gate = threading.Event()  # the "disk" is stuck until the test opens it
+    events: list[str] = []
+    real_append, real_write = sink.store.append, sink.write
+
+    async def stuck_append(table: str, rows: list) -> None:
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+        await real_append(table, rows)
+
+    def traced_write(run_id: str, predictions: list, embeddings: list) -> None:
+        events.append("requested")
+        real_write(run_id, predictions, embeddings)
+        events.append("accepted")
+
+    sink.store.append = stuck_append
+    sink.write = traced_write
+    registry = registry_with(sink)
+    scan = threading.Thread(target=invoke_table_function,
+                            args=(registry.get("classify"), classify_args(images * 2)))
+    scan.start()  # 80 images: three ticks, three batches
+    deadline = time.monotonic() + 120
+    while events.count("requested") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # give a broken bound every chance to accept the second batch
+    assert events == ["requested", "accepted", "requested"]
+    gate.set()
+    scan.join(timeout=120)
+    assert events == ["requested", "accepted"] * 3
+    sink.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_max_in_flight_is_validated(tmp_path: Path, bad) -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        WriteBack(str(tmp_path / "db"), 1280, max_in_flight=bad)
+
+
+def test_predictions_page_over_http(tmp_path: Path, images: list[bytes]) -> None:
+    """More stored rows than one page: every row comes back once over continuations."""
+    with running_worker("http", "--lance", str(tmp_path / "db"), workdir=tmp_path) as worker:
+        with Client(worker.location) as client:
+            stored = client.table("classify", pa.array(images * 3, pa.binary()),
+                                  pa.array([5] * 120, pa.int32()))
+            assert stored.num_rows == 600
+            before = client.requests
+            rows = client.table("predictions")
+            assert client.requests - before >= 2  # more than one page
+            keys = list(zip(rows.column("run_id").to_pylist(),
+                            rows.column("image_key").to_pylist(),
+                            rows.column("rank").to_pylist(), rows.column("path").to_pylist()))
+            assert len(rows) == 600
+            # 4 distinct photographs, each stored 30 times over 4 runs (32 images per call)
+            assert len({k[1] for k in keys}) == 4 and len({k[0] for k in keys}) == 4
+            assert sorted(rows.column("rank").to_pylist()) == sorted([1, 2, 3, 4, 5] * 120)
+
+
+def test_predictions_without_lance_is_a_clear_error(client) -> None:
+    with pytest.raises(WorkerError, match="--lance") as info:
+        client.table("predictions")
+    assert info.value.kind == "not_configured"
+
+
+def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) -> None:
+    db = tmp_path / "db"
+    big = images * 8  # 320 images: several calls, a few seconds of work
+    with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w1") as worker:
+        with Client(worker.location) as client:
+            acknowledged = client.table("classify", pa.array(images[:8], pa.binary()))
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=60) == 0
+    assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
+    assert acknowledged.num_rows == 40
+
+    with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w2") as worker:
+        errors: list[Exception] = []
+
+        def long_call() -> None:
+            try:
+                with Client(worker.location) as c:
+                    c.table("classify", pa.array(big, pa.binary()))
+            except Exception as exc:  # noqa: BLE001 - the kill is expected to fail it
+                errors.append(exc)
+
+        thread = threading.Thread(target=long_call)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while table_counts(db)[PREDICTIONS] == 40 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until some rows of the long call are on disk
+        os.kill(worker.process.pid, signal.SIGKILL)
+        thread.join(timeout=60)
+        assert errors
+    # Uncommitted rows were on disk; a restart opens cleanly and removes them.
+    with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w3") as worker:
+        with Client(worker.location) as client:
+            visible = client.table("predictions")
+    counts = table_counts(db)
+    committed_runs = counts[RUNS]
+    assert visible.num_rows == counts[PREDICTIONS] == 40 + (committed_runs - 1) * 32 * 5
+    assert counts[EMBEDDINGS] == 8 + (committed_runs - 1) * 32

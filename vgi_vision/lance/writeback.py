@@ -1,0 +1,143 @@
+"""The worker's synchronous bridge to LanceDB write-back.
+
+Function ticks run on the dispatcher's threads; LanceDB's async API and the coalescing queues
+live on one event loop owned by a background thread here. A tick hands over one batch of a
+run's rows and goes on inferring, but at most ``max_in_flight`` batches may be unwritten at
+once: a slow LanceDB slows inference down instead of growing memory. ``finish`` makes a run
+durable and visible, or rolls it back and raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pyarrow as pa
+
+from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, PredictionStore, RunError
+from vgi_vision.lance.write_queue import CoalescingWriteQueue
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAX_IN_FLIGHT = 2
+#: How long ``finish`` waits for rows that another replica wrote to become countable.
+SETTLE_SECONDS = 10.0
+
+
+class WriteBack:
+    def __init__(self, uri: str, embedding_dim: int, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 window_seconds: float = 0.1, max_batch: int = 128,
+                 max_queue_size: int = 4096) -> None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
+                or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        self.uri = uri
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vgi-lance",
+                                        daemon=True)
+        self._thread.start()
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self._pending: dict[str, list[concurrent.futures.Future]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self.store = self._run(PredictionStore.open(uri, embedding_dim))
+        except BaseException:
+            self._stop_loop()
+            raise
+        queue_options = dict(window_seconds=window_seconds, max_batch=max_batch,
+                             max_queue_size=max_queue_size)
+        self._queues = {name: CoalescingWriteQueue(self._appender(name), **queue_options)
+                        for name in (PREDICTIONS, EMBEDDINGS)}
+
+    def _appender(self, table: str) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+        async def append(rows: list[dict[str, Any]]) -> None:
+            await self.store.append(table, rows)  # looked up per batch: the store is the sink
+
+        return append
+
+    def _run(self, coroutine: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def write(self, run_id: str, predictions: list[dict[str, Any]],
+              embeddings: list[dict[str, Any]]) -> None:
+        """Queue one batch of a run's rows; blocks while ``max_in_flight`` are unwritten."""
+        if self._closed:
+            raise RunError("write-back is shut down")
+        self._in_flight.acquire()
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._write(predictions, embeddings),
+                                                      self._loop)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        future.add_done_callback(lambda _: self._in_flight.release())
+        with self._lock:
+            self._pending.setdefault(run_id, []).append(future)
+
+    async def _write(self, predictions: list[dict[str, Any]],
+                     embeddings: list[dict[str, Any]]) -> None:
+        futures = [await self._queues[PREDICTIONS].enqueue(r) for r in predictions]
+        futures += [await self._queues[EMBEDDINGS].enqueue(r) for r in embeddings]
+        await asyncio.gather(*futures)
+
+    def finish(self, run_id: str, predictions: int, embeddings: int) -> None:
+        """Commit the run once every row is stored; otherwise roll it back and raise."""
+        with self._lock:
+            futures = self._pending.pop(run_id, [])
+        # Every batch must have landed or failed before deciding: a rollback that raced a
+        # batch still being written would leave that batch behind as an orphan.
+        concurrent.futures.wait(futures)
+        try:
+            for future in futures:
+                future.result()
+            self._run(self._commit_when_settled(run_id, predictions, embeddings))
+        except Exception as exc:
+            try:
+                self._run(self.store.rollback(run_id))
+            except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
+                log.exception("rollback of run %s failed", run_id)
+            raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
+
+    async def _commit_when_settled(self, run_id: str, predictions: int, embeddings: int) -> None:
+        """Over HTTP a run's batches may come from several replicas: give theirs time to land."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            try:
+                return await self.store.commit(run_id, predictions, embeddings)
+            except RunError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def version(self) -> int:
+        return self._run(self.store.version())
+
+    def page(self, version: int, offset: int, limit: int) -> pa.Table:
+        return self._run(self.store.page(version, offset, limit))
+
+    def nearest(self, vector: list[float], k: int) -> pa.Table:
+        return self._run(self.store.nearest(vector, k))
+
+    def close(self) -> None:
+        """Drain the queues (nothing accepted is dropped), then close the tables."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for queue in self._queues.values():
+                self._run(queue.stop())
+            self.store.close()
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
