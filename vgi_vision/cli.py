@@ -249,6 +249,44 @@ def repl(con) -> int:
             readline.write_history_file(history)
 
 
+def add_classify(commands: argparse._SubParsersAction) -> None:
+    from vgi_vision.batch import FORMATS
+
+    p = commands.add_parser("classify", help="classify image files, folders and globs",
+                            description="Classify images in batches with a progress bar (on a "
+                                        "terminal). Folders are searched recursively. Files "
+                                        "that cannot be read are listed at the end.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (1..1000)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("-o", "--output", help="write results here instead of stdout")
+    p.add_argument("--lance", metavar="URI", help="also store results in LanceDB at URI")
+    p.add_argument("--location", help="use a running worker (unix:///path or "
+                                      "http://host:port); files are sent as bytes")
+    p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    p.set_defaults(run=run_classify)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from vgi_vision.batch import (classify_files, expand, failure_report, progress_wanted,
+                                  write_table)
+    from vgi_vision.client import Client
+
+    if args.location and args.lance:
+        raise CliError("--lance configures a private worker; start the worker at "
+                       "--location with its own --lance")
+    files, unmatched = expand(args.paths)
+    worker_args = ["--lance", args.lance] if args.lance else []
+    with Client(args.location, worker_args=worker_args,
+                auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
+        result = classify_files(client, files, args.top_k, progress_wanted(),
+                                send_bytes=args.location is not None)
+    write_table(result.table, args.format, sys.stdout, args.output)
+    for line in failure_report(result.failed, unmatched):
+        print(line, file=sys.stderr)
+    return 1 if not files or len(result.failed) == len(files) else 0
+
+
 def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("models", help="list the shipped models with their metadata")
     p.set_defaults(run=run_models)
@@ -308,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(commands)
     add_sql(commands)
+    add_classify(commands)
     add_catalog_commands(commands)
     return parser
 

@@ -1,0 +1,132 @@
+"""The ``vgi-vision`` command, run as a real process, and the generated function reference."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from vgi_vision.docs import render_reference
+from vgi_vision.functions import VisionContext, build_registry
+from vgi_vision.model import load_classifier
+from vgi_vision.paths import PathPolicy
+
+from conftest import DATA, REPO
+
+COMMANDS = ["serve", "sql", "classify", "models", "functions"]
+
+
+def cli(*args: str, cwd: Path = REPO, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vgi_vision", *args], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_version_and_help() -> None:
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("vgi-vision ")
+    for command in COMMANDS:
+        result = cli(command, "--help")
+        assert result.returncode == 0, command
+        assert "usage: vgi-vision " + command in result.stdout
+    assert cli("no-such-command").returncode == 2
+
+
+def test_sql_prints_duckdb_rendering() -> None:
+    result = cli("sql", "SELECT label FROM vision.classify('test/sql/data/coffee.png', 1)")
+    assert result.returncode == 0, result.stderr
+    assert "espresso" in result.stdout and "│" in result.stdout
+
+
+def test_sql_file_and_errors(tmp_path: Path) -> None:
+    script = tmp_path / "q.sql"
+    script.write_text("CREATE TABLE t AS SELECT * FROM vision.image_classes();\n"
+                      "SELECT count(*) AS n FROM t;\n")
+    result = cli("sql", "-f", str(script))
+    assert result.returncode == 0 and "1000" in result.stdout
+    failed = cli("sql", "SELECT * FROM vision.classify('x'::BLOB, 0)")
+    assert failed.returncode == 1
+    assert "top_k must be between 1 and 1000" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_sql_interactive_prompt() -> None:
+    result = cli("sql", stdin="SELECT label\nFROM vision.image_classes() WHERE idx = 967;\n")
+    assert result.returncode == 0 and "espresso" in result.stdout
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for source in DATA.iterdir():
+        shutil.copy(source, folder / source.name)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return tmp_path / "photos"
+
+
+def test_classify_folder_formats(photo_dir: Path, tmp_path: Path) -> None:
+    table = cli("classify", str(photo_dir), "--top-k", "2")
+    assert table.returncode == 0
+    assert "espresso" in table.stdout
+    assert "1 file(s) could not be read or decoded" in table.stderr
+    assert "broken.jpg" in table.stderr
+    assert "it/s" not in table.stderr  # no progress bar when not on a terminal
+
+    rows = list(csv.DictReader(io.StringIO(cli("classify", str(photo_dir), "--format", "csv",
+                                               "--top-k", "1").stdout)))
+    assert len(rows) == 4 and {r["rank"] for r in rows} == {"1"}
+    assert {Path(r["path"]).name: r["label"] for r in rows}["coffee.png"] == "espresso"
+
+    lines = cli("classify", str(photo_dir / "nested" / "*.png"), "--format", "json").stdout
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert len(records) == 2 * 5 and all(0 <= r["confidence"] <= 1 for r in records)
+
+    out = tmp_path / "out.parquet"
+    assert cli("classify", str(photo_dir), "--format", "parquet", "-o", str(out)).returncode == 0
+    assert pq.read_table(out).num_rows == 4 * 5
+
+
+def test_classify_with_lance_then_query(photo_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    assert cli("classify", str(photo_dir), "--top-k", "1", "--lance", str(db)).returncode == 0
+    result = cli("sql", "--data-root", str(photo_dir), "SELECT 1")  # a confined worker works
+    assert result.returncode == 0
+    stored = subprocess.run(
+        [sys.executable, "-c",
+         "import duckdb, vgi_vision; con = duckdb.connect(); "
+         f"vgi_vision.attach(con, lance={str(db)!r}); "
+         "print(con.execute('SELECT count(*), count(path) FROM vision.predictions()')"
+         ".fetchone()); vgi_vision.detach(con)"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert stored.stdout.strip() == "(4, 4)", stored.stderr
+
+
+def test_classify_nothing_found_fails() -> None:
+    result = cli("classify", "no/such/*.png")
+    assert result.returncode == 1
+    assert "matched no file" in result.stderr
+
+
+def test_models_and_functions_commands() -> None:
+    models = cli("models")
+    assert models.returncode == 0
+    meta = json.loads(models.stdout)
+    assert meta["name"] == "efficientnet-lite0" and meta["license"] == "Apache-2.0"
+    functions = cli("functions", "--format", "json")
+    names = {f["name"] for f in json.loads(functions.stdout)}
+    assert {"classify", "top_label", "image_classes", "predictions", "similar"} <= names
+
+
+def test_committed_function_reference_is_current() -> None:
+    registry = build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted()))
+    expected = render_reference(registry.describe(), markdown=True)
+    committed = (REPO / "docs" / "functions.md").read_text(encoding="utf-8")
+    assert committed == expected, ("docs/functions.md is stale: run `vgi-vision functions "
+                                   "--format markdown > docs/functions.md`")
