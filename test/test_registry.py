@@ -146,7 +146,7 @@ def vision_registry() -> Registry:
 
 def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
     catalog = {f["name"]: f for f in vision_registry.describe()}
-    assert set(catalog) == {"classify", "top_label", "image_classes"}
+    assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
         [["BLOB", "INTEGER"], ["VARCHAR", "INTEGER"]]

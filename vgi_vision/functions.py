@@ -93,6 +93,12 @@ def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSour
     return [None if p is None else ctx.paths.resolve(p) for p in paths]
 
 
+def images_per_tick(ks: list[int | None]) -> int:
+    """One model batch of images, fewer when their rows would exceed MAX_ROWS_PER_TICK."""
+    largest = max((k for k in ks if k is not None), default=1)
+    return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
+
+
 def top_k_column(args: Args) -> list[int | None]:
     """Per-row top_k, validated up front so a bad value fails the call before any work."""
     values = args["top_k"].to_pylist()
@@ -125,9 +131,7 @@ class Classify:
 
     def process(self, args: Args, state: RunState, out: Output) -> None:
         ks = top_k_column(args)
-        largest = max((k for k in ks if k is not None), default=1)
-        per_tick = max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
-        rows = state.advance(args.num_rows, per_tick)
+        rows = state.advance(args.num_rows, images_per_tick(ks))
         if rows:
             sources = image_sources(self.ctx, args, rows)
             wanted = [ks[r] for r in rows]
@@ -315,8 +319,8 @@ class Similar:
         return CursorState()
 
     def process(self, args: Args, state: CursorState, out: Output) -> None:
-        rows = state.advance(args.num_rows, IMAGES_PER_TICK)
         ks = args["k"].to_pylist()
+        rows = state.advance(args.num_rows, images_per_tick(ks))
         results = self.ctx.classifier.classify(image_sources(self.ctx, args, rows), top_k=1)
         found = {name: [] for name in (INPUT_ROW, "rank", "image_key", "path", "label",
                                        "confidence", "distance")}

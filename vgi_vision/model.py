@@ -7,6 +7,7 @@ for model-level failures (missing or corrupt model files, invalid ``top_k``).
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -77,6 +78,8 @@ class ModelInfo:
             labels_file = directory / meta["labels"]
             rows = [line.rstrip("\n").split("\t")
                     for line in labels_file.read_text(encoding="utf-8").splitlines()[1:]]
+            if len(rows) != NUM_CLASSES:  # a lost line would shift every later label
+                raise ValueError(f"{labels_file} has {len(rows)} classes, not {NUM_CLASSES}")
             return cls(
                 name=meta["name"],
                 directory=directory,
@@ -127,6 +130,15 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _SessionSlot:
+    """Where a classifier's lazily created session lives, so views made by
+    :meth:`Classifier.with_limits` share the one session whichever of them creates it."""
+
+    def __init__(self) -> None:
+        self.session = None
+        self.lock = threading.Lock()
+
+
 class Classifier:
     """One lazily created, warmed-up onnxruntime session shared by every caller.
 
@@ -143,8 +155,7 @@ class Classifier:
         self.batch_size = batch_size
         self.threads = threads or default_threads()
         self.limits = limits
-        self._session = None
-        self._session_lock = threading.Lock()
+        self._slot = _SessionSlot()
         self._run_lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(max_workers=self.threads,
                                            thread_name_prefix="vgi-decode")
@@ -152,11 +163,23 @@ class Classifier:
     @property
     def session(self):
         """The onnxruntime session, created (after a checksum check) on first use."""
-        if self._session is None:
-            with self._session_lock:
-                if self._session is None:
-                    self._session = self._create_session()
-        return self._session
+        slot = self._slot
+        if slot.session is None:
+            with slot.lock:
+                if slot.session is None:
+                    slot.session = self._create_session()
+        return slot.session
+
+    def with_limits(self, limits: DecodeLimits) -> "Classifier":
+        """This classifier with other decode limits, sharing its session, locks and decode pool.
+
+        A process holds one classifier per model (``load_classifier``): a second onnxruntime
+        session would double the memory and fight the first over the cores. A worker's own
+        ``--max-image-mb`` / ``--max-pixels`` are applied through a view made here.
+        """
+        view = copy.copy(self)
+        view.limits = limits
+        return view
 
     def _create_session(self):
         import onnxruntime as ort
@@ -180,7 +203,10 @@ class Classifier:
 
     def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the model on ``N x H x W x 3`` uint8 pixels: (probabilities, unit embeddings)."""
-        batch = pixels.astype(np.float32).transpose(0, 3, 1, 2)
+        # One strided pass into a contiguous NCHW float array, then in-place arithmetic on
+        # contiguous memory: same values, ~4x cheaper than normalizing a transposed view
+        # (and onnxruntime no longer has to copy a non-contiguous input).
+        batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
         batch -= self.info.mean
         batch /= self.info.std
         session = self.session
@@ -241,11 +267,12 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest probabilities per row, largest first (ties: lower index)."""
-    part = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
-    picked = np.take_along_axis(probabilities, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    """Indices of the k largest probabilities per row, largest first (ties: lower index).
+
+    A stable sort, so ties at the k-th place also go to the lower index (argpartition picks
+    an arbitrary one of them); ~1 ms for a 32 x 1000 batch, noise next to the model run.
+    """
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
 @functools.lru_cache(maxsize=None)

@@ -65,6 +65,15 @@ def decode(data: bytes | memoryview) -> Message:
     if not isinstance(header, dict) or header.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {header.get('v') if isinstance(header, dict) else None!r}")
     batch = batches[0].replace_schema_metadata(None) if batches else None
+    if batch is not None:
+        try:
+            # The IPC reader checks little of a batch's contents: offsets pointing past their
+            # buffers, invalid UTF-8 in values or column names would otherwise reach the
+            # functions that read them.
+            batch.validate(full=True)
+            batch.schema.names  # decodes (so checks) every column name
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"malformed record batch: {exc}") from None
     return Message(header, batch)
 
 

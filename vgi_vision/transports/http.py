@@ -30,44 +30,52 @@ CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 def make_app(dispatcher: Dispatcher, states: SealedStates, auth_token: str | None = None
              ) -> Callable:
     """The WSGI application: POST Arrow IPC requests to ``/v1/rpc``; GET ``/healthz``."""
-    expected = f"Bearer {auth_token}".encode() if auth_token else None
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
         if path == HEALTH_PATH and method == "GET":
             return _respond(start_response, 200, b"ok", "text/plain")
-        if path != RPC_PATH:
-            return _send(start_response, Reply(error_message("bad_request",
-                                                              f"no such path {path}"), "bad_request"), 404)
-        if method != "POST":
-            return _send(start_response, Reply(error_message("bad_request", "use POST"),
-                                                "bad_request"), 405)
-        if expected is not None:
-            given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, expected):
-                return _send(start_response, Reply(error_message(
-                    "unauthorized", "missing or wrong bearer token"), "unauthorized"))
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            return _send(start_response, Reply(error_message(
-                "bad_request", "a Content-Length is required"), "bad_request"))
-        limit = dispatcher.limits.max_request_bytes
-        if length > limit:
-            return _send(start_response, Reply(error_message(
-                "limit_exceeded", f"request of {length} bytes exceeds the limit of {limit}"),
-                "limit_exceeded"))
-        body = environ["wsgi.input"].read(length)
-        return _send(start_response, dispatcher.reply(body, states))
+        refusal = refuse(environ, path, method, auth_token, dispatcher.limits.max_request_bytes)
+        if refusal is None:
+            body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+            reply, status = dispatcher.reply(body, states), None
+        else:
+            reply, status = refusal
+        return _respond(start_response, status or reply.http_status, reply.data, CONTENT_TYPE)
 
     return app
 
 
-def _send(start_response: Callable, reply: Reply, status: int | None = None
-           ) -> Iterable[bytes]:
-    return _respond(start_response, status or reply.http_status, reply.data, CONTENT_TYPE)
+def refuse(environ: dict, path: str, method: str, auth_token: str | None, limit: int
+           ) -> tuple[Reply, int | None] | None:
+    """Why a request is refused before any work, or None to serve it."""
+
+    def failure(kind: str, message: str, status: int | None = None) -> tuple[Reply, int | None]:
+        return Reply(error_message(kind, message), kind), status
+
+    if path != RPC_PATH:
+        return failure("bad_request", f"no such path {path}", 404)
+    if method != "POST":
+        return failure("bad_request", "use POST", 405)
+    if auth_token is not None and not bearer_matches(environ.get("HTTP_AUTHORIZATION", ""),
+                                                     auth_token):
+        return failure("unauthorized", "missing or wrong bearer token")
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length < 0:
+        return failure("bad_request", "a Content-Length is required")
+    if length > limit:
+        return failure("limit_exceeded", f"request of {length} bytes exceeds the limit of {limit}")
+    return None
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """``Authorization: Bearer <token>``; the scheme is case-insensitive (RFC 7235)."""
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1", "replace"), token.encode("latin-1", "replace"))
 
 
 def _respond(start_response: Callable, status: int, body: bytes, content_type: str
@@ -88,7 +96,8 @@ def serve_http(app: Callable, host: str, port: int, port_file: str | None = None
 
     server = create_server(app, host=host, port=port, threads=threads,
                            connection_limit=connection_limit, channel_timeout=channel_timeout,
-                           max_request_body_size=max_request_bytes, ident="vgi-vision")
+                           # waitress refuses a body of exactly its limit; ours is inclusive
+                           max_request_body_size=max_request_bytes + 1, ident="vgi-vision")
     bound = server.effective_port
     log.info("serving HTTP on http://%s:%s", host, bound)
     if port_file:
@@ -120,6 +129,10 @@ class HttpTransport:
             response = self._client.post(RPC_PATH, content=request)
         except httpx.HTTPError as exc:
             raise TransportError(f"HTTP request to {self.url} failed: {exc}") from None
+        if response.status_code == 413 and response.headers.get("content-type") != CONTENT_TYPE:
+            # refused by the HTTP server itself before the worker saw it
+            return error_message("limit_exceeded", f"{self.url} refused the request as too "
+                                                   f"large: {response.text[:200]}")
         if response.headers.get("content-type") != CONTENT_TYPE:
             raise TransportError(f"{self.url} answered HTTP {response.status_code} with "
                                  f"{response.headers.get('content-type')!r}: "

@@ -30,21 +30,26 @@ class _Handler(socketserver.StreamRequestHandler):
         super().setup()
 
     def handle(self) -> None:
-        if not self.server.slots.acquire(blocking=False):
-            write_frame(self.wfile, error_message(
-                "limit_exceeded", f"the worker already serves {self.server.max_connections} "
-                                  f"connections; try again later"))
-            return
         try:
-            serve_stream(self.rfile, self.wfile, self.server.dispatcher, LiveStates())
+            if not self.server.slots.acquire(blocking=False):
+                write_frame(self.wfile, error_message(
+                    "limit_exceeded", f"the worker already serves "
+                                      f"{self.server.max_connections} connections; try again "
+                                      f"later"))
+                return
+            try:
+                serve_stream(self.rfile, self.wfile, self.server.dispatcher, LiveStates())
+            finally:
+                self.server.slots.release()
         except (OSError, FrameError):
-            pass  # the client went away or idled out: nothing to answer
-        finally:
-            self.server.slots.release()
+            pass  # the client went away or idled out (refused or not): nothing to answer
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    #: Listen backlog. socketserver's default of 5 turns a burst of clients connecting at once
+    #: away: a unix-socket connect does not wait for room in a full backlog, it fails (EAGAIN).
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str | os.PathLike, dispatcher: Dispatcher, *,
                  max_connections: int = 64, idle_timeout: float = 300.0) -> None:

@@ -1,0 +1,384 @@
+"""What makes a worker safe to expose: auth, path confinement and resource limits.
+
+Every test runs real worker processes and talks to them over real sockets; "no work was done"
+is proven from the worker's own log, which has one line per dispatched request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import duckdb
+import httpx
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+import vgi_vision
+from vgi_vision.client import Client, WorkerError
+from vgi_vision.imaging import decode as decode_image
+from vgi_vision.launch import RunningWorker, running_worker, start_http
+from vgi_vision.protocol import decode, encode
+from vgi_vision.transports import TransportError
+from vgi_vision.transports.framing import read_frame, write_frame
+
+from conftest import DATA
+
+TOKEN = "s3cret-bearer-token-for-tests"
+AUTH_ENV = "VGI_VISION_AUTH_TOKEN"
+DESCRIBE = encode({"op": "describe"})
+MB = 1 << 20
+
+
+def dispatched(worker_dir: Path) -> int:
+    """Requests the worker's dispatcher has handled: it logs one line for each."""
+    log = worker_dir / "worker.log"
+    return sum(" vgi_vision.server: " in line for line in log.read_text().splitlines())
+
+
+def labels(table: pa.Table) -> list[str]:
+    return table.column("label").to_pylist()
+
+
+def unix_path(worker: RunningWorker) -> str:
+    return worker.location.removeprefix("unix://")
+
+
+def connect(worker: RunningWorker) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(unix_path(worker))
+    return sock
+
+
+def exchange(sock: socket.socket, request: bytes) -> dict:
+    """One framed request on a raw connection; the response header."""
+    with sock.makefile("rwb") as stream:
+        write_frame(stream, request)
+        return decode(read_frame(stream, 1 << 30)).header
+
+
+def read_reply(sock: socket.socket) -> dict:
+    """A response the worker sends without being asked (e.g. refusing the connection)."""
+    with sock.makefile("rb") as stream:
+        return decode(read_frame(stream, 1 << 30)).header
+
+
+def jpeg(side: int) -> bytes:
+    """The coffee photo as a small JPEG, ``side`` pixels square."""
+    with Image.open(DATA / "coffee.png") as image:
+        out = io.BytesIO()
+        image.convert("RGB").resize((side, side)).save(out, "JPEG", quality=40)
+    return out.getvalue()
+
+
+# --- HTTP authentication --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningWorker, Path]]:
+    folder = tmp_path_factory.mktemp("authed")
+    with running_worker("http", env={AUTH_ENV: TOKEN}, workdir=folder) as worker:
+        yield worker, folder
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Bearer {TOKEN}x",
+                                           TOKEN, f"Basic {TOKEN}", "Bearer"])
+def test_missing_or_wrong_token_is_refused_before_any_work(authed, authorization) -> None:
+    worker, folder = authed
+    headers = {"Authorization": authorization} if authorization else {}
+    before = dispatched(folder)
+    # Garbage would be a 400 and a real call would run the model, were either dispatched.
+    for body in [b"garbage", DESCRIBE,
+                 encode({"op": "scan", "function": "classify", "token": None},
+                        pa.record_batch({"image": pa.array([(DATA / "coffee.png")
+                                                            .read_bytes()])}))]:
+        reply = httpx.post(f"{worker.location}/v1/rpc", content=body, headers=headers)
+        assert reply.status_code == 401
+        error = decode(reply.content).header["error"]
+        assert error == {"kind": "unauthorized", "message": "missing or wrong bearer token"}
+    assert dispatched(folder) == before
+    httpx.post(f"{worker.location}/v1/rpc", content=DESCRIBE,
+               headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
+    assert dispatched(folder) == before + 1  # the count does see dispatched requests
+    httpx.post(f"{worker.location}/v1/rpc", content=DESCRIBE,  # the scheme is case-insensitive
+               headers={"Authorization": f"bearer {TOKEN}"}).raise_for_status()
+
+
+def test_client_and_attach_need_the_token(authed) -> None:
+    worker, _ = authed
+    with Client(worker.location) as anonymous, pytest.raises(WorkerError) as info:
+        anonymous.describe()
+    assert info.value.kind == "unauthorized"
+    with Client(worker.location, auth_token=TOKEN) as client:
+        assert client.table("image_classes").num_rows == 1000
+    con = duckdb.connect()
+    with pytest.raises(WorkerError, match="bearer token"):
+        vgi_vision.attach(con, worker.location)
+    vgi_vision.attach(con, worker.location, auth_token=TOKEN)
+    try:
+        blob = (DATA / "coffee.png").read_bytes()
+        assert con.execute("SELECT label FROM vision.classify(?) WHERE rank = 1",
+                           [blob]).fetchall() == [("espresso",)]
+        assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+    finally:
+        vgi_vision.detach(con)
+
+
+def env_without_token() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != AUTH_ENV}
+
+
+def test_public_bind_without_token_is_refused() -> None:
+    result = subprocess.run([sys.executable, "-m", "vgi_vision", "serve", "--http",
+                             "--host", "0.0.0.0", "--port", "0"],
+                            env=env_without_token(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "refusing to serve HTTP on 0.0.0.0 without a bearer token" in result.stderr
+    assert AUTH_ENV in result.stderr and "--insecure-no-auth" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["insecure-no-auth", "auth-token-file"])
+def test_public_bind_starts_when_told_how_to_authenticate(tmp_path: Path, how: str,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    flag = ["--insecure-no-auth"] if how == "insecure-no-auth" else \
+        ["--auth-token-file", str(token_file)]
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    worker = start_http(tmp_path / "port", "--host", "0.0.0.0", *flag,
+                        log_file=tmp_path / "worker.log")
+    try:
+        token = None if how == "insecure-no-auth" else TOKEN
+        with Client(worker.location, auth_token=token) as client:
+            assert client.table("image_classes").num_rows == 1000
+        anonymous = httpx.post(f"{worker.location}/v1/rpc", content=DESCRIBE)
+        assert anonymous.status_code == (200 if token is None else 401)
+    finally:
+        worker.stop()
+    assert worker.process.returncode is not None
+
+
+# --- Path confinement -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A data root holding images and symlinks, next to a folder it must not reach."""
+    base = tmp_path_factory.mktemp("tree")
+    root, outside = base / "root", base / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    shutil.copy(DATA / "coffee.png", root / "sub" / "coffee.png")
+    shutil.copy(DATA / "cat.png", outside / "secret.png")
+    (root / "inner_link.png").symlink_to(root / "sub" / "coffee.png")
+    (root / "escape.png").symlink_to(outside / "secret.png")
+    (root / "escape_dir").symlink_to(outside, target_is_directory=True)
+    return {"root": root, "outside": outside}
+
+
+FLAVOURS = {
+    # Confined to the tree's root, with small request and call limits.
+    "confined": lambda tree: ["--data-root", str(tree["root"]), "--max-request-mb", "1",
+                              "--max-rows-per-call", "16"],
+    "rootless": lambda tree: [],
+}
+
+
+@pytest.fixture(scope="module")
+def workers(tree: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Callable[[str, str], RunningWorker]]:
+    """``workers(flavour, transport)``: one worker of each kind for the module, started lazily."""
+    started: dict[tuple[str, str], RunningWorker] = {}
+    with contextlib.ExitStack() as stack:
+        def get(flavour: str, transport: str) -> RunningWorker:
+            if (flavour, transport) not in started:
+                folder = tmp_path_factory.mktemp(f"{flavour}-{transport}")
+                started[flavour, transport] = stack.enter_context(
+                    running_worker(transport, *FLAVOURS[flavour](tree), workdir=folder))
+            return started[flavour, transport]
+
+        yield get
+
+
+@pytest.fixture(params=["unix", "http"])
+def confined(request: pytest.FixtureRequest, workers) -> RunningWorker:
+    return workers("confined", request.param)
+
+
+@pytest.fixture(params=["unix", "http"])
+def rootless(request: pytest.FixtureRequest, workers) -> RunningWorker:
+    return workers("rootless", request.param)
+
+
+def escapes(tree: dict[str, Path]) -> list[str]:
+    return ["../outside/secret.png", "sub/../../outside/secret.png",
+            str(tree["outside"] / "secret.png"), "escape.png", "escape_dir/secret.png",
+            "/etc/passwd", str(tree["root"]) + "/../outside/secret.png"]
+
+
+def test_paths_inside_the_root_are_read(confined: RunningWorker, tree: dict[str, Path]) -> None:
+    with Client(confined.location) as client:
+        for path in ["sub/coffee.png", str(tree["root"] / "sub" / "coffee.png"),
+                     "inner_link.png", "./sub/../sub/coffee.png"]:
+            assert labels(client.table("classify", pa.array([path])))[0] == "espresso", path
+        assert client.call("top_label", pa.array(["inner_link.png"])).to_pylist() == \
+            ["espresso"]
+        assert client.table("classify", pa.array(["sub/missing.png"])).num_rows == 0
+
+
+def test_paths_escaping_the_root_are_refused(confined: RunningWorker,
+                                             tree: dict[str, Path]) -> None:
+    with Client(confined.location) as client:
+        for path in escapes(tree):
+            for call in (lambda: client.table("classify", pa.array([path])),
+                         lambda: client.call("top_label", pa.array([path]))):
+                with pytest.raises(WorkerError) as info:
+                    call()
+                assert info.value.kind == "path_refused", path
+                assert "outside the data root" in str(info.value)
+        with pytest.raises(WorkerError, match="NUL byte"):
+            client.table("classify", pa.array(["sub/coffee.png\x00.txt"]))
+        assert client.table("image_classes").num_rows == 1000  # still serving
+
+
+def test_path_refusal_is_403_over_http(workers) -> None:
+    location = workers("confined", "http").location
+    request = encode({"op": "call", "function": "top_label"},
+                     pa.record_batch({"path": pa.array(["../outside/secret.png"])}))
+    reply = httpx.post(f"{location}/v1/rpc", content=request)
+    assert reply.status_code == 403
+    assert decode(reply.content).header["error"]["kind"] == "path_refused"
+
+
+def test_refusal_reaches_sql(confined: RunningWorker) -> None:
+    con = duckdb.connect()
+    vgi_vision.attach(con, confined.location)
+    try:
+        with pytest.raises(duckdb.Error, match="outside the data root"):
+            con.execute("SELECT * FROM vision.classify('escape.png')").fetchall()
+        assert con.execute("SELECT label FROM vision.classify('sub/coffee.png') "
+                           "WHERE rank = 1").fetchall() == [("espresso",)]
+    finally:
+        vgi_vision.detach(con)
+
+
+def test_without_a_data_root_paths_are_disabled_and_blobs_work(rootless: RunningWorker) -> None:
+    with Client(rootless.location) as client:
+        for path in ["test/sql/data/coffee.png", str(DATA / "coffee.png")]:
+            with pytest.raises(WorkerError) as info:
+                client.table("classify", pa.array([path]))
+            assert info.value.kind == "path_refused"
+            assert "path arguments are disabled on this worker" in str(info.value)
+            assert "--data-root" in str(info.value)
+        blob = pa.array([(DATA / "coffee.png").read_bytes()], pa.binary())
+        assert labels(client.table("classify", blob))[0] == "espresso"
+        assert client.call("top_label", blob).to_pylist() == ["espresso"]
+
+
+# --- Request limits -------------------------------------------------------------------------
+
+def test_oversized_request_is_refused_and_the_worker_serves_on(confined: RunningWorker) -> None:
+    big = pa.array([b"\xff" * (MB + 1024)], pa.binary())
+    with Client(confined.location) as client:
+        with pytest.raises(WorkerError) as info:
+            client.table("classify", big)
+        assert info.value.kind == "limit_exceeded"
+        if confined.location.startswith("unix"):
+            assert f"exceeds the limit of {MB}" in str(info.value)
+        else:  # waitress refuses it from the Content-Length, before reading the body
+            assert "too large" in str(info.value)
+            over = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * (MB + 1))
+            assert over.status_code == 413
+            at_limit = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * MB)
+            assert at_limit.status_code == 400  # read and dispatched: the limit is inclusive
+        # The same client (over unix, the same pooled connection) keeps working.
+        assert client.table("image_classes").num_rows == 1000
+
+
+def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
+    blob = jpeg(300)  # small: 16 of them fit the 1 MB request limit
+    with Client(confined.location) as client:
+        with pytest.raises(WorkerError) as info:  # the client sends classify 32 rows a call
+            client.table("classify", pa.array([blob] * 17, pa.binary()))
+        assert info.value.kind == "limit_exceeded"
+        assert "17 argument rows exceed the limit of 16 per call" in str(info.value)
+        table = client.table("classify", pa.array([blob] * 16, pa.binary()), pa.array([1] * 16))
+        assert labels(table) == ["espresso"] * 16
+
+
+# --- Per-image limits: --max-image-mb and --max-pixels -----------------------------------------
+
+def test_per_image_byte_and_pixel_limits(tmp_path: Path) -> None:
+    small = jpeg(300)  # ~10 KB, 90 kilopixels
+    padded = small + bytes(150_000)  # decodable (JPEG ignores trailing bytes) but > 0.1 MB
+    large = jpeg(1200)  # < 0.1 MB, but 1.44 megapixels
+    assert len(large) < 0.1 * MB < len(padded)
+    assert decode_image(padded) is not None and decode_image(large) is not None
+    (tmp_path / "padded.jpg").write_bytes(padded)
+    with running_worker("unix", "--max-image-mb", "0.1", "--max-pixels", "1000000",
+                        "--data-root", str(tmp_path), workdir=tmp_path) as worker, \
+            Client(worker.location) as client:
+        table = client.table("classify", pa.array([small, padded, large, small], pa.binary()),
+                             pa.array([1] * 4))
+        assert table.column("input_row").to_pylist() == [0, 3]
+        assert labels(table) == ["espresso", "espresso"]
+        assert client.table("classify", pa.array(["padded.jpg"])).num_rows == 0
+
+
+# --- Unix socket: file mode, connection cap, idle timeout -------------------------------------
+
+def test_unix_socket_is_owner_only(workers) -> None:
+    mode = os.stat(unix_path(workers("confined", "unix"))).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def serves_a_new_connection(worker: RunningWorker) -> bool:
+    try:
+        with connect(worker) as sock:
+            return exchange(sock, DESCRIBE)["ok"] is True
+    except (OSError, ConnectionError):
+        return False
+
+
+def test_connections_over_the_cap_get_a_clear_error(tmp_path: Path) -> None:
+    with running_worker("unix", "--max-connections", "3", workdir=tmp_path) as worker:
+        held = [connect(worker) for _ in range(3)]
+        try:
+            for sock in held:
+                assert exchange(sock, DESCRIBE)["ok"]  # each holds a slot now
+            with connect(worker) as extra:
+                error = read_reply(extra)["error"]
+                assert error["kind"] == "limit_exceeded"
+                assert "already serves 3 connections" in error["message"]
+                assert extra.recv(1) == b""  # and closed
+            for sock in held:
+                assert exchange(sock, DESCRIBE)["ok"]  # the others keep working
+            held.pop().close()
+            # The worker frees the slot once it sees the close; a new connection then fits.
+            assert any(serves_a_new_connection(worker) for _ in range(1000))
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_idle_and_stalled_connections_are_closed(tmp_path: Path) -> None:
+    with running_worker("unix", "--idle-timeout", "1", "--max-connections", "1",
+                        workdir=tmp_path) as worker:
+        with connect(worker) as idle:
+            assert exchange(idle, DESCRIBE)["ok"]
+            assert idle.recv(1) == b""  # closed by the worker, not by us
+        with connect(worker) as stalled:  # half a frame, then silence
+            stalled.sendall((100).to_bytes(8, "big") + b"x" * 10)
+            assert stalled.recv(1) == b""
+        # Both freed the only slot: the worker serves on.
+        with Client(worker.location) as client:
+            assert client.table("image_classes").num_rows == 1000
