@@ -13,7 +13,7 @@ number is images/s of the best of ``--repeats`` runs (the median is shown too). 
 column is (b) / (a) at the same batch size, both measured in this run. The aim is
 (b) >= 0.7 x (a) at batch 32.
 
-Usage: python bench/bench_inference.py [--images 64] [--repeats 3] [--batch-sizes 1,32]
+Usage: python bench/bench_inference.py [--images 64] [--repeats 7] [--batch-sizes 1,32]
                                        [--threads T]
 """
 
@@ -25,6 +25,7 @@ import shlex
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +43,22 @@ TOP_K = 5
 #: Idle time before each timed run, so onnxruntime's spinning worker threads (left over from
 #: the previous run) have gone to sleep and do not steal the cores the next run needs.
 SETTLE_SECONDS = 0.1
+
+
+def machine_cpu() -> float | None:
+    """CPU seconds used by every process on the machine so far (Linux), else None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(v) for v in fields]
+    busy = sum(values[:8]) - values[3] - values[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -69,18 +86,29 @@ def full_path(classifier: Classifier, jpegs: list[bytes]) -> None:
         raise RuntimeError("a benchmark image failed to decode")
 
 
+def decode_only(pool: ThreadPoolExecutor, classifier: Classifier, jpegs: list[bytes]) -> None:
+    """Just decoding, on as many threads as the classifier's decode pool: the work (b) does
+    beyond (a)."""
+    list(pool.map(classifier.decode, jpegs))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="distinct JPEGs (default 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (default 3)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (default 7)")
     parser.add_argument("--batch-sizes", default="1,32",
                         help="comma-separated batch sizes (default 1,32)")
     parser.add_argument("--threads", type=int, default=None,
                         help="Classifier threads (default: usable cores)")
     args = parser.parse_args(argv)
-    if args.images < 1 or args.repeats < 1:
-        parser.error("--images and --repeats must be >= 1")
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if args.images < 1 or args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--images, --repeats and --threads must be >= 1")
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"--batch-sizes: not a list of integers: {args.batch_sizes!r}")
+    if not batch_sizes or min(batch_sizes) < 1:
+        parser.error("--batch-sizes must be integers >= 1")
 
     print("command:", shlex.join([sys.executable, *sys.argv]))
     import onnxruntime
@@ -105,26 +133,38 @@ def main(argv: list[str] | None = None) -> int:
         ceiling(classifier, pixels)
         full_path(classifier, jpegs)
 
-    rows = []
-    for b in batch_sizes:
-        classifier = classifiers[b]
-        # Interleave (a) and (b) so that drift in machine speed hits both alike.
-        a_times: list[float] = []
-        b_times: list[float] = []
-        for _ in range(args.repeats):
-            a_times += timed(lambda: ceiling(classifier, pixels), 1)
-            b_times += timed(lambda: full_path(classifier, jpegs), 1)
-        rows.append((b, a_times, b_times))
+    machine_start, own_start, wall_start = machine_cpu(), own_cpu(), time.perf_counter()
+    # Round-robin over every cell, so that a burst of activity elsewhere on the machine hits
+    # all of them alike instead of one whole column.
+    a_times: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    b_times: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    for _ in range(args.repeats):
+        for b, classifier in classifiers.items():
+            a_times[b] += timed(lambda: ceiling(classifier, pixels), 1)
+            b_times[b] += timed(lambda: full_path(classifier, jpegs), 1)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        decode_only(pool, first, jpegs)
+        decode_times = timed(lambda: decode_only(pool, first, jpegs), args.repeats)
 
+    others = None
+    if machine_start is not None:
+        wall = time.perf_counter() - wall_start
+        others = max(0.0, (machine_cpu() - machine_start - (own_cpu() - own_start)) / wall)
     n = len(jpegs)
     print()
     print(f"{'batch':>5}  {'(a) model img/s':>16} {'median':>8}  "
           f"{'(b) full img/s':>15} {'median':>8}  {'(b)/(a)':>7}")
-    for b, a_times, b_times in rows:
-        a_best, b_best = n / min(a_times), n / min(b_times)
-        a_med, b_med = n / statistics.median(a_times), n / statistics.median(b_times)
+    for b in batch_sizes:
+        a_best, b_best = n / min(a_times[b]), n / min(b_times[b])
+        a_med, b_med = n / statistics.median(a_times[b]), n / statistics.median(b_times[b])
         print(f"{b:>5}  {a_best:>16.1f} {a_med:>8.1f}  {b_best:>15.1f} {b_med:>8.1f}  "
               f"{b_best / a_best:>6.2f}x")
+    print(f"decode only (read + decode + resize/crop on the {threads}-thread decode pool): "
+          f"{n / min(decode_times):.1f} img/s")
+    if others is not None:
+        print(f"other processes used {others:.2f} of {os.cpu_count()} cores during the timed "
+              f"runs" + (" -- the machine was busy: numbers are noisy, rerun when idle"
+                         if others > 0.2 else ""))
     print()
     print("(a) = Classifier.run on pre-decoded uint8 arrays (normalize + onnxruntime + softmax);")
     print("(b) = Classifier.classify on the JPEG bytes (decode + resize/crop + (a) + top-k);")

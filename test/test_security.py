@@ -28,7 +28,6 @@ from vgi_vision.client import Client, WorkerError
 from vgi_vision.imaging import decode as decode_image
 from vgi_vision.launch import RunningWorker, running_worker, start_http
 from vgi_vision.protocol import decode, encode
-from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import read_frame, write_frame
 
 from conftest import DATA
