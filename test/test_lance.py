@@ -27,7 +27,6 @@ from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import FunctionError, argument_rows
 
-from conftest import DATA
 
 
 def table_counts(uri: Path) -> dict[str, int]:

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from vgi_vision.client import Client
-from vgi_vision.registry import INPUT_ROW, SQL_TYPES
+from vgi_vision.registry import INPUT_ROW
 
 _attachments: dict[tuple[int, str], "Attachment"] = {}
 _lock = threading.Lock()

@@ -110,9 +110,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode != "F" else max(float(pixels.max(initial=0.0)), 1.0)
-        if image.mode == "I" and pixels.max(initial=0) <= 255:
-            top = 255.0
+        top = full_scale(image.mode, float(pixels.max(initial=0.0)))
         scaled = np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
@@ -124,6 +122,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+def full_scale(mode: str, brightest: float) -> float:
+    """The stored value that means white, for modes Pillow cannot convert without clipping.
+
+    16-bit modes use 0..65535; 32-bit "I" and float "F" carry no range of their own, so it is
+    guessed from the data: floats within 0..1, 8-bit values, or else 16-bit values.
+    """
+    if mode not in ("I", "F") or brightest > 255:
+        return 65535.0
+    if mode == "F" and brightest <= 1.0:
+        return 1.0
+    return 255.0
 
 
 def resize_center_crop(image: Image.Image, prep: Preprocessing) -> np.ndarray:

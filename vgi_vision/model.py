@@ -117,6 +117,8 @@ def verify_sha256(path: Path, expected: str) -> None:
     except FileNotFoundError as exc:
         raise ModelError(f"model file missing: {path}; re-clone the repository or run "
                          f"scripts/export_model.py") from exc
+    except OSError as exc:
+        raise ModelError(f"model file {path} cannot be read: {exc.strerror}") from exc
     if digest != expected:
         raise ModelError(f"model file {path} is corrupt: sha256 {digest} does not match the "
                          f"recorded {expected}; restore it from the repository")

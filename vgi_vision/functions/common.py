@@ -1,0 +1,76 @@
+"""What every vision function shares: the context a worker gives them and argument helpers.
+
+``VisionContext`` is all a function may touch of its worker: the classifier, the path policy
+and, when write-back is on, the LanceDB sink. No transport code lives in this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vgi_vision.imaging import ImageSource
+from vgi_vision.lance.writeback import WriteBack
+from vgi_vision.model import Classifier, TopKError, validate_top_k
+from vgi_vision.paths import PathPolicy
+from vgi_vision.registry import Args, FunctionError, Overload, Param
+
+
+DEFAULT_TOP_K = 5
+
+
+#: Images classified per tick: one model batch.
+IMAGES_PER_TICK = 32
+
+
+#: Upper bound on rows one classify tick emits (bounds a response when top_k is large).
+MAX_ROWS_PER_TICK = 4096
+
+
+@dataclass(frozen=True)
+class VisionContext:
+    """What the vision functions need from the worker that hosts them."""
+
+    classifier: Classifier
+    paths: PathPolicy
+    sink: WriteBack | None = None
+
+    def store(self) -> WriteBack:
+        if self.sink is None:
+            raise FunctionError("this worker keeps no results: start it with --lance URI "
+                                "(or attach(con, lance=URI))", kind="not_configured")
+        return self.sink
+
+
+def image_overloads(*extra: Param) -> tuple[Overload, ...]:
+    """The same signature twice: image bytes (BLOB) or a path to read (VARCHAR)."""
+    return (
+        Overload((Param("image", "BLOB", doc="encoded image bytes (JPEG, PNG, WebP, ...)"),
+                  *extra)),
+        Overload((Param("path", "VARCHAR", doc="path of an image file"), *extra)),
+    )
+
+
+def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSource]:
+    """The images of ``rows``: bytes as given, paths checked against the path policy."""
+    if args.overload.params[0].type == "BLOB":
+        return args["image"].slice(rows.start, len(rows)).to_pylist()
+    paths = args["path"].slice(rows.start, len(rows)).to_pylist()
+    return [None if p is None else ctx.paths.resolve(p) for p in paths]
+
+
+def images_per_tick(ks: list[int | None]) -> int:
+    """One model batch of images, fewer when their rows would exceed MAX_ROWS_PER_TICK."""
+    largest = max((k for k in ks if k is not None), default=1)
+    return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
+
+
+def top_k_column(args: Args) -> list[int | None]:
+    """Per-row top_k, validated up front so a bad value fails the call before any work."""
+    values = args["top_k"].to_pylist()
+    try:
+        for k in values:
+            if k is not None:
+                validate_top_k(k)
+    except TopKError as exc:
+        raise FunctionError(str(exc)) from None
+    return values

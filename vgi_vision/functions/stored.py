@@ -1,0 +1,158 @@
+"""Write-back and reading back: storing a call's results as one run, ``predictions()``
+and ``similar()``."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from vgi_vision.functions.common import (VisionContext, image_sources, images_per_tick)
+from vgi_vision.imaging import ImageSource, read_source
+from vgi_vision.lance.store import RunError, utc_now
+from vgi_vision.model import NUM_CLASSES, Classification
+from vgi_vision.registry import INPUT_ROW, Args, Column, FunctionError, Output
+from vgi_vision.state import CursorState
+
+
+#: Stored prediction rows per ``predictions()`` tick.
+PAGE_ROWS = 512
+
+
+@dataclass
+class RunState(CursorState):
+    """A cursor over argument rows plus the write-back run the call's results belong to."""
+
+    kind: ClassVar[str] = "run"
+    run_id: str = ""
+    predictions: int = 0
+    embeddings: int = 0
+
+
+@dataclass
+class PageState(CursorState):
+    """A cursor over stored rows of one pinned table version, per argument row."""
+
+    kind: ClassVar[str] = "page"
+    version: int = 0
+    row: int = 0
+
+
+def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
+               sources: list[ImageSource], results: list[Classification | None],
+               ks: list[int | None]) -> None:
+    """Hand one batch of a run's rows to LanceDB (counted before the batch is emitted)."""
+    classifier = ctx.classifier
+    is_path = args.overload.params[0].type == "VARCHAR"
+    given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
+    now = utc_now()
+    predictions: list[dict[str, Any]] = []
+    embeddings: list[dict[str, Any]] = []
+    for source, original, result, k in zip(sources, given, results, ks):
+        if result is None or k is None:
+            continue
+        data = read_source(source, classifier.limits)
+        common = {"image_key": hashlib.sha256(data or b"").hexdigest(),
+                  "path": original if is_path else None, "model": classifier.info.name,
+                  "run_id": state.run_id, "created_at": now, "committed": False}
+        for rank, (idx, p) in enumerate(zip(result.indices[:k].tolist(),
+                                            result.probabilities[:k].tolist()), start=1):
+            predictions.append({**common, "rank": rank, "idx": idx,
+                                "label": classifier.info.labels[idx], "confidence": p})
+        embeddings.append({**common, "label": classifier.info.labels[int(result.indices[0])],
+                           "confidence": float(result.probabilities[0]),
+                           "vector": result.embedding.tolist()})
+    state.predictions += len(predictions)
+    state.embeddings += len(embeddings)
+    ctx.store().write(state.run_id, predictions, embeddings)
+
+
+def finish_run(ctx: VisionContext, state: RunState) -> None:
+    if ctx.sink is None or not state.run_id:
+        return
+    try:
+        ctx.sink.finish(state.run_id, state.predictions, state.embeddings)
+    except RunError as exc:
+        raise FunctionError(str(exc), kind="write_failed") from None
+
+
+PREDICTION_COLUMNS = (
+    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
+    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
+    Column("model", "VARCHAR", "model that made the prediction"),
+    Column("rank", "INTEGER", "1 for the most likely class"),
+    Column("idx", "INTEGER", "ImageNet-1k class index"),
+    Column("label", "VARCHAR", "class label"),
+    Column("confidence", "DOUBLE", "softmax probability"),
+    Column("run_id", "VARCHAR", "the call that stored the row; a run is stored all or nothing"),
+    Column("created_at", "TIMESTAMP", "when the row was written (UTC)"),
+)
+
+
+class Predictions:
+    """``predictions()``: every stored prediction, paged from one pinned table version."""
+
+    state_type = PageState
+
+    def __init__(self, ctx: VisionContext) -> None:
+        self.ctx = ctx
+
+    def initial_state(self, args: Args) -> PageState:
+        return PageState(version=self.ctx.store().version())
+
+    def process(self, args: Args, state: PageState, out: Output) -> None:
+        if state.row >= args.num_rows:
+            out.finish()
+            return
+        page = self.ctx.store().page(state.version, state.offset, PAGE_ROWS)
+        row = state.row
+        state.offset += page.num_rows
+        if page.num_rows < PAGE_ROWS:
+            state.row, state.offset = state.row + 1, 0
+        if page.num_rows:
+            columns = [c.name for c in PREDICTION_COLUMNS]
+            out.emit(pa.RecordBatch.from_arrays(
+                [pa.array([row] * page.num_rows, pa.int32())]
+                + [page.column(c).combine_chunks() for c in columns],
+                names=[INPUT_ROW] + columns))
+        if state.row >= args.num_rows:
+            out.finish()
+
+
+class Similar:
+    """``similar(image[, k])``: the k stored images nearest by embedding (cosine distance)."""
+
+    state_type = CursorState
+
+    def __init__(self, ctx: VisionContext) -> None:
+        self.ctx = ctx
+
+    def initial_state(self, args: Args) -> CursorState:
+        self.ctx.store()
+        for k in args["k"].to_pylist():
+            if k is not None and not 1 <= k <= NUM_CLASSES:
+                raise FunctionError(f"k must be between 1 and {NUM_CLASSES}, got {k}")
+        return CursorState()
+
+    def process(self, args: Args, state: CursorState, out: Output) -> None:
+        ks = args["k"].to_pylist()
+        rows = state.advance(args.num_rows, images_per_tick(ks))
+        results = self.ctx.classifier.classify(image_sources(self.ctx, args, rows), top_k=1)
+        found = {name: [] for name in (INPUT_ROW, "rank", "image_key", "path", "label",
+                                       "confidence", "distance")}
+        for row, result in zip(rows, results):
+            if result is None or ks[row] is None:
+                continue
+            hits = self.ctx.store().nearest(result.embedding.tolist(), ks[row])
+            found[INPUT_ROW] += [row] * hits.num_rows
+            found["rank"] += list(range(1, hits.num_rows + 1))
+            for name in ("image_key", "path", "label", "confidence"):
+                found[name] += hits.column(name).to_pylist()
+            found["distance"] += hits.column("_distance").to_pylist()
+        batch = pa.RecordBatch.from_pydict(found, schema=out.schema)
+        if batch.num_rows:
+            out.emit(batch)
+        if state.offset >= args.num_rows:
+            out.finish()
