@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -141,6 +142,15 @@ def test_detach_stops_the_worker_and_unregisters() -> None:
     vgi_vision.attach(con, name="vision")  # attach again under the same name
     assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
     vgi_vision.detach(con)
+
+
+def test_a_collected_connection_stops_its_worker() -> None:
+    con = duckdb.connect()
+    process = vgi_vision.attach(con).client.transport._process
+    assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
+    del con
+    gc.collect()
+    assert process.wait(timeout=10) == 0
 
 
 def test_two_attachments_under_different_names() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -139,12 +140,23 @@ def group_rows(table: pa.Table, columns: list[str], num_rows: int) -> pa.Array:
 
 @dataclass
 class Attachment:
-    """A live attachment: the client, the catalog name and what was registered."""
+    """A live attachment: the client, the catalog name and what was registered.
 
-    con: duckdb.DuckDBPyConnection
+    It holds the connection weakly (and the UDFs hold only the client), so a connection that
+    is garbage collected without ``detach`` still stops its worker.
+    """
+
+    connection: weakref.ref
     name: str
     client: Client
     udfs: list[str] = field(default_factory=list)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        con = self.connection()
+        if con is None:
+            raise ValueError("the DuckDB connection of this attachment is gone")
+        return con
 
     def register(self) -> None:
         self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
@@ -157,13 +169,13 @@ class Attachment:
         params = [s.type for s in fn.slots]
         if spec["kind"] == "table":
             names = [c["name"] for c in spec["columns"]]
-            self.con.create_function(udf, self._table_udf(spec["name"], fn, names), params,
+            self.con.create_function(udf, table_udf(self.client, spec["name"], fn, names), params,
                                      duckdb_row_type(spec["columns"]), type="arrow",
                                      null_handling="special", side_effects=True)
             body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), recursive := true))"
             comment_kind = "MACRO TABLE"
         else:
-            self.con.create_function(udf, self._scalar_udf(spec["name"], fn), params,
+            self.con.create_function(udf, scalar_udf(self.client, spec["name"], fn), params,
                                      spec["columns"][0]["type"], type="arrow",
                                      null_handling="special", side_effects=True)
             body = f"{udf}({fn.udf_args()})"
@@ -173,29 +185,36 @@ class Attachment:
         self.con.execute(f"CREATE MACRO {target}({fn.macro_params()}) AS {body}")
         self.con.execute(f"COMMENT ON {comment_kind} {target} IS {sql_literal(doc_text(spec))}")
 
-    def _table_udf(self, function: str, fn: SqlFunction, names: list[str]):
-        def udf(*columns: pa.ChunkedArray) -> pa.Array:
-            num_rows = len(columns[0]) if columns else 1
-            table = self.client.table(function, *fn.arguments(columns), num_rows=num_rows)
-            return group_rows(table, names, num_rows)
-
-        return with_arity(udf, len(fn.slots))
-
-    def _scalar_udf(self, function: str, fn: SqlFunction):
-        def udf(*columns: pa.ChunkedArray) -> pa.Array:
-            return self.client.call(function, *fn.arguments(columns))
-
-        return with_arity(udf, len(fn.slots))
-
     def close(self) -> None:
+        con = self.connection()
         try:
-            self.con.execute(f"DETACH {quote(self.name)}")
-            for udf in self.udfs:
-                self.con.remove_function(udf)
+            if con is not None:
+                con.execute(f"DETACH {quote(self.name)}")
+                for udf in self.udfs:
+                    con.remove_function(udf)
         except duckdb.Error:
             pass  # the connection is already closed: nothing left to unregister
         finally:
             self.client.close()
+
+
+def table_udf(client: Client, function: str, fn: SqlFunction, names: list[str]
+              ) -> Callable[..., pa.Array]:
+    """The UDF behind a table macro: per argument row, the list of its result rows."""
+
+    def udf(*columns: pa.ChunkedArray) -> pa.Array:
+        num_rows = len(columns[0]) if columns else 1
+        table = client.table(function, *fn.arguments(columns), num_rows=num_rows)
+        return group_rows(table, names, num_rows)
+
+    return with_arity(udf, len(fn.slots))
+
+
+def scalar_udf(client: Client, function: str, fn: SqlFunction) -> Callable[..., pa.Array]:
+    def udf(*columns: pa.ChunkedArray) -> pa.Array:
+        return client.call(function, *fn.arguments(columns))
+
+    return with_arity(udf, len(fn.slots))
 
 
 def with_arity(fn: Callable[..., Any], arity: int) -> Callable[..., Any]:
@@ -243,14 +262,23 @@ def attach(con: duckdb.DuckDBPyConnection, location: str | None = None, name: st
             raise ValueError(f"a worker is already attached as {name!r}; detach it first")
         client = client or Client(location, auth_token=auth_token,
                                   worker_args=worker_flags(options))
-        attachment = Attachment(con, name, client)
+        attachment = Attachment(weakref.ref(con), name, client)
         try:
             attachment.register()
         except BaseException:
             attachment.close()
             raise
         _attachments[key] = attachment
+    weakref.finalize(con, _collected, key, attachment)
     return attachment
+
+
+def _collected(key: tuple[int, str], attachment: Attachment) -> None:
+    """The connection was garbage collected without ``detach``: stop its worker."""
+    with _lock:
+        if _attachments.get(key) is attachment:
+            del _attachments[key]
+    attachment.client.close()
 
 
 def detach(con: duckdb.DuckDBPyConnection, name: str = "vision") -> None:
