@@ -282,7 +282,7 @@ def report(n_images: int, repeats: int, everything: Series, phases: list[Phase],
         noisy |= disturbed(phase, cores)
     lines += [
         "",
-        f"target: every ratio >= 0.70x: "
+        "target: every ratio >= 0.70x: "
         + ("all met" if not failures else f"{failures} below target"),
         "images/s: best query rate; in-proc: best in-process rate measured between that "
         "transport's queries; ratio = images/s / in-proc; vs best = images/s / the run's best "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -196,3 +197,38 @@ def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) 
     committed_runs = counts[RUNS]
     assert visible.num_rows == counts[PREDICTIONS] == 40 + (committed_runs - 1) * 32 * 5
     assert counts[EMBEDDINGS] == 8 + (committed_runs - 1) * 32
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 4 MB filesystem (tmpfs), so 'disk full' comes from the kernel, not a mock."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test mounts a tmpfs and needs root: {mounted.stderr}"
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_full_disk_is_a_clear_error_and_keeps_acknowledged_rows(
+        tiny_disk: Path, images: list[bytes]) -> None:
+    with running_worker("unix", "--lance", str(tiny_disk / "db"),
+                        workdir=tiny_disk.parent / "w") as worker:
+        with Client(worker.location) as client:
+            acknowledged, failure = 0, None
+            for _ in range(100):  # bounded: 4 MB fills long before
+                try:
+                    client.table("classify", pa.array(images[:32], pa.binary()),
+                                 pa.array([5] * 32, pa.int32()))
+                    acknowledged += 1
+                except WorkerError as exc:
+                    failure = exc
+                    break
+            assert failure is not None and acknowledged >= 1
+            assert failure.kind == "write_failed"
+            assert "rolled back" in str(failure)
+            # Every acknowledged run is still there and readable; the failed one is not.
+            stored = client.table("predictions")
+            assert stored.num_rows == acknowledged * 32 * 5
+            assert client.table("image_classes").num_rows == 1000  # still serving
