@@ -12,9 +12,10 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vgi_vision.protocol import ProtocolError, decode, encode
-from vgi_vision.registry import INPUT_ROW, argument_rows
+from vgi_vision.registry import INPUT_ROW, SQL_TYPES, argument_rows
 from vgi_vision.transports import Transport, TransportError
 
 #: Guard against a worker that keeps returning continuation tokens forever.
@@ -143,22 +144,18 @@ class Client:
         batches = list(self.scan(function, *columns, num_rows=num_rows))
         if batches:
             return pa.Table.from_batches(batches)
-        _, schema = self._schema(function)
-        return schema.empty_table()
+        return self.wire_schema(function).empty_table()
 
-    def _schema(self, function: str) -> tuple[dict[str, Any], pa.Schema]:
-        from vgi_vision.registry import SQL_TYPES
-
+    def wire_schema(self, function: str) -> pa.Schema:
+        """What the worker's batches for ``function`` look like, from the catalog alone."""
         spec = self.function(function)
         fields = [pa.field(c["name"], SQL_TYPES[c["type"]]) for c in spec["columns"]]
         if spec["kind"] == "table":
             fields.insert(0, pa.field(INPUT_ROW, pa.int32()))
-        return spec, pa.schema(fields)
+        return pa.schema(fields)
 
 
 def _rebase(batch: pa.RecordBatch, offset: int) -> pa.RecordBatch:
-    import pyarrow.compute as pc
-
     index = batch.schema.get_field_index(INPUT_ROW)
     shifted = pc.add(batch.column(index), pa.scalar(offset, pa.int32()))
     return batch.set_column(index, INPUT_ROW, shifted)
