@@ -153,6 +153,17 @@ def test_a_collected_connection_stops_its_worker() -> None:
     assert process.wait(timeout=10) == 0
 
 
+@pytest.mark.timeout(60)
+def test_a_connection_collected_during_attach_does_not_deadlock() -> None:
+    """Garbage collection may run the finalizer inside attach(), which holds the lock."""
+    con = duckdb.connect()
+    process = vgi_vision.attach(con).client.transport._process
+    with vgi_vision.binding._lock:
+        del con
+        gc.collect()
+    assert process.wait(timeout=10) == 0
+
+
 def test_two_attachments_under_different_names() -> None:
     con = duckdb.connect()
     vgi_vision.attach(con, name="a")

@@ -32,7 +32,8 @@ from vgi_vision.client import Client
 from vgi_vision.registry import INPUT_ROW
 
 _attachments: dict[tuple[int, str], "Attachment"] = {}
-_lock = threading.Lock()
+# Re-entrant: a connection collected while attach() holds it runs _collected in this thread.
+_lock = threading.RLock()
 
 
 class BindingError(ValueError):
