@@ -168,6 +168,7 @@ def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) 
             acknowledged = client.table("classify", pa.array(images[:8], pa.binary()))
         worker.process.send_signal(signal.SIGTERM)
         assert worker.process.wait(timeout=60) == 0
+        assert not (tmp_path / "w1" / "worker.sock").exists()  # no stale socket left
     assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
     assert acknowledged.num_rows == 40
 

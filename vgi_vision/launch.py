@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 TRANSPORTS = ("subprocess", "unix", "http")
 
@@ -46,7 +46,7 @@ def spawn(args: Sequence[str], env: dict[str, str] | None = None,
             stderr.close()
 
 
-def wait_for(ready: callable, process: subprocess.Popen, what: str, timeout: float = 60.0
+def wait_for(ready: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float = 60.0
              ) -> None:
     deadline = time.monotonic() + timeout
     while not ready():

@@ -66,6 +66,10 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old_umask)
 
+    def server_close(self) -> None:
+        super().server_close()
+        Path(self.server_address).unlink(missing_ok=True)  # no stale socket left behind
+
 
 class UnixTransport:
     """Client half: a small pool of connections, so concurrent callers do not queue."""
