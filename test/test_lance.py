@@ -21,7 +21,7 @@ import pytest
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, RUNS
+from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, RUNS, utc_now
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.launch import running_worker
 from vgi_vision.model import load_classifier
@@ -233,3 +233,19 @@ def test_full_disk_is_a_clear_error_and_keeps_acknowledged_rows(
             stored = client.table("predictions")
             assert stored.num_rows == acknowledged * 32 * 5
             assert client.table("image_classes").num_rows == 1000  # still serving
+
+
+def test_recovery_grace_spares_runs_that_may_still_be_in_flight(tmp_path: Path) -> None:
+    """Uncommitted rows younger than the grace may be another replica's run: kept, invisible."""
+    uri = str(tmp_path / "db")
+    sink = WriteBack(uri, 1280)
+    orphan = {"image_key": "k", "path": None, "model": "m", "rank": 1, "idx": 1, "label": "x",
+              "confidence": 0.5, "run_id": "a" * 32, "created_at": utc_now(),
+              "committed": False}
+    sink._run(sink.store.append(PREDICTIONS, [orphan]))  # a run that never committed
+    sink.close()
+
+    WriteBack(uri, 1280, recovery_grace_seconds=3600).close()
+    assert table_counts(tmp_path / "db")[PREDICTIONS] == 1  # young: left for its writer
+    WriteBack(uri, 1280).close()
+    assert table_counts(tmp_path / "db")[PREDICTIONS] == 0  # no grace: rolled back

@@ -70,6 +70,9 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lance", metavar="URI", help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=int, default=2,
                    help="batches inference may run ahead of the LanceDB writer")
+    p.add_argument("--lance-recovery-grace", type=float, default=0.0, metavar="SECONDS",
+                   help="at start, keep uncommitted rows younger than this (set it above the "
+                        "longest call when replicas share one Lance URI)")
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     p.add_argument("--token-key-file", help="key sealing HTTP continuation tokens, shared by "
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
@@ -112,7 +115,8 @@ def run_serve(args: argparse.Namespace) -> int:
                                        decode_limits=DecodeLimits(
                                            max_pixels=args.max_pixels,
                                            max_bytes=int(args.max_image_mb * (1 << 20))),
-                                       max_in_flight=args.lance_max_in_flight))
+                                       max_in_flight=args.lance_max_in_flight,
+                                       lance_recovery_grace=args.lance_recovery_grace))
     dispatcher = worker.dispatcher
     signal.signal(signal.SIGTERM, _interrupt)
     try:

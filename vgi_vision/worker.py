@@ -30,6 +30,7 @@ class WorkerConfig:
     decode_limits: DecodeLimits = DecodeLimits()  # per image: --max-image-mb, --max-pixels
     lance: str | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    lance_recovery_grace: float = 0.0
     warm_up: bool = True
 
 
@@ -54,7 +55,8 @@ def build_worker(config: WorkerConfig) -> Worker:
     else:
         paths = PathPolicy.confined(config.data_root)
     sink = WriteBack(config.lance, classifier.info.embedding_dim,
-                     max_in_flight=config.max_in_flight) if config.lance else None
+                     max_in_flight=config.max_in_flight,
+                     recovery_grace_seconds=config.lance_recovery_grace) if config.lance else None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
     info = {"version": __version__, "model": classifier.info.name, "pid": os.getpid(),
             "transport": config.transport, "lance": config.lance}

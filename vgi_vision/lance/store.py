@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import lancedb
@@ -84,7 +84,8 @@ class PredictionStore:
     runs: Any
 
     @classmethod
-    async def open(cls, uri: str, embedding_dim: int) -> "PredictionStore":
+    async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
+                   ) -> "PredictionStore":
         db = await lancedb.connect_async(uri)
         store = cls(
             db=db,
@@ -94,22 +95,28 @@ class PredictionStore:
                                              exist_ok=True),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
         )
-        await store.recover()
+        await store.recover(recovery_grace_seconds)
         return store
 
-    async def recover(self) -> None:
-        """Roll committed-but-unflipped runs forward and uncommitted leftovers back."""
-        pending = await self.predictions.query().where("NOT committed").select(["run_id"]) \
-            .to_arrow()
-        pending_emb = await self.embeddings.query().where("NOT committed").select(["run_id"]) \
-            .to_arrow()
-        run_ids = set(pending.column("run_id").to_pylist()) | \
-            set(pending_emb.column("run_id").to_pylist())
-        for run_id in sorted(run_ids):
+    async def recover(self, grace_seconds: float = 0.0) -> None:
+        """Roll committed-but-unflipped runs forward and uncommitted leftovers back.
+
+        Uncommitted rows written less than ``grace_seconds`` ago are left alone: with replicas
+        sharing the tables they may belong to a run another worker is still writing.
+        """
+        newest: dict[str, datetime] = {}
+        for table in (self.predictions, self.embeddings):
+            pending = await table.query().where("NOT committed") \
+                .select(["run_id", "created_at"]).to_arrow()
+            for run_id, created in zip(pending.column("run_id").to_pylist(),
+                                       pending.column("created_at").to_pylist()):
+                newest[run_id] = max(created, newest.get(run_id, created))
+        cutoff = utc_now() - timedelta(seconds=grace_seconds)
+        for run_id in sorted(newest):
             if await self.runs.count_rows(run_filter(run_id)):
                 await self._flip(run_id)
                 log.warning("recovered run %s: rolled forward", run_id)
-            else:
+            elif newest[run_id] <= cutoff:
                 await self.rollback(run_id)
                 log.warning("recovered run %s: rolled back (never committed)", run_id)
 

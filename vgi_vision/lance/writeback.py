@@ -33,7 +33,7 @@ SETTLE_SECONDS = 10.0
 class WriteBack:
     def __init__(self, uri: str, embedding_dim: int, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                  window_seconds: float = 0.1, max_batch: int = 128,
-                 max_queue_size: int = 4096) -> None:
+                 max_queue_size: int = 4096, recovery_grace_seconds: float = 0.0) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
                 or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
@@ -47,7 +47,8 @@ class WriteBack:
         self._lock = threading.Lock()
         self._closed = False
         try:
-            self.store = self._run(PredictionStore.open(uri, embedding_dim))
+            self.store = self._run(PredictionStore.open(uri, embedding_dim,
+                                                        recovery_grace_seconds))
         except BaseException:
             self._stop_loop()
             raise
