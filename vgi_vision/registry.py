@@ -115,9 +115,6 @@ class Args:
     def __getitem__(self, name: str) -> pa.Array:
         return self.batch.column(name)
 
-    def slice(self, start: int, stop: int) -> "Args":
-        return Args(self.overload, self.batch.slice(start, stop - start))
-
 
 class Output:
     """Collects what one tick produces: at most one batch, and whether the scan finished."""
@@ -259,9 +256,6 @@ class Registry:
             raise FunctionError(f"unknown function {name!r}; this worker serves: "
                                 f"{', '.join(sorted(self._functions))}",
                                 kind="unknown_function") from None
-
-    def __iter__(self):
-        return iter(self._functions.values())
 
     def describe(self) -> list[dict[str, Any]]:
         return [spec.describe() for spec in self._functions.values()]

@@ -47,7 +47,6 @@ class SubprocessTransport:
         self.env = env
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
-        self.spawned = 0
 
     @property
     def pid(self) -> int | None:
@@ -58,7 +57,6 @@ class SubprocessTransport:
             self._process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 env={**os.environ, **(self.env or {})}, close_fds=True)
-            self.spawned += 1
         return self._process
 
     def roundtrip(self, request: bytes) -> bytes:
