@@ -165,7 +165,8 @@ def requests(draw: st.DrawFn) -> bytes:
     junk = st.none() | st.integers() | st.text(max_size=8) | st.lists(st.integers(), max_size=2)
     header: dict[str, Any] = {
         "op": draw(st.sampled_from(["describe", "call", "scan"]) | junk),
-        "function": draw(st.sampled_from([spec.name for spec in DISPATCHER.registry]) | junk),
+        "function": draw(st.sampled_from([f["name"] for f in DISPATCHER.registry.describe()])
+                         | junk),
         "token": draw(st.sampled_from([None, CORPUS_TOKEN, CORPUS_TOKEN[:-4] + "AAAA"]) | junk),
     }
     if draw(st.booleans()):
