@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vgi_vision.imaging import ImageSource
+from vgi_vision.imaging import ImageSource, read_source
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import Classifier, TopKError, validate_top_k
 from vgi_vision.paths import PathPolicy
@@ -51,11 +51,18 @@ def image_overloads(*extra: Param) -> tuple[Overload, ...]:
 
 
 def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSource]:
-    """The images of ``rows``: bytes as given, paths checked against the path policy."""
+    """The images of ``rows``: bytes as given, paths checked against the path policy.
+
+    With write-back on, files are read here, once: the bytes are both classified and hashed
+    into the stored ``image_key``.
+    """
     if args.overload.params[0].type == "BLOB":
         return args["image"].slice(rows.start, len(rows)).to_pylist()
     paths = args["path"].slice(rows.start, len(rows)).to_pylist()
-    return [None if p is None else ctx.paths.resolve(p) for p in paths]
+    resolved = [None if p is None else ctx.paths.resolve(p) for p in paths]
+    if ctx.sink is not None:
+        return [read_source(p, ctx.classifier.limits) for p in resolved]
+    return resolved
 
 
 def images_per_tick(ks: list[int | None]) -> int:

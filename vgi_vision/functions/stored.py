@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from vgi_vision.functions.common import (VisionContext, image_sources, images_per_tick)
-from vgi_vision.imaging import ImageSource, read_source
+from vgi_vision.imaging import ImageSource
 from vgi_vision.lance.store import RunError, utc_now
 from vgi_vision.model import NUM_CLASSES, Classification
 from vgi_vision.registry import INPUT_ROW, Args, Column, FunctionError, Output
@@ -43,7 +43,10 @@ class PageState(CursorState):
 def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
                sources: list[ImageSource], results: list[Classification | None],
                ks: list[int | None]) -> None:
-    """Hand one batch of a run's rows to LanceDB (counted before the batch is emitted)."""
+    """Hand one batch of a run's rows to LanceDB (counted before the batch is emitted).
+
+    ``sources`` are the image bytes (``image_sources`` reads files when write-back is on).
+    """
     classifier = ctx.classifier
     is_path = args.overload.params[0].type == "VARCHAR"
     given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
@@ -53,8 +56,7 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
     for source, original, result, k in zip(sources, given, results, ks):
         if result is None or k is None:
             continue
-        data = read_source(source, classifier.limits)
-        common = {"image_key": hashlib.sha256(data or b"").hexdigest(),
+        common = {"image_key": hashlib.sha256(source).hexdigest(),
                   "path": original if is_path else None, "model": classifier.info.name,
                   "run_id": state.run_id, "created_at": now, "committed": False}
         for rank, (idx, p) in enumerate(zip(result.indices[:k].tolist(),
