@@ -381,3 +381,26 @@ def test_idle_and_stalled_connections_are_closed(tmp_path: Path) -> None:
         # Both freed the only slot: the worker serves on.
         with Client(worker.location) as client:
             assert client.table("image_classes").num_rows == 1000
+
+
+def test_symlink_loop_is_refused_not_an_internal_error(tmp_path: Path) -> None:
+    from vgi_vision.paths import PathPolicy
+    from vgi_vision.registry import FunctionError
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(FunctionError) as info:
+        PathPolicy.confined(tmp_path).source("a", 1 << 20)
+    assert info.value.kind == "path_refused"
+
+
+def test_a_second_unix_worker_does_not_steal_a_live_socket(tmp_path: Path) -> None:
+    with running_worker("unix", workdir=tmp_path) as first:
+        second = subprocess.run([sys.executable, "-m", "vgi_vision", "serve", "--unix",
+                                 str(tmp_path / "worker.sock")],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert "another worker is serving" in second.stderr
+        assert "Traceback" not in second.stderr
+        with Client(first.location) as client:
+            assert client.table("image_classes").num_rows == 1000

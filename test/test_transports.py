@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pyarrow as pa
@@ -132,4 +133,44 @@ def test_concurrent_clients_get_their_own_results(transport: str, worker_pool,
     for t in threads:
         t.join(timeout=240)
     assert not any(t.is_alive() for t in threads)
+    assert failures == []
+
+
+NOISY_WORKER = """
+import os, sys
+from vgi_vision.cli import main
+from vgi_vision.functions.classify import ImageClasses
+process = ImageClasses.process
+def noisy(self, args, state, out):
+    print("a stray print")            # Python-level stdout
+    os.write(1, b"a native write\\n")  # file-descriptor-level stdout, as C libraries do
+    process(self, args, state, out)
+ImageClasses.process = noisy
+sys.exit(main(["serve", "--log-level", "warning"]))
+"""
+
+
+def test_stdout_noise_in_a_subprocess_worker_cannot_corrupt_frames() -> None:
+    with Client([sys.executable, "-c", NOISY_WORKER]) as noisy:
+        assert noisy.table("image_classes").num_rows == 1000
+
+
+def test_one_client_shared_by_threads_resumes_every_scan(client: Client) -> None:
+    """DuckDB calls UDFs from several threads on one client: each multi-request scan must
+    find its state whichever pooled connection its continuation goes over."""
+    failures: list[str] = []
+
+    def scan() -> None:
+        for _ in range(3):
+            try:
+                if client.table("image_classes").column("idx").to_pylist() != list(range(1000)):
+                    failures.append("wrong rows")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=scan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
     assert failures == []

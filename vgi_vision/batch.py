@@ -80,7 +80,8 @@ def classify_files(client: Client, files: Sequence[Path], top_k: int, progress: 
                 else pa.array([str(f) for f in chunk], pa.string())
             table = client.table("classify", images, pa.array([top_k] * len(chunk), pa.int32()))
             rows = table.column(INPUT_ROW).to_pylist()
-            failed += [f for i, f in enumerate(chunk) if i not in set(rows)]
+            classified = set(rows)
+            failed += [f for i, f in enumerate(chunk) if i not in classified]
             tables.append(table.drop_columns([INPUT_ROW]).add_column(
                 0, "path", pa.array([str(chunk[i]) for i in rows], pa.string())))
             bar.update(len(chunk))

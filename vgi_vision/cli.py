@@ -108,6 +108,11 @@ def run_serve(args: argparse.Namespace) -> int:
             and not args.insecure_no_auth:
         raise CliError(f"refusing to serve HTTP on {args.host} without a bearer token: set "
                        f"${AUTH_TOKEN_ENV} or --auth-token-file (or pass --insecure-no-auth)")
+    frames = None
+    if transport == "stdio":
+        from vgi_vision.transports.stdio import claim_stdout
+
+        frames = claim_stdout()
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
                           max_rows_per_call=args.max_rows_per_call)
     worker = build_worker(WorkerConfig(transport=transport, data_root=args.data_root,
@@ -123,7 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if transport == "stdio":
             from vgi_vision.transports.stdio import serve_stdio
 
-            serve_stdio(dispatcher)
+            serve_stdio(dispatcher, frames)
         elif transport == "unix":
             from vgi_vision.transports.unix import UnixServer
 
@@ -366,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"vgi-vision: {exc}", file=sys.stderr)
         return 2
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         # Worker, transport and model failures: the message is the useful part.
         print(f"vgi-vision: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ as the calling user and reads what that user could read anyway.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,47 @@ class PathPolicy:
                                 "--data-root DIR or pass the image bytes (BLOB)",
                                 kind="path_refused")
         candidate = Path(path)
-        real = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
-        if real != self.root and self.root not in real.parents:
+        try:
+            real = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+            raise FunctionError(f"path {path!r} cannot be resolved", kind="path_refused") \
+                from None
+        if not self.contains(real):
             raise FunctionError(f"path {path!r} is outside the data root", kind="path_refused")
         return str(real)
+
+    def contains(self, real: Path) -> bool:
+        return self.root is not None and (real == self.root or self.root in real.parents)
+
+    def source(self, path: str, max_bytes: int) -> str | bytes | None:
+        """What to decode for ``path``: the path itself when any file may be read; under a
+        data root, the file's bytes, read through a descriptor whose target is checked again
+        after opening, so a symlink swapped in after ``resolve`` cannot lead outside."""
+        real = self.resolve(path)
+        if self.allow_any:
+            return real
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            if not self.contains(opened_path(fd, real)):
+                raise FunctionError(f"path {path!r} is outside the data root",
+                                    kind="path_refused")
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                return handle.read(max_bytes + 1) or None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+
+def opened_path(fd: int, fallback: str) -> Path:
+    """The file a descriptor really refers to (Linux ``/proc``), else the path it was opened by."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(fallback)

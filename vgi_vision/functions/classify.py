@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from vgi_vision.functions.common import (VisionContext, image_sources, images_per_tick,
                                          top_k_column)
-from vgi_vision.functions.stored import RunState, finish_run, write_back
+from vgi_vision.functions.stored import (RunState, finish_run, rolled_back_on_error,
+                                         write_back)
 from vgi_vision.model import NUM_CLASSES, Classification, Classifier
 from vgi_vision.registry import INPUT_ROW, ROWS_PER_TICK, Args, Column, Output
 from vgi_vision.state import CursorState
@@ -44,21 +45,22 @@ class Classify:
         return RunState(run_id=uuid.uuid4().hex if self.ctx.sink else "")
 
     def process(self, args: Args, state: RunState, out: Output) -> None:
-        ks = top_k_column(args)
-        rows = state.advance(args.num_rows, images_per_tick(ks))
-        if rows:
-            sources = image_sources(self.ctx, args, rows)
-            wanted = [ks[r] for r in rows]
-            sources = [s if k is not None else None for s, k in zip(sources, wanted)]
-            results = self.ctx.classifier.classify(sources, max((k or 1) for k in wanted))
-            if self.ctx.sink is not None:
-                write_back(self.ctx, state, args, rows, sources, results, wanted)
-            batch = prediction_batch(self.ctx.classifier, rows, results, wanted)
-            if batch.num_rows:
-                out.emit(batch)
-        if state.offset >= args.num_rows:
-            finish_run(self.ctx, state)
-            out.finish()
+        with rolled_back_on_error(self.ctx, state):
+            ks = top_k_column(args)
+            rows = state.advance(args.num_rows, images_per_tick(ks))
+            if rows:
+                sources = image_sources(self.ctx, args, rows)
+                wanted = [ks[r] for r in rows]
+                sources = [s if k is not None else None for s, k in zip(sources, wanted)]
+                results = self.ctx.classifier.classify(sources, max((k or 1) for k in wanted))
+                if self.ctx.sink is not None:
+                    write_back(self.ctx, state, args, rows, sources, results, wanted)
+                batch = prediction_batch(self.ctx.classifier, rows, results, wanted)
+                if batch.num_rows:
+                    out.emit(batch)
+            if state.offset >= args.num_rows:
+                finish_run(self.ctx, state)
+                out.finish()
 
 
 def prediction_batch(classifier: Classifier, rows: range,
@@ -127,8 +129,9 @@ def top_label(ctx: VisionContext) -> Callable[[Args], pa.Array]:
         results = ctx.classifier.classify(sources, top_k=1)
         if ctx.sink is not None:
             state = RunState(run_id=uuid.uuid4().hex)
-            write_back(ctx, state, args, rows, sources, results, [1] * len(rows))
-            finish_run(ctx, state)
+            with rolled_back_on_error(ctx, state):
+                write_back(ctx, state, args, rows, sources, results, [1] * len(rows))
+                finish_run(ctx, state)
         labels = ctx.classifier.info.labels
         return pa.array([None if r is None else labels[int(r.indices[0])] for r in results],
                         pa.string())

@@ -51,18 +51,20 @@ def image_overloads(*extra: Param) -> tuple[Overload, ...]:
 
 
 def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSource]:
-    """The images of ``rows``: bytes as given, paths checked against the path policy.
+    """The images of ``rows``: bytes as given; paths through the path policy.
 
-    With write-back on, files are read here, once: the bytes are both classified and hashed
-    into the stored ``image_key``.
+    Under a data root the policy reads the files itself (checked against the opened file);
+    with write-back on, files are read here too, once: the bytes are both classified and
+    hashed into the stored ``image_key``.
     """
     if args.overload.params[0].type == "BLOB":
         return args["image"].slice(rows.start, len(rows)).to_pylist()
+    limit = ctx.classifier.limits.max_bytes
     paths = args["path"].slice(rows.start, len(rows)).to_pylist()
-    resolved = [None if p is None else ctx.paths.resolve(p) for p in paths]
+    sources = [None if p is None else ctx.paths.source(p, limit) for p in paths]
     if ctx.sink is not None:
-        return [read_source(p, ctx.classifier.limits) for p in resolved]
-    return resolved
+        return [read_source(s, ctx.classifier.limits) for s in sources]
+    return sources
 
 
 def images_per_tick(ks: list[int | None]) -> int:

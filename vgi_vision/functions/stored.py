@@ -3,9 +3,10 @@ and ``similar()``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import pyarrow as pa
 
@@ -69,6 +70,17 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
     state.predictions += len(predictions)
     state.embeddings += len(embeddings)
     ctx.store().write(state.run_id, predictions, embeddings)
+
+
+@contextlib.contextmanager
+def rolled_back_on_error(ctx: VisionContext, state: RunState) -> Iterator[None]:
+    """A call that fails part-way (a refused path, a write error) leaves none of its rows."""
+    try:
+        yield
+    except Exception:
+        if ctx.sink is not None and state.run_id:
+            ctx.sink.abort(state.run_id)
+        raise
 
 
 def finish_run(ctx: VisionContext, state: RunState) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
@@ -78,9 +79,25 @@ class WriteBack:
         except BaseException:
             self._in_flight.release()
             raise
-        future.add_done_callback(lambda _: self._in_flight.release())
         with self._lock:
             self._pending.setdefault(run_id, []).append(future)
+        future.add_done_callback(functools.partial(self._landed, run_id))
+
+    def _landed(self, run_id: str, future: concurrent.futures.Future) -> None:
+        """A batch is written: free its in-flight slot and, if it succeeded, forget it.
+
+        Failed batches stay listed so that ``finish`` sees the failure. Forgetting the others
+        keeps a replica that never serves a run's last request from holding it forever.
+        """
+        self._in_flight.release()
+        if future.cancelled() or future.exception() is not None:
+            return
+        with self._lock:
+            batches = self._pending.get(run_id, [])
+            if future in batches:
+                batches.remove(future)
+            if not batches:
+                self._pending.pop(run_id, None)
 
     async def _write(self, predictions: list[dict[str, Any]],
                      embeddings: list[dict[str, Any]]) -> None:
@@ -88,22 +105,34 @@ class WriteBack:
         futures += [await self._queues[EMBEDDINGS].enqueue(r) for r in embeddings]
         await asyncio.gather(*futures)
 
-    def finish(self, run_id: str, predictions: int, embeddings: int) -> None:
-        """Commit the run once every row is stored; otherwise roll it back and raise."""
+    def _settle(self, run_id: str) -> list[concurrent.futures.Future]:
+        """This worker's batches of the run, once each has landed or failed.
+
+        Deciding before that would let a rollback race a batch still being written and leave
+        the batch behind as an orphan.
+        """
         with self._lock:
             futures = self._pending.pop(run_id, [])
-        # Every batch must have landed or failed before deciding: a rollback that raced a
-        # batch still being written would leave that batch behind as an orphan.
         concurrent.futures.wait(futures)
+        return futures
+
+    def abort(self, run_id: str) -> None:
+        """Roll back a run whose call failed before it could finish."""
+        self._settle(run_id)
+        try:
+            self._run(self.store.rollback(run_id))
+        except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
+            log.exception("rollback of run %s failed", run_id)
+
+    def finish(self, run_id: str, predictions: int, embeddings: int) -> None:
+        """Commit the run once every row is stored; otherwise roll it back and raise."""
+        futures = self._settle(run_id)
         try:
             for future in futures:
                 future.result()
             self._run(self._commit_when_settled(run_id, predictions, embeddings))
         except Exception as exc:
-            try:
-                self._run(self.store.rollback(run_id))
-            except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
-                log.exception("rollback of run %s failed", run_id)
+            self.abort(run_id)
             raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
 
     async def _commit_when_settled(self, run_id: str, predictions: int, embeddings: int) -> None:

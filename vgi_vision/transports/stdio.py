@@ -1,8 +1,8 @@
 """Subprocess transport: the client spawns a worker and speaks frames over its stdin/stdout.
 
 The worker is private to one client, so scan state stays live in its memory. stdout carries
-only frames: the server half points ``sys.stdout`` at stderr before serving, so a stray print
-anywhere cannot corrupt the stream.
+only frames: the server half moves file descriptor 1 to stderr before loading anything and
+keeps a private copy for frames, so a stray print anywhere cannot corrupt the stream.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError
@@ -24,10 +24,20 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 1 << 31
 
 
-def serve_stdio(dispatcher: Dispatcher) -> None:
-    reader, writer = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr
-    serve_stream(reader, writer, dispatcher, LiveStates())
+def claim_stdout() -> BinaryIO:
+    """Keep a private copy of file descriptor 1 for frames and point fd 1 at stderr.
+
+    Called before the worker loads anything: afterwards whatever writes to stdout, Python or
+    native code alike, lands in stderr and cannot corrupt the stream.
+    """
+    sys.stdout.flush()
+    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return frames
+
+
+def serve_stdio(dispatcher: Dispatcher, frames: BinaryIO) -> None:
+    serve_stream(sys.stdin.buffer, frames, dispatcher, LiveStates())
 
 
 def worker_command(*extra: str) -> list[str]:
@@ -54,9 +64,12 @@ class SubprocessTransport:
 
     def _ensure_process(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
+            # A session of its own: Ctrl-C at the caller's prompt is not the worker's to take.
+            # It still ends with its caller: end of input (or SIGTERM) stops it.
             self._process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                env={**os.environ, **(self.env or {})}, close_fds=True)
+                env={**os.environ, **(self.env or {})}, close_fds=True,
+                start_new_session=True)
         return self._process
 
     def roundtrip(self, request: bytes) -> bytes:

@@ -17,7 +17,8 @@ from pathlib import Path
 from vgi_vision.protocol import error_message
 from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError
-from vgi_vision.transports.framing import FrameError, read_frame, serve_stream, write_frame
+from vgi_vision.transports.framing import (LENGTH, FrameError, read_frame, serve_stream,
+                                           write_frame)
 
 MAX_RESPONSE_BYTES = 1 << 31
 
@@ -38,11 +39,22 @@ class _Handler(socketserver.StreamRequestHandler):
                                       f"later"))
                 return
             try:
-                serve_stream(self.rfile, self.wfile, self.server.dispatcher, LiveStates())
+                serve_stream(self.rfile, self.wfile, self.server.dispatcher, self.server.states)
             finally:
                 self.server.slots.release()
         except (OSError, FrameError):
             pass  # the client went away or idled out (refused or not): nothing to answer
+
+
+def socket_is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -57,8 +69,14 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.slots = threading.BoundedSemaphore(max_connections)
+        # One store for all connections: a client's pool may send a scan's continuation over
+        # another connection than the one that started it. Handles are random and bound to
+        # their call, and only the socket's owner can connect.
+        self.states = LiveStates(max_scans=4096)
         path = Path(path)
         if path.is_socket():
+            if socket_is_live(path):
+                raise OSError(f"another worker is serving on {path}")
             path.unlink()  # a stale socket from a previous run
         old_umask = os.umask(0o177)  # created 0600: no window where others may connect
         try:
@@ -69,6 +87,10 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def server_close(self) -> None:
         super().server_close()
         Path(self.server_address).unlink(missing_ok=True)  # no stale socket left behind
+
+
+class StaleConnection(FrameError):
+    """The worker closed the connection without sending a byte of the response."""
 
 
 class UnixTransport:
@@ -100,10 +122,13 @@ class UnixTransport:
             response = self._exchange(sock, request)
         except (OSError, FrameError) as exc:
             sock.close()
-            if not pooled:
+            stale = pooled and isinstance(exc, (StaleConnection, BrokenPipeError,
+                                                ConnectionResetError))
+            if not stale:
                 raise TransportError(f"connection to unix://{self.path} failed during the "
                                      f"call: {exc}") from None
-            # The worker closes idle connections; a pooled one may have gone stale.
+            # The worker closed this idle pooled connection before reading the request: no
+            # work was done, so sending it again on a fresh connection is safe.
             return self.roundtrip(request)
         if self._closed:
             sock.close()
@@ -113,11 +138,15 @@ class UnixTransport:
 
     @staticmethod
     def _exchange(sock: socket.socket, request: bytes) -> bytes:
-        with sock.makefile("rwb") as stream:
-            write_frame(stream, request)
+        try:
+            sock.sendall(LENGTH.pack(len(request)))
+            sock.sendall(request)
+        except BrokenPipeError:
+            pass  # a worker refusing the connection says why in a frame before closing: read it
+        with sock.makefile("rb") as stream:
             response = read_frame(stream, MAX_RESPONSE_BYTES)
         if response is None:
-            raise FrameError("connection closed by the worker")
+            raise StaleConnection("connection closed by the worker before answering")
         return response
 
     def close(self) -> None:
