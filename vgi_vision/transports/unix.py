@@ -2,7 +2,8 @@
 
 The socket file is created with mode 0600 (only the owner may connect), the number of
 concurrent connections is capped, and an idle connection is closed after a timeout so a client
-that vanished cannot pin a thread forever. Scan state lives in the worker per connection.
+that vanished cannot pin a thread forever. Scan state lives in the worker, in one store shared
+by all connections.
 """
 
 from __future__ import annotations
