@@ -20,14 +20,15 @@ Usage: python bench/bench_inference.py [--images 64] [--repeats 7] [--batch-size
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -36,8 +37,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.model import (  # noqa: E402
-    DEFAULT_MODEL, Classifier, ModelInfo, default_threads, models_root)
+from vgi_vision.model import DEFAULT_MODEL, Classifier, ModelInfo, default_threads, models_root  # noqa: E402
 
 TOP_K = 5
 #: Idle time before each timed run, so onnxruntime's spinning worker threads (left over from
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     b_times: dict[int, list[float]] = {b: [] for b in batch_sizes}
     for _ in range(args.repeats):
         for b, classifier in classifiers.items():
-            a_times[b] += timed(lambda: ceiling(classifier, pixels), 1)
-            b_times[b] += timed(lambda: full_path(classifier, jpegs), 1)
+            a_times[b] += timed(functools.partial(ceiling, classifier, pixels), 1)
+            b_times[b] += timed(functools.partial(full_path, classifier, jpegs), 1)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decode_only(pool, first, jpegs)
         decode_times = timed(lambda: decode_only(pool, first, jpegs), args.repeats)

@@ -39,9 +39,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -220,7 +220,7 @@ def run(n_images: int, repeats: int, max_repeats: int, transports: list[str],
             if worker.process is not None:
                 worker_pid = lambda: worker.process.pid  # noqa: E731
             else:
-                worker_pid = lambda: timed.inner.pid  # noqa: E731 - spawned by attach
+                worker_pid = lambda: timed.inner.pid  # noqa: E731, B023 - spawned by attach
             try:
                 for name, sql in QUERIES.items():  # warm-up, untimed
                     measure_query(con, attachment, timed, worker_pid, sql, expected[name])
@@ -286,7 +286,8 @@ def report(n_images: int, repeats: int, everything: Series, phases: list[Phase],
         + ("all met" if not failures else f"{failures} below target"),
         "images/s: best query rate; in-proc: best in-process rate measured between that "
         "transport's queries; ratio = images/s / in-proc; vs best = images/s / the run's best "
-        "in-process rate; runs: timed runs; trips: worker round trips per query; wait%: share of the query's "
+        "in-process rate; runs: timed runs; trips: worker round trips per query; "
+        "wait%: share of the query's "
         "wall time the client waited on the worker; CPU: seconds per query used by this "
         "process / the worker; other%: machine CPU used by other processes meanwhile",
     ]

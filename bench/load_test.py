@@ -29,9 +29,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -67,7 +67,7 @@ class Expected:
     wnids: tuple[str, ...]
 
     @classmethod
-    def compute(cls) -> "Expected":
+    def compute(cls) -> Expected:
         classifier = load_classifier()
         photos = {p.name: p.read_bytes() for p in sorted(FIXTURES.iterdir()) if p.is_file()}
         probabilities = {}
@@ -83,7 +83,7 @@ class Expected:
         expected = np.sort(self.probabilities[name])[::-1][:top_k]
         if [r["rank"] for r in rows] != list(range(1, top_k + 1)):
             raise WrongResult(f"{name}: ranks {[r['rank'] for r in rows]} for top_k {top_k}")
-        for row, want in zip(rows, expected):
+        for row, want in zip(rows, expected, strict=True):
             got = self.probabilities[name][row["idx"]]
             if abs(got - want) > TOLERANCE or abs(row["confidence"] - got) > TOLERANCE \
                     or row["label"] != self.labels[row["idx"]]:

@@ -8,15 +8,14 @@ import re
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import duckdb
 import pytest
+from conftest import DATA, EXPECTED_TOP5
 
 import vgi_vision
 from vgi_vision.binding import Attachment
-
-from conftest import DATA, EXPECTED_TOP5
 
 
 @pytest.fixture

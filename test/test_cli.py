@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import DATA, REPO
 
 from vgi_vision.docs import render_reference
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
-
-from conftest import DATA, REPO
 
 COMMANDS = ["serve", "sql", "classify", "models", "functions"]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pytest
+from conftest import DATA, EXPECTED_TOP5
 
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.launch import RunningWorker, running_worker, start_http
@@ -22,8 +23,6 @@ from vgi_vision.registry import argument_rows
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.transports.http import HttpTransport
 from vgi_vision.transports.unix import UnixTransport
-
-from conftest import DATA, EXPECTED_TOP5
 
 KEY = "72657374617274732d6b65792d666f722d7465737473"  # hex, 22 bytes
 OTHER_KEY = "616e6f746865722d6b65792d656e746972656c792121"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -26,8 +27,6 @@ from vgi_vision.protocol import Message, ProtocolError, decode, encode
 from vgi_vision.registry import argument_rows
 from vgi_vision.server import ERROR_STATUS, Dispatcher, LiveStates, SealedStates
 from vgi_vision.tokens import TokenError, TokenSealer
-
-from conftest import DATA
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -29,7 +29,6 @@ from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import FunctionError, argument_rows
 
 
-
 def table_counts(uri: Path) -> dict[str, int]:
     """Rows per table, committed or not, read with a fresh connection."""
 
@@ -147,7 +146,8 @@ def test_predictions_page_over_http(tmp_path: Path, images: list[bytes]) -> None
             assert client.requests - before >= 2  # more than one page
             keys = list(zip(rows.column("run_id").to_pylist(),
                             rows.column("image_key").to_pylist(),
-                            rows.column("rank").to_pylist(), rows.column("path").to_pylist()))
+                            rows.column("rank").to_pylist(), rows.column("path").to_pylist(),
+                            strict=True))
             assert len(rows) == 600
             # 4 distinct photographs, each stored 30 times over 4 runs (32 images per call)
             assert len({k[1] for k in keys}) == 4 and len({k[0] for k in keys}) == 4

@@ -21,12 +21,20 @@ import pytest
 from PIL import Image, ImageOps
 
 from vgi_vision.model import (
-    DEFAULT_MODEL, NUM_CLASSES, Classifier, ModelError, ModelInfo, TopKError, models_root,
-    top_k_indices, validate_top_k)
+    DEFAULT_MODEL,
+    NUM_CLASSES,
+    Classifier,
+    ModelError,
+    ModelInfo,
+    TopKError,
+    models_root,
+    top_k_indices,
+    validate_top_k,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "test" / "sql" / "data"
-MODEL_DIR = REPO / "models" / DEFAULT_MODEL
+MODEL_DIR = REPO / "vgi_vision" / "models" / DEFAULT_MODEL
 FIXTURES = ("cat.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg")
 
 ESPRESSO, TABBY, TIGER_CAT, EGYPTIAN_MAU, MILITARY_UNIFORM = 967, 281, 282, 285, 652
@@ -124,7 +132,7 @@ def test_rocket(classifier, images):
 def test_paths_and_bytes_give_the_same_answer(classifier, images):
     by_path = classifier.classify([DATA / n for n in FIXTURES] + [str(DATA / "cat.png")])
     by_bytes = classifier.classify([images[n] for n in FIXTURES] + [images["cat.png"]])
-    for a, b in zip(by_path, by_bytes):
+    for a, b in zip(by_path, by_bytes, strict=True):
         assert_same(a, b)
 
 
@@ -142,7 +150,7 @@ def test_probabilities_are_sorted_probabilities(classifier, variety, k):
 def test_top_k_is_a_prefix_of_a_larger_top_k(classifier, variety):
     small = classifier.classify(variety, top_k=3)
     large = classifier.classify(variety, top_k=50)
-    for a, b in zip(small, large):
+    for a, b in zip(small, large, strict=True):
         np.testing.assert_array_equal(a.indices, b.indices[:3])
 
 
@@ -154,7 +162,7 @@ def test_batch_equals_one_at_a_time(classifier, info, variety):
     # batch_size 5: several full batches plus a partial one, decoded ahead while inferring
     several = Classifier(info, batch_size=5, threads=2).classify(variety, top_k=1000)
     assert len(one_batch) == len(several) == len(variety)
-    for single, a, b in zip(alone, one_batch, several):
+    for single, a, b in zip(alone, one_batch, several, strict=True):
         assert_same(single, a)
         assert_same(single, b)
 
@@ -259,7 +267,7 @@ def test_bad_rows_are_none_and_results_stay_aligned(info, classifier, images, tm
         results = c.classify(sources)
         assert len(results) == len(sources)
         assert [r is None for r in results] == expected_none
-        for source, result in zip(sources, results):
+        for source, result in zip(sources, results, strict=True):
             if result is not None:
                 assert_same(result, reference[id(source)])
 
@@ -287,7 +295,7 @@ def test_concurrent_callers_get_sequential_results(info, classifier, variety):
         answers = list(pool.map(call, range(8)))
     for answer in answers:
         assert len(answer) == len(sequential)
-        for a, b in zip(answer, sequential):
+        for a, b in zip(answer, sequential, strict=True):
             assert_same(a, b)
 
 
@@ -387,7 +395,7 @@ def test_missing_metadata_names_the_file(model_copy):
 
 def test_models_root_follows_the_environment(model_copy, monkeypatch, images):
     monkeypatch.delenv("VGI_VISION_MODELS", raising=False)
-    assert models_root() == REPO / "models"
+    assert models_root() == REPO / "vgi_vision" / "models"
     monkeypatch.setenv("VGI_VISION_MODELS", str(model_copy.parent))
     assert models_root() == model_copy.parent
     info = ModelInfo.load(models_root() / DEFAULT_MODEL)

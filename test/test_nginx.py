@@ -13,19 +13,18 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import httpx
 import pytest
+from conftest import DATA
 
 import vgi_vision
 from vgi_vision.launch import RunningWorker, start_http
 from vgi_vision.protocol import decode, encode
 from vgi_vision.registry import argument_rows
-
-from conftest import DATA
 
 KEY = "6e67696e782d7265706c696361732d736861726564"  # hex: the replicas' shared token key
 TOKEN = "bearer-token-passed-through-nginx"
@@ -183,7 +182,7 @@ def test_continuations_hop_between_replicas(balancer: tuple[str, set[str]]) -> N
     assert idx == list(range(1000))
     assert set(served_by) == upstreams
     # Round robin: a page minted by one replica is continued on the other, page after page.
-    assert all(a != b for a, b in zip(served_by, served_by[1:]))
+    assert all(a != b for a, b in zip(served_by, served_by[1:], strict=False))
 
 
 def test_unauthenticated_requests_stop_at_the_replicas(balancer: tuple[str, set[str]]) -> None:

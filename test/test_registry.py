@@ -16,8 +16,18 @@ from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import TickGuardError, invoke_table_function
 from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import (INPUT_ROW, Args, Column, FunctionError, FunctionSpec, Output,
-                                 Overload, Param, Registry, argument_rows)
+from vgi_vision.registry import (
+    INPUT_ROW,
+    Args,
+    Column,
+    FunctionError,
+    FunctionSpec,
+    Output,
+    Overload,
+    Param,
+    Registry,
+    argument_rows,
+)
 from vgi_vision.state import CursorState, ScanState, StateError
 from vgi_vision.tokens import TokenError, TokenSealer
 
@@ -81,7 +91,8 @@ def test_cursor_generator_emits_each_row_once(serialize: bool) -> None:
     counts = [4, 0, None, 7]
     table = invoke_table_function(spec, argument_rows([pa.array(counts, pa.int32())]),
                                   serialize_state=serialize)
-    pairs = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("n").to_pylist()))
+    pairs = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("n").to_pylist(),
+                     strict=True))
     assert pairs == [(0, i) for i in range(4)] + [(3, i) for i in range(7)]
 
 
@@ -167,7 +178,8 @@ def test_shipped_table_functions_terminate_with_each_row_once(
     table = invoke_table_function(vision_registry.get("classify"),
                                   argument_rows([pa.array(images, pa.binary()),
                                                  pa.array([3] * len(images), pa.int32())]))
-    keys = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("rank").to_pylist()))
+    keys = list(zip(table.column(INPUT_ROW).to_pylist(), table.column("rank").to_pylist(),
+                    strict=True))
     assert len(keys) == len(set(keys)) == 80 * 3
     assert {r for r, _ in keys} == set(range(80))
 

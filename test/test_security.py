@@ -7,6 +7,7 @@ is proven from the worker's own log, which has one line per dispatched request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -14,13 +15,14 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import duckdb
 import httpx
 import pyarrow as pa
 import pytest
+from conftest import DATA
 from PIL import Image
 
 import vgi_vision
@@ -29,8 +31,6 @@ from vgi_vision.imaging import decode as decode_image
 from vgi_vision.launch import RunningWorker, running_worker, start_http
 from vgi_vision.protocol import decode, encode
 from vgi_vision.transports.framing import read_frame, write_frame
-
-from conftest import DATA
 
 TOKEN = "s3cret-bearer-token-for-tests"
 AUTH_ENV = "VGI_VISION_AUTH_TOKEN"
@@ -238,8 +238,8 @@ def test_paths_escaping_the_root_are_refused(confined: RunningWorker,
                                              tree: dict[str, Path]) -> None:
     with Client(confined.location) as client:
         for path in escapes(tree):
-            for call in (lambda: client.table("classify", pa.array([path])),
-                         lambda: client.call("top_label", pa.array([path]))):
+            for call in (functools.partial(client.table, "classify", pa.array([path])),
+                         functools.partial(client.call, "top_label", pa.array([path]))):
                 with pytest.raises(WorkerError) as info:
                     call()
                 assert info.value.kind == "path_refused", path

@@ -80,7 +80,9 @@ def test_parse_builds_records_with_locations() -> None:
     assert str(statement.location) == "f.test:2"
     assert isinstance(loop, Loop) and loop.names == ("i",) and loop.iterations == (("0",), ("1",))
     (query,) = loop.body
-    assert query == Query(query.location, "SELECT ${i},\n       2", "II", SortMode.ROWSORT, ("1\t2",))
+    assert query == Query(
+        query.location, "SELECT ${i},\n       2", "II", SortMode.ROWSORT, ("1\t2",)
+    )
     assert str(query.location) == "f.test:9"
 
 
@@ -168,7 +170,9 @@ def test_statement_error_sees_errors_raised_late_in_execution(tmp_path: pathlib.
         ("<!REGEX>:missing_table", False),
     ],
 )
-def test_statement_error_message_matching(tmp_path: pathlib.Path, expected: str, passes: bool) -> None:
+def test_statement_error_message_matching(
+    tmp_path: pathlib.Path, expected: str, passes: bool
+) -> None:
     text = f"statement error\nSELECT * FROM missing_table\n----\n{expected}\n"
     if passes:
         run(tmp_path, text)
@@ -176,7 +180,9 @@ def test_statement_error_message_matching(tmp_path: pathlib.Path, expected: str,
     report = failure(tmp_path, text)
     assert report.startswith("case.test:1: statement failed with an unexpected error")
     assert f"Expected error:\n    {expected}\n" in report
-    assert "Actual error:\n    Catalog Error: Table with name missing_table does not exist" in report
+    assert (
+        "Actual error:\n    Catalog Error: Table with name missing_table does not exist" in report
+    )
 
 
 def test_statement_error_message_can_span_lines(tmp_path: pathlib.Path) -> None:
@@ -214,7 +220,11 @@ def test_query_mismatch_report_is_aligned_and_complete(tmp_path: pathlib.Path) -
         """,
     )
     lines = report.split("\n")
-    assert lines[0] == "case.test:4: wrong value at row 2, column 2 (name): expected 'banana', got 'kiwi' (query IT nosort)"
+    assert (
+        lines[0]
+        == "case.test:4: wrong value at row 2, column 2 (name): expected 'banana', got 'kiwi' "
+        "(query IT nosort)"
+    )
     assert "SQL:\n    SELECT n, name\n    FROM t\n" in report
     expected_block = "Expected (3 rows):\n      1   apple\n    > 22  banana\n      3   fig\n"
     actual_block = "Actual (3 rows):\n      1   apple\n    > 22  kiwi\n      3   fig"
@@ -237,7 +247,9 @@ def test_query_row_count_mismatch(tmp_path: pathlib.Path) -> None:
 
 def test_query_expected_row_with_wrong_number_of_values(tmp_path: pathlib.Path) -> None:
     report = failure(tmp_path, "query II\nSELECT 1, 2\n----\n1\t2\t3\n")
-    assert report.startswith("case.test:1: expected row 1 has 3 value(s) but the query has 2 column(s)")
+    assert report.startswith(
+        "case.test:1: expected row 1 has 3 value(s) but the query has 2 column(s)"
+    )
 
 
 def test_query_error_is_reported(tmp_path: pathlib.Path) -> None:
@@ -333,11 +345,17 @@ def test_valuesort_sorts_every_value(tmp_path: pathlib.Path) -> None:
 def test_nosort_keeps_order(tmp_path: pathlib.Path) -> None:
     run(tmp_path, f"query IT nosort\n{UNORDERED}\n----\n3\tc\n1\tz\n2\ta\n")
     report = failure(tmp_path, f"query IT\n{UNORDERED}\n----\n1\tz\n2\ta\n3\tc\n")
-    assert "wrong value at row 1, column 1 (col0): expected '1', got '3' (query IT nosort)" in report
+    assert (
+        "wrong value at row 1, column 1 (col0): expected '1', got '3' (query IT nosort)" in report
+    )
 
 
 def test_rowsort_orders_booleans_like_duckdb(tmp_path: pathlib.Path) -> None:
-    run(tmp_path, "query I rowsort\nSELECT * FROM (VALUES (NULL), (true), (false))\n----\nNULL\ntrue\nfalse\n")
+    run(
+        tmp_path,
+        "query I rowsort\nSELECT * FROM (VALUES (NULL), (true), (false))\n"
+        "----\nNULL\ntrue\nfalse\n",
+    )
 
 
 # The t1 table of DuckDB's test/sqlite/select1.test with the hashes DuckDB's
@@ -382,10 +400,14 @@ SELECT a, b FROM t1 ORDER BY b DESC
 
 
 def test_hash_mismatch_reports_actual_hash_and_values(tmp_path: pathlib.Path) -> None:
-    report = failure(tmp_path, "query I\nSELECT 1\n----\n1 values hashing to 00000000000000000000000000000000\n")
+    report = failure(
+        tmp_path, "query I\nSELECT 1\n----\n1 values hashing to 00000000000000000000000000000000\n"
+    )
     assert report.startswith("case.test:1: wrong result hash (query I nosort)")
     assert "Expected hash:\n    1 values hashing to 00000000000000000000000000000000" in report
-    assert "Actual hash:\n    1 values hashing to b026324c6904b2a9cb4b88d6d61c81d1" in report  # md5("1\n")
+    assert (
+        "Actual hash:\n    1 values hashing to b026324c6904b2a9cb4b88d6d61c81d1" in report
+    )  # md5("1\n")
     assert "Actual (1 rows):\n      1" in report
 
 
@@ -394,7 +416,9 @@ def test_hash_mismatch_reports_actual_hash_and_values(tmp_path: pathlib.Path) ->
 # --------------------------------------------------------------------------
 
 
-def recording_requirement(log: list[str], name: str) -> Callable[[duckdb.DuckDBPyConnection], Callable[[], None]]:
+def recording_requirement(
+    log: list[str], name: str
+) -> Callable[[duckdb.DuckDBPyConnection], Callable[[], None]]:
     def setup(conn: duckdb.DuckDBPyConnection) -> Callable[[], None]:
         conn.execute(f"CREATE MACRO {name}() AS '{name}'")
         log.append(f"setup {name}")
@@ -431,7 +455,9 @@ def test_cleanups_run_and_connection_closes_on_failure(tmp_path: pathlib.Path) -
     log: list[str] = []
     connections: list[duckdb.DuckDBPyConnection] = []
     requirements = {name: recording_requirement(log, name) for name in ("alpha", "beta")}
-    requirements["beta"] = lambda conn, setup=requirements["beta"]: connections.append(conn) or setup(conn)
+    requirements["beta"] = lambda conn, setup=requirements["beta"]: (
+        connections.append(conn) or setup(conn)
+    )
     failure(tmp_path, REQUIRE_TEXT.format(expected="alpha\tgamma"), requirements=requirements)
     assert log[-2:] == ["cleanup beta", "cleanup alpha"]
     with pytest.raises(duckdb.ConnectionException):
@@ -440,7 +466,11 @@ def test_cleanups_run_and_connection_closes_on_failure(tmp_path: pathlib.Path) -
 
 def test_requirement_without_cleanup(tmp_path: pathlib.Path) -> None:
     requirements = {"answer": lambda conn: conn.execute("CREATE MACRO answer() AS 42") and None}
-    run(tmp_path, "require answer\n\nquery I\nSELECT answer()\n----\n42\n", requirements=requirements)
+    run(
+        tmp_path,
+        "require answer\n\nquery I\nSELECT answer()\n----\n42\n",
+        requirements=requirements,
+    )
 
 
 def test_unknown_requirement_skips_file(tmp_path: pathlib.Path) -> None:
@@ -450,22 +480,30 @@ def test_unknown_requirement_skips_file(tmp_path: pathlib.Path) -> None:
 
 def test_unknown_requirement_fails_in_strict_mode(tmp_path: pathlib.Path) -> None:
     report = failure(tmp_path, "statement ok\nSELECT 1\n\nrequire vgi_vision\n", strict=True)
-    assert report == "case.test:4: require vgi_vision: no such requirement is registered (strict mode)"
+    assert (
+        report == "case.test:4: require vgi_vision: no such requirement is registered (strict mode)"
+    )
 
 
-def test_require_env_skips_when_unset(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_require_env_skips_when_unset(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SLT_TEST_VAR", raising=False)
     with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR$"):
         run(tmp_path, "require-env SLT_TEST_VAR\n\nstatement ok\nSELECT broken\n")
 
 
-def test_require_env_skips_on_other_value(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_require_env_skips_on_other_value(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SLT_TEST_VAR", "other")
     with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR wanted$"):
         run(tmp_path, "require-env SLT_TEST_VAR wanted\n\nstatement ok\nSELECT broken\n")
 
 
-def test_require_env_substitutes_variable(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_require_env_substitutes_variable(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SLT_TEST_VAR", "wanted")
     monkeypatch.setenv("SLT_OTHER", "hello")
     run(
@@ -597,7 +635,10 @@ def test_mode_skip_skips_records_until_unskip(tmp_path: pathlib.Path) -> None:
 
 
 def test_halt_stops_the_file_successfully(tmp_path: pathlib.Path) -> None:
-    run(tmp_path, "statement ok\nSELECT 1\n\nhalt\n\nstatement ok\nTHIS IS NOT SQL\n\nload never.db\n")
+    run(
+        tmp_path,
+        "statement ok\nSELECT 1\n\nhalt\n\nstatement ok\nTHIS IS NOT SQL\n\nload never.db\n",
+    )
 
 
 def test_skipif_and_onlyif(tmp_path: pathlib.Path) -> None:
@@ -649,7 +690,9 @@ def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
         ("query I con1\nSELECT 1", "query I con1"),
     ],
 )
-def test_unsupported_directives_fail_loudly(tmp_path: pathlib.Path, line: str, directive: str) -> None:
+def test_unsupported_directives_fail_loudly(
+    tmp_path: pathlib.Path, line: str, directive: str
+) -> None:
     report = parse_failure(tmp_path, f"statement ok\nSELECT 1\n\n{line}\n")
     assert report == f"unsupported directive '{directive}' at case.test:4"
 
@@ -659,16 +702,34 @@ def test_unsupported_directives_fail_loudly(tmp_path: pathlib.Path, line: str, d
     [
         ("loop i 0 2\n\nstatement ok\nSELECT 1\n", "case.test:1: loop without endloop"),
         ("endloop\n", "case.test:1: endloop without loop"),
-        ("statement ok\nSELECT 1\n----\nboom\n", "case.test:1: only 'statement error' can have an expected message"),
-        ("require x\nstatement ok\nSELECT 1\n", "case.test:1: a single-line directive must be followed by an empty line"),
+        (
+            "statement ok\nSELECT 1\n----\nboom\n",
+            "case.test:1: only 'statement error' can have an expected message",
+        ),
+        (
+            "require x\nstatement ok\nSELECT 1\n",
+            "case.test:1: a single-line directive must be followed by an empty line",
+        ),
         ("loop i a b\n\nendloop\n", "case.test:1: loop bounds must be integers"),
-        ("query ii\nSELECT 1, 2\n", "case.test:1: query needs column types, one letter per column (e.g. 'query IT')"),
+        (
+            "query ii\nSELECT 1, 2\n",
+            "case.test:1: query needs column types, one letter per column (e.g. 'query IT')",
+        ),
         ("statement ok\n\n", "case.test:1: statement without SQL"),
         ("mode unskip\n", "case.test:1: mode unskip without mode skip"),
-        ("foreach a,b 1,2 3\n\nendloop\n", "case.test:1: foreach value '3' does not match the names 'a,b'"),
-        ("loop i 0 2\n\nrequire x\n\nendloop\n", "case.test:3: require cannot be used inside a loop"),
+        (
+            "foreach a,b 1,2 3\n\nendloop\n",
+            "case.test:1: foreach value '3' does not match the names 'a,b'",
+        ),
+        (
+            "loop i 0 2\n\nrequire x\n\nendloop\n",
+            "case.test:3: require cannot be used inside a loop",
+        ),
         ("loop i 0 2\n\nhalt\n\nendloop\n", "case.test:3: halt inside a loop is not supported"),
-        ("skipif duckdb\n\nstatement ok\nSELECT 1\n", "case.test:2: skipif must be followed by a record"),
+        (
+            "skipif duckdb\n\nstatement ok\nSELECT 1\n",
+            "case.test:2: skipif must be followed by a record",
+        ),
     ],
 )
 def test_malformed_files(tmp_path: pathlib.Path, text: str, message: str) -> None:
@@ -737,7 +798,8 @@ def test_pytest_outcomes_and_failure_report(sql_project: pytest.Pytester) -> Non
     result.assert_outcomes(passed=1, failed=2, skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "sql/bad.test:3: wrong value at row 1, column 1 (*): expected '42', got '43' (query I nosort)",
+            "sql/bad.test:3: wrong value at row 1, column 1 (*): expected '42', got '43' "
+            "(query I nosort)",
             "SQL:",
             "    SELECT answer() + 1",
             "Expected (1 rows):",
@@ -758,5 +820,8 @@ def test_pytest_strict_mode_fails_unknown_requirements(sql_project: pytest.Pytes
     result = sql_project.runpytest("--strict-require", "sql/needs_plugin.test")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["sql/needs_plugin.test:1: require vgi_vision: no such requirement is registered (strict mode)"]
+        [
+            "sql/needs_plugin.test:1: require vgi_vision: no such requirement is registered "
+            "(strict mode)"
+        ]
     )

@@ -7,12 +7,11 @@ import threading
 
 import pyarrow as pa
 import pytest
+from conftest import EXPECTED_TOP5
 
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.model import load_classifier
 from vgi_vision.protocol import decode, encode
-
-from conftest import EXPECTED_TOP5
 
 
 def classify_rows(client: Client, images: list, top_k: int = 5) -> dict[int, list[dict]]:

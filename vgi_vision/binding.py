@@ -21,8 +21,9 @@ import atexit
 import inspect
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -31,7 +32,7 @@ import pyarrow as pa
 from vgi_vision.client import Client
 from vgi_vision.registry import INPUT_ROW
 
-_attachments: dict[tuple[int, str], "Attachment"] = {}
+_attachments: dict[tuple[int, str], Attachment] = {}
 # Re-entrant: a connection collected while attach() holds it runs _collected in this thread.
 _lock = threading.RLock()
 
@@ -60,7 +61,7 @@ class SqlFunction:
     types_by_param: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "SqlFunction":
+    def from_spec(cls, spec: dict[str, Any]) -> SqlFunction:
         overloads = [o["params"] for o in spec["overloads"]]
         required = [[p for p in o if "default" not in p] for o in overloads]
         optional = [[p for p in o if "default" in p] for o in overloads]
@@ -72,7 +73,7 @@ class SqlFunction:
         names = [r["name"] for r in required[0]]
         types_by_param: dict[str, list[str]] = {n: [] for n in names}
         for overload in required:
-            for name, param in zip(names, overload):
+            for name, param in zip(names, overload, strict=True):
                 if param["type"] not in types_by_param[name]:
                     types_by_param[name].append(param["type"])
         slots = [Slot(n, t, len(types_by_param[n]) > 1)

@@ -8,8 +8,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from vgi_vision import __version__
 
@@ -277,8 +277,13 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from vgi_vision.batch import (classify_files, expand, failure_report, progress_wanted,
-                                  write_table)
+    from vgi_vision.batch import (
+        classify_files,
+        expand,
+        failure_report,
+        progress_wanted,
+        write_table,
+    )
     from vgi_vision.client import Client
 
     if args.location and args.lance:

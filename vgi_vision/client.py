@@ -8,7 +8,8 @@ into the chunk size each function asks for, and to tie table rows back to argume
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -60,7 +61,7 @@ class Client:
         self._catalog: dict[str, dict[str, Any]] | None = None
         self.requests = 0
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -22,7 +21,7 @@ from PIL import Image, ImageFile, ImageOps
 log = logging.getLogger(__name__)
 
 #: What callers may hand to the decoder: raw bytes, a file path, or nothing (SQL NULL).
-ImageSource = Union[bytes, bytearray, memoryview, str, os.PathLike, None]
+ImageSource = bytes | bytearray | memoryview | str | os.PathLike | None
 
 # Pillow's own bomb check only warns below twice its limit; ours is explicit (DecodeLimits),
 # so Pillow's is switched off to keep one rule in one place.

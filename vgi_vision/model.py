@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -41,9 +41,10 @@ class TopKError(ValueError):
 
 
 def models_root() -> Path:
-    """Folder holding ``<model>/model.onnx``; ``VGI_VISION_MODELS`` overrides the repo copy."""
+    """Folder holding ``<model>/model.onnx``: shipped inside the package; ``VGI_VISION_MODELS``
+    overrides it."""
     override = os.environ.get("VGI_VISION_MODELS")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "models"
+    return Path(override) if override else Path(__file__).resolve().parent / "models"
 
 
 def validate_top_k(top_k: int) -> int:
@@ -71,7 +72,7 @@ class ModelInfo:
     metadata: dict
 
     @classmethod
-    def load(cls, directory: Path) -> "ModelInfo":
+    def load(cls, directory: Path) -> ModelInfo:
         """Read ``metadata.json`` and the label table, failing with the file that is wrong."""
         meta_file = directory / "metadata.json"
         try:
@@ -177,7 +178,7 @@ class Classifier:
                     slot.session = self._create_session()
         return slot.session
 
-    def with_limits(self, limits: DecodeLimits) -> "Classifier":
+    def with_limits(self, limits: DecodeLimits) -> Classifier:
         """This classifier with other decode limits, sharing its session, locks and decode pool.
 
         A process holds one classifier per model (``load_classifier``): a second onnxruntime
@@ -287,7 +288,7 @@ def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_classifier(name: str = DEFAULT_MODEL) -> Classifier:
     """The process-wide classifier for a shipped model (one onnxruntime session per process)."""
     return Classifier(ModelInfo.load(models_root() / name))

@@ -22,11 +22,11 @@ class PathPolicy:
     allow_any: bool = False
 
     @classmethod
-    def unrestricted(cls) -> "PathPolicy":
+    def unrestricted(cls) -> PathPolicy:
         return cls(allow_any=True)
 
     @classmethod
-    def confined(cls, root: str | os.PathLike | None) -> "PathPolicy":
+    def confined(cls, root: str | os.PathLike | None) -> PathPolicy:
         return cls(root=Path(root).resolve() if root is not None else None)
 
     def resolve(self, path: str) -> str:

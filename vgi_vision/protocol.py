@@ -63,7 +63,8 @@ def decode(data: bytes | memoryview) -> Message:
     except ValueError:
         raise ProtocolError("message header is not JSON") from None
     if not isinstance(header, dict) or header.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {header.get('v') if isinstance(header, dict) else None!r}")
+        version = header.get("v") if isinstance(header, dict) else None
+        raise ProtocolError(f"unsupported protocol version {version!r}")
     batch = batches[0].replace_schema_metadata(None) if batches else None
     if batch is not None:
         try:
@@ -71,7 +72,7 @@ def decode(data: bytes | memoryview) -> Message:
             # buffers, invalid UTF-8 in values or column names would otherwise reach the
             # functions that read them.
             batch.validate(full=True)
-            batch.schema.names  # decodes (so checks) every column name
+            _ = batch.schema.names  # decodes (so checks) every column name
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed record batch: {exc}") from None
     return Message(header, batch)

@@ -16,8 +16,9 @@ Two kinds of function:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -86,7 +87,9 @@ class Overload:
             return False
         if any(not p.optional for p in self.params[len(types):]):
             return False
-        return all(_coercible(t, SQL_TYPES[p.type]) for t, p in zip(types, self.params))
+        # types fill a prefix of the parameters: the rest have defaults
+        return all(_coercible(t, SQL_TYPES[p.type])
+                   for t, p in zip(types, self.params[:len(types)], strict=True))
 
 
 def _coercible(actual: pa.DataType, wanted: pa.DataType) -> bool:

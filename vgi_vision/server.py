@@ -133,7 +133,7 @@ class Dispatcher:
         """Answer one request. Never raises."""
         return self.reply(data, states).data
 
-    def reply(self, data: bytes, states: StateStore) -> "Reply":
+    def reply(self, data: bytes, states: StateStore) -> Reply:
         """Answer one request, with the error kind for transports that report a status."""
         started = time.perf_counter()
         op, function, outcome = "?", "", "ok"

@@ -32,7 +32,6 @@ import pathlib
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Optional, Union
 
 import duckdb
 import pytest
@@ -62,7 +61,7 @@ __all__ = [
 Cleanup = Callable[[], None]
 """Called after the file finished (passed, failed or skipped)."""
 
-Requirement = Callable[[duckdb.DuckDBPyConnection], Optional[Cleanup]]
+Requirement = Callable[[duckdb.DuckDBPyConnection], Cleanup | None]
 """Prepares the connection for ``require NAME``; may return a cleanup callable."""
 
 
@@ -157,7 +156,7 @@ class RequireEnv:
 
     location: Location
     variable: str
-    value: Optional[str]
+    value: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +173,7 @@ class Loop:
     body: tuple[Record, ...]
 
 
-Record = Union[Statement, Query, Require, RequireEnv, Loop]
+Record = Statement | Query | Require | RequireEnv | Loop
 
 
 # --------------------------------------------------------------------------
@@ -246,7 +245,7 @@ class _Parser:
             self._pos += 1
         return "\n".join(self._lines[start : self._pos])
 
-    def _read_after_separator(self) -> Optional[list[str]]:
+    def _read_after_separator(self) -> list[str] | None:
         """Lines after ``----`` up to an empty line; None when there is no ``----``.
 
         Only a truly empty line ends the block: a line of spaces or one
@@ -324,13 +323,17 @@ class _Parser:
             raise SqlLogicParseError(f"{location}: statement without SQL")
         message = self._read_after_separator()
         if message is not None and args[0] == "ok":
-            raise SqlLogicParseError(f"{location}: only 'statement error' can have an expected message")
+            raise SqlLogicParseError(
+                f"{location}: only 'statement error' can have an expected message"
+            )
         return Statement(location, sql, args[0] == "error", "\n".join(message or []))
 
     def _query(self, args: list[str]) -> Query:
         location = self._location()
         if not args or not re.fullmatch(r"[A-Z]+", args[0]):
-            raise SqlLogicParseError(f"{location}: query needs column types, one letter per column (e.g. 'query IT')")
+            raise SqlLogicParseError(
+                f"{location}: query needs column types, one letter per column (e.g. 'query IT')"
+            )
         if len(args) > 2 or (len(args) == 2 and args[1] not in _SORT_MODES):
             raise _unsupported(" ".join(["query", *args]), location)
         sort_mode = _SORT_MODES[args[1]] if len(args) == 2 else SortMode.NOSORT
@@ -413,7 +416,7 @@ class _Parser:
             raise _unsupported(" ".join(["mode", *args]), self._location())
         self._pos += 1
 
-    _HANDLERS: Mapping[str, Callable[[_Parser, list[str]], Optional[Record]]] = {
+    _HANDLERS: Mapping[str, Callable[[_Parser, list[str]], Record | None]] = {
         "statement": _statement,
         "query": _query,
         "require": _require,
@@ -474,7 +477,7 @@ class _Result:
     rows: list[list[str]]  # canonical cells, as DuckDB's runner renders them
 
 
-def _render(value: Optional[str], column: _Column) -> str:
+def _render(value: str | None, column: _Column) -> str:
     """DuckDB runner's canonical cell text (also the input of the md5 hash)."""
     if value is None:
         return "NULL"
@@ -495,10 +498,14 @@ def _fetch(conn: duckdb.DuckDBPyConnection, sql: str) -> _Result:
     relation = conn.sql(sql)
     if relation is None:
         raise duckdb.InvalidInputException("the SQL returned no result set")
-    columns = tuple(_Column.from_type(n, t) for n, t in zip(relation.columns, relation.types))
+    columns = tuple(
+        _Column.from_type(n, t) for n, t in zip(relation.columns, relation.types, strict=True)
+    )
     casts = ", ".join(f"CAST(#{i} AS VARCHAR)" for i in range(1, len(columns) + 1))
     rows = relation.project(casts).fetchall()
-    return _Result(columns, [[_render(v, c) for v, c in zip(row, columns)] for row in rows])
+    return _Result(
+        columns, [[_render(v, c) for v, c in zip(row, columns, strict=True)] for row in rows]
+    )
 
 
 def _sort_key(cell: str, column: _Column) -> str:
@@ -508,9 +515,14 @@ def _sort_key(cell: str, column: _Column) -> str:
 
 def _sorted(rows: list[list[str]], mode: SortMode, columns: Sequence[_Column]) -> list[list[str]]:
     if mode is SortMode.ROWSORT:
-        return sorted(rows, key=lambda row: [_sort_key(c, col) for c, col in zip(row, columns)])
+        return sorted(
+            rows, key=lambda row: [_sort_key(c, col) for c, col in zip(row, columns, strict=True)]
+        )
     if mode is SortMode.VALUESORT:
-        cells = sorted(((c, col) for row in rows for c, col in zip(row, columns)), key=lambda p: _sort_key(*p))
+        cells = sorted(
+            ((c, col) for row in rows for c, col in zip(row, columns, strict=True)),
+            key=lambda p: _sort_key(*p),
+        )
         values = [cell for cell, _ in cells]
         width = len(columns)
         return [values[i : i + width] for i in range(0, len(values), width)]
@@ -576,13 +588,15 @@ def _exact_numbers_match(actual: str, expected: str, scale: int) -> bool:
     try:
         left = decimal.Decimal(actual)
         quantum = decimal.Decimal(1).scaleb(-scale)
-        right = decimal.Decimal(expected.strip()).quantize(quantum, decimal.ROUND_HALF_UP, _WIDE_DECIMALS)
+        right = decimal.Decimal(expected.strip()).quantize(
+            quantum, decimal.ROUND_HALF_UP, _WIDE_DECIMALS
+        )
     except decimal.InvalidOperation:
         return False
     return left == right
 
 
-def _regex_matches(expected: str, text: str, *, full: bool) -> Optional[bool]:
+def _regex_matches(expected: str, text: str, *, full: bool) -> bool | None:
     """``<REGEX>:p`` / ``<!REGEX>:p``; None when ``expected`` is no regex."""
     for prefix, wanted in (("<REGEX>:", True), ("<!REGEX>:", False)):
         if expected.startswith(prefix):
@@ -622,10 +636,13 @@ def _indent(text: str) -> str:
 def _display(rows: list[list[str]], columns: Sequence[_Column]) -> list[list[str]]:
     """Actual rows as shown to people: booleans read ``true``/``false``."""
     spelled = {"1": "true", "0": "false"}
-    return [[spelled.get(c, c) if col.is_bool else c for c, col in zip(row, columns)] for row in rows]
+    return [
+        [spelled.get(c, c) if col.is_bool else c for c, col in zip(row, columns, strict=True)]
+        for row in rows
+    ]
 
 
-def _table(rows: list[list[str]], widths: Sequence[int], marked: Optional[int]) -> str:
+def _table(rows: list[list[str]], widths: Sequence[int], marked: int | None) -> str:
     """Aligned rows; the window follows the marked row so it is always shown."""
     if not rows:
         return "(no rows)"
@@ -641,7 +658,9 @@ def _table(rows: list[list[str]], widths: Sequence[int], marked: Optional[int]) 
     return "\n".join(lines)
 
 
-def _tables(expected: list[list[str]], actual: list[list[str]], marked: Optional[int] = None) -> list[Section]:
+def _tables(
+    expected: list[list[str]], actual: list[list[str]], marked: int | None = None
+) -> list[Section]:
     """Expected and actual side by side in one shared column alignment."""
     widths: list[int] = []
     for row in [*expected, *actual]:
@@ -661,14 +680,15 @@ class _Mismatch:
     sections: list[Section]
 
 
-def _compare(query: Query, expected_lines: list[str], result: _Result) -> Optional[_Mismatch]:
+def _compare(query: Query, expected_lines: list[str], result: _Result) -> _Mismatch | None:
     """Check a query result against the expected lines; None when it passes."""
     columns = result.columns
     actual = _sorted(result.rows, query.sort_mode, columns)
     shown = _display(actual, columns)
     if len(columns) != len(query.types):
         return _Mismatch(
-            f"query declares {len(query.types)} column(s) ('{query.types}') but the result has {len(columns)}",
+            f"query declares {len(query.types)} column(s) ('{query.types}') but the result "
+            f"has {len(columns)}",
             _tables([line.split("\t") for line in expected_lines], shown),
         )
     if len(expected_lines) == 1 and _HASH_LINE.fullmatch(expected_lines[0]):
@@ -677,23 +697,33 @@ def _compare(query: Query, expected_lines: list[str], result: _Result) -> Option
             return None
         return _Mismatch(
             "wrong result hash",
-            [("Expected hash", expected_lines[0]), ("Actual hash", actual_hash), *_tables([], shown)[1:]],
+            [
+                ("Expected hash", expected_lines[0]),
+                ("Actual hash", actual_hash),
+                *_tables([], shown)[1:],
+            ],
         )
     raw_expected = _expected_rows(expected_lines, len(columns), len(actual))
     for number, row in enumerate(raw_expected, 1):
         if len(row) != len(columns):
             return _Mismatch(
-                f"expected row {number} has {len(row)} value(s) but the query has {len(columns)} column(s)",
+                f"expected row {number} has {len(row)} value(s) but the query has "
+                f"{len(columns)} column(s)",
                 _tables(raw_expected, shown, number - 1),
             )
     expected = _sorted(raw_expected, query.sort_mode, columns)
     if len(expected) != len(actual):
-        return _Mismatch(f"expected {len(expected)} rows but got {len(actual)}", _tables(expected, shown))
-    for row_index, (want_row, got_row) in enumerate(zip(expected, actual)):
-        for col_index, (want, got, column) in enumerate(zip(want_row, got_row, columns)):
+        return _Mismatch(
+            f"expected {len(expected)} rows but got {len(actual)}", _tables(expected, shown)
+        )
+    for row_index, (want_row, got_row) in enumerate(zip(expected, actual, strict=True)):
+        for col_index, (want, got, column) in enumerate(
+            zip(want_row, got_row, columns, strict=True)
+        ):
             if not _cell_matches(got, want, column):
                 where = f"row {row_index + 1}, column {col_index + 1} ({column.name})"
-                summary = f"wrong value at {where}: expected {want!r}, got {shown[row_index][col_index]!r}"
+                got_shown = shown[row_index][col_index]
+                summary = f"wrong value at {where}: expected {want!r}, got {got_shown!r}"
                 return _Mismatch(summary, _tables(expected, shown, row_index))
     return None
 
@@ -753,7 +783,9 @@ class _FileRunner:
     def _substitute(self, text: str, loop_vars: Mapping[str, str]) -> str:
         for name, value in {**self._env, **loop_vars}.items():
             text = text.replace("${" + name + "}", value)
-        return text.replace("__TEST_DIR__", self._test_dir).replace("__WORKING_DIRECTORY__", os.getcwd())
+        return text.replace("__TEST_DIR__", self._test_dir).replace(
+            "__WORKING_DIRECTORY__", os.getcwd()
+        )
 
     @staticmethod
     def _failure(
@@ -775,18 +807,25 @@ class _FileRunner:
             if record.expect_error:
                 raise self._failure(
                     record.location, loop_vars, "statement succeeded but an error was expected",
-                    [("SQL", sql), ("Expected error", expected or "(any error)"), ("Actual", "(no error)")],
+                    [("SQL", sql), ("Expected error", expected or "(any error)"),
+                     ("Actual", "(no error)")],
                 )  # fmt: skip
             return
         if not record.expect_error:
-            raise self._failure(record.location, loop_vars, "statement failed", [("SQL", sql), ("Error", str(error))])
+            raise self._failure(
+                record.location,
+                loop_vars,
+                "statement failed",
+                [("SQL", sql), ("Error", str(error))],
+            )
         if _is_internal(error) or not self._error_matches(record, loop_vars, expected, str(error)):
             raise self._failure(
                 record.location, loop_vars, "statement failed with an unexpected error",
-                [("SQL", sql), ("Expected error", expected or "(any error)"), ("Actual error", str(error))],
+                [("SQL", sql), ("Expected error", expected or "(any error)"),
+                 ("Actual error", str(error))],
             )  # fmt: skip
 
-    def _execute(self, sql: str) -> Optional[duckdb.Error]:
+    def _execute(self, sql: str) -> duckdb.Error | None:
         """Run to completion (``complete()`` also surfaces late runtime errors)."""
         try:
             self._conn.execute(sql)
@@ -795,11 +834,15 @@ class _FileRunner:
             return error
         return None
 
-    def _error_matches(self, record: Statement, loop_vars: Mapping[str, str], expected: str, message: str) -> bool:
+    def _error_matches(
+        self, record: Statement, loop_vars: Mapping[str, str], expected: str, message: str
+    ) -> bool:
         try:
             return _error_matches(expected, message)
         except re.error as exc:
-            raise self._failure(record.location, loop_vars, f"invalid regular expression: {exc}", []) from None
+            raise self._failure(
+                record.location, loop_vars, f"invalid regular expression: {exc}", []
+            ) from None
 
     def _query(self, record: Query, loop_vars: Mapping[str, str]) -> None:
         sql = self._substitute(record.sql, loop_vars)
@@ -809,26 +852,32 @@ class _FileRunner:
         except duckdb.Error as error:
             raise self._failure(
                 record.location, loop_vars, "query failed",
-                [("SQL", sql), ("Expected", "\n".join(expected) or "(no rows)"), ("Error", str(error))],
+                [("SQL", sql), ("Expected", "\n".join(expected) or "(no rows)"),
+                 ("Error", str(error))],
             ) from None  # fmt: skip
         try:
             mismatch = _compare(record, expected, result)
         except re.error as exc:
-            raise self._failure(record.location, loop_vars, f"invalid regular expression: {exc}", []) from None
+            raise self._failure(
+                record.location, loop_vars, f"invalid regular expression: {exc}", []
+            ) from None
         if mismatch is not None:
             summary = f"{mismatch.summary} (query {record.types} {record.sort_mode.value})"
-            raise self._failure(record.location, loop_vars, summary, [("SQL", sql), *mismatch.sections])
+            raise self._failure(
+                record.location, loop_vars, summary, [("SQL", sql), *mismatch.sections]
+            )
 
     def _loop(self, record: Loop, loop_vars: Mapping[str, str]) -> None:
         for values in record.iterations:
-            self.run(record.body, {**loop_vars, **dict(zip(record.names, values))})
+            self.run(record.body, {**loop_vars, **dict(zip(record.names, values, strict=True))})
 
     def _require(self, record: Require) -> None:
         setup = self._requirements.get(record.name)
         if setup is None:
             if self._strict:
                 raise SqlLogicTestFailure(
-                    f"{record.location}: require {record.name}: no such requirement is registered (strict mode)"
+                    f"{record.location}: require {record.name}: no such requirement is "
+                    f"registered (strict mode)"
                 )
             raise SqlLogicTestSkip(f"require {record.name}")
         cleanup = setup(self._conn)
@@ -842,16 +891,18 @@ class _FileRunner:
         if record.value is not None and actual != record.value:
             raise SqlLogicTestSkip(f"require-env {record.variable} {record.value}")
         if record.variable in self._env:
-            raise SqlLogicTestFailure(f"{record.location}: environment variable {record.variable} is already defined")
+            raise SqlLogicTestFailure(
+                f"{record.location}: environment variable {record.variable} is already defined"
+            )
         self._env[record.variable] = actual
 
 
 def run_file(
-    path: Union[str, os.PathLike[str]],
-    requirements: Optional[Mapping[str, Requirement]] = None,
+    path: str | os.PathLike[str],
+    requirements: Mapping[str, Requirement] | None = None,
     *,
     strict: bool = False,
-    display_path: Optional[str] = None,
+    display_path: str | None = None,
 ) -> None:
     """Run one .test file on a fresh in-memory connection.
 
@@ -863,7 +914,9 @@ def run_file(
     path = pathlib.Path(path)
     records = parse(path.read_text(encoding="utf-8"), display_path or str(path))
     with contextlib.ExitStack() as stack:
-        test_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="sqllogictest-", ignore_cleanup_errors=True))
+        test_dir = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="sqllogictest-", ignore_cleanup_errors=True)
+        )
         conn = duckdb.connect()
         stack.callback(conn.close)
         _FileRunner(conn, requirements or {}, strict, test_dir, stack).run(records, {})
@@ -877,7 +930,9 @@ def run_file(
 class SqlLogicTestItem(pytest.Item):
     """One .test file as one test; failures print the runner's report."""
 
-    def __init__(self, *, requirements: Mapping[str, Requirement], strict: bool, **kwargs: object) -> None:
+    def __init__(
+        self, *, requirements: Mapping[str, Requirement], strict: bool, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._requirements = requirements
         self._strict = strict
@@ -890,7 +945,12 @@ class SqlLogicTestItem(pytest.Item):
 
     def runtest(self) -> None:
         try:
-            run_file(self.path, self._requirements, strict=self._strict, display_path=self._display_path())
+            run_file(
+                self.path,
+                self._requirements,
+                strict=self._strict,
+                display_path=self._display_path(),
+            )
         except SqlLogicTestSkip as skip:
             reason = skip.reason
         else:
@@ -899,7 +959,9 @@ class SqlLogicTestItem(pytest.Item):
         # pytest reports skips coming from markers.
         raise pytest.skip.Exception(reason, _use_item_location=True)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Optional[str] = None) -> str:
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: str | None = None
+    ) -> str:
         if isinstance(excinfo.value, SqlLogicTestError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo, style=style))  # type: ignore[arg-type]
@@ -911,8 +973,9 @@ class SqlLogicTestItem(pytest.Item):
 class SqlLogicTestFile(pytest.File):
     """A collected .test file: one ``SqlLogicTestItem`` per variant of its requirements."""
 
-    def __init__(self, *, variants: Mapping[str, Mapping[str, Requirement]], strict: bool,
-                 **kwargs: object) -> None:
+    def __init__(
+        self, *, variants: Mapping[str, Mapping[str, Requirement]], strict: bool, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._variants = variants
         self._strict = strict
@@ -931,8 +994,8 @@ def collect_file(
     requirements: Mapping[str, Requirement],
     *,
     strict: bool = False,
-    variants: Optional[Mapping[str, Mapping[str, Requirement]]] = None,
-) -> Optional[pytest.File]:
+    variants: Mapping[str, Mapping[str, Requirement]] | None = None,
+) -> pytest.File | None:
     """Collector for ``pytest_collect_file``: a File node for ``*.test``, else None.
 
     ``requirements`` maps ``require NAME`` to a setup callable (which may
@@ -943,5 +1006,6 @@ def collect_file(
     """
     if file_path.suffix != ".test":
         return None
-    return SqlLogicTestFile.from_parent(parent, path=file_path,
-                                        variants=variants or {"": requirements}, strict=strict)
+    return SqlLogicTestFile.from_parent(
+        parent, path=file_path, variants=variants or {"": requirements}, strict=strict
+    )

@@ -6,10 +6,13 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
-from vgi_vision.functions.classify import (CLASSIFY_COLUMNS, Classify, ImageClasses,
-                                           top_label)
-from vgi_vision.functions.common import (DEFAULT_TOP_K, IMAGES_PER_TICK, VisionContext,
-                                         image_overloads)
+from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
+from vgi_vision.functions.common import (
+    DEFAULT_TOP_K,
+    IMAGES_PER_TICK,
+    VisionContext,
+    image_overloads,
+)
 from vgi_vision.functions.stored import PREDICTION_COLUMNS, Predictions, Similar
 from vgi_vision.registry import Column, FunctionSpec, Overload, Param, Registry
 

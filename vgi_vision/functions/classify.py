@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from vgi_vision.functions.common import (VisionContext, image_sources, images_per_tick,
-                                         top_k_column)
-from vgi_vision.functions.stored import (RunState, finish_run, rolled_back_on_error,
-                                         write_back)
+from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick, top_k_column
+from vgi_vision.functions.stored import RunState, finish_run, rolled_back_on_error, write_back
 from vgi_vision.model import NUM_CLASSES, Classification, Classifier
 from vgi_vision.registry import INPUT_ROW, ROWS_PER_TICK, Args, Column, Output
 from vgi_vision.state import CursorState
-
 
 CLASSIFY_COLUMNS = (
     Column("rank", "INTEGER", "1 for the most likely class, then 2, 3, ..."),
@@ -51,7 +48,8 @@ class Classify:
             if rows:
                 sources = image_sources(self.ctx, args, rows)
                 wanted = [ks[r] for r in rows]
-                sources = [s if k is not None else None for s, k in zip(sources, wanted)]
+                sources = [s if k is not None else None
+                           for s, k in zip(sources, wanted, strict=True)]
                 results = self.ctx.classifier.classify(sources, max((k or 1) for k in wanted))
                 if self.ctx.sink is not None:
                     write_back(self.ctx, state, args, rows, sources, results, wanted)
@@ -68,7 +66,7 @@ def prediction_batch(classifier: Classifier, rows: range,
                      ) -> pa.RecordBatch:
     """Rows (input_row, rank, idx, label, wnid, confidence) for each classified argument row."""
     input_rows, ranks, idxs, confidences = [], [], [], []
-    for row, result, k in zip(rows, results, ks):
+    for row, result, k in zip(rows, results, ks, strict=True):
         if result is None or k is None:
             continue
         n = min(k, len(result.indices))

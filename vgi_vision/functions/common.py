@@ -14,7 +14,6 @@ from vgi_vision.model import Classifier, TopKError, validate_top_k
 from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import Args, FunctionError, Overload, Param
 
-
 DEFAULT_TOP_K = 5
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from vgi_vision.functions.common import (VisionContext, image_sources, images_per_tick)
+from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick
 from vgi_vision.imaging import ImageSource
 from vgi_vision.lance.store import RunError, utc_now
 from vgi_vision.model import NUM_CLASSES, Classification
 from vgi_vision.registry import INPUT_ROW, Args, Column, FunctionError, Output
 from vgi_vision.state import CursorState
-
 
 #: Stored prediction rows per ``predictions()`` tick.
 PAGE_ROWS = 512
@@ -54,14 +54,14 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
     now = utc_now()
     predictions: list[dict[str, Any]] = []
     embeddings: list[dict[str, Any]] = []
-    for source, original, result, k in zip(sources, given, results, ks):
+    for source, original, result, k in zip(sources, given, results, ks, strict=True):
         if result is None or k is None:
             continue
         common = {"image_key": hashlib.sha256(source).hexdigest(),
                   "path": original if is_path else None, "model": classifier.info.name,
                   "run_id": state.run_id, "created_at": now, "committed": False}
-        for rank, (idx, p) in enumerate(zip(result.indices[:k].tolist(),
-                                            result.probabilities[:k].tolist()), start=1):
+        ranked = zip(result.indices[:k].tolist(), result.probabilities[:k].tolist(), strict=True)
+        for rank, (idx, p) in enumerate(ranked, start=1):
             predictions.append({**common, "rank": rank, "idx": idx,
                                 "label": classifier.info.labels[idx], "confidence": p})
         embeddings.append({**common, "label": classifier.info.labels[int(result.indices[0])],
@@ -156,7 +156,7 @@ class Similar:
         results = self.ctx.classifier.classify(image_sources(self.ctx, args, rows), top_k=1)
         found = {name: [] for name in (INPUT_ROW, "rank", "image_key", "path", "label",
                                        "confidence", "distance")}
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=True):
             if result is None or ks[row] is None:
                 continue
             hits = self.ctx.store().nearest(result.embedding.tolist(), ks[row])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lancedb
@@ -63,7 +63,7 @@ def runs_schema() -> pa.Schema:
 
 def utc_now() -> datetime:
     """Naive UTC: the tables store UTC timestamps without a zone (DuckDB reads them as is)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class RunError(RuntimeError):
@@ -85,7 +85,7 @@ class PredictionStore:
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
-                   ) -> "PredictionStore":
+                   ) -> PredictionStore:
         db = await lancedb.connect_async(uri)
         store = cls(
             db=db,
@@ -109,7 +109,7 @@ class PredictionStore:
             pending = await table.query().where("NOT committed") \
                 .select(["run_id", "created_at"]).to_arrow()
             for run_id, created in zip(pending.column("run_id").to_pylist(),
-                                       pending.column("created_at").to_pylist()):
+                                       pending.column("created_at").to_pylist(), strict=True):
                 newest[run_id] = max(created, newest.get(run_id, created))
         cutoff = utc_now() - timedelta(seconds=grace_seconds)
         for run_id in sorted(newest):

@@ -22,7 +22,8 @@ import asyncio
 import inspect
 import logging
 import math
-from typing import Awaitable, Callable, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 __all__ = ["CoalescingWriteQueue", "QueueClosedError"]
 

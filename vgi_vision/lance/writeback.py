@@ -15,7 +15,8 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pyarrow as pa
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import httpx
 

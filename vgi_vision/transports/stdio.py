@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 import threading
-from typing import BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import BinaryIO
 
 from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError

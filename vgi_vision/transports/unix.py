@@ -18,14 +18,13 @@ from pathlib import Path
 from vgi_vision.protocol import error_message
 from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError
-from vgi_vision.transports.framing import (LENGTH, FrameError, read_frame, serve_stream,
-                                           write_frame)
+from vgi_vision.transports.framing import LENGTH, FrameError, read_frame, serve_stream, write_frame
 
 MAX_RESPONSE_BYTES = 1 << 31
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    server: "UnixServer"
+    server: UnixServer
 
     def setup(self) -> None:
         self.request.settimeout(self.server.idle_timeout)
