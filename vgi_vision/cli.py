@@ -10,15 +10,25 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from vgi_vision import __version__
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
+#: Shortest bearer token accepted on a non-loopback address: guessable tokens are no auth.
+MIN_AUTH_TOKEN_CHARS = 16
 
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def read_secret(file: str | None, env_var: str) -> str | None:
@@ -98,16 +108,18 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from vgi_vision.imaging import DecodeLimits
+    from vgi_vision.model import ModelError
     from vgi_vision.server import SealedStates, ServerLimits
-    from vgi_vision.tokens import TokenSealer, key_from_env
+    from vgi_vision.tokens import TokenSealer
     from vgi_vision.worker import WorkerConfig, build_worker
 
+    # Everything that can be checked before the model loads is: a bad flag costs no wait.
     transport = "unix" if args.unix else "http" if args.http else "stdio"
-    auth_token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV) if args.http else None
-    if args.http and not auth_token and not is_loopback(args.host) \
-            and not args.insecure_no_auth:
-        raise CliError(f"refusing to serve HTTP on {args.host} without a bearer token: set "
-                       f"${AUTH_TOKEN_ENV} or --auth-token-file (or pass --insecure-no-auth)")
+    auth_token = checked_auth_token(args) if args.http else None
+    sealer = TokenSealer(checked_token_key(args)) if args.http else None
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise CliError(f"--data-root {args.data_root} is not an existing folder")
+    check_address_free(args)
     frames = None
     if transport == "stdio":
         from vgi_vision.transports.stdio import claim_stdout
@@ -115,13 +127,18 @@ def run_serve(args: argparse.Namespace) -> int:
         frames = claim_stdout()
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
                           max_rows_per_call=args.max_rows_per_call)
-    worker = build_worker(WorkerConfig(transport=transport, data_root=args.data_root,
-                                       limits=limits, lance=args.lance,
-                                       decode_limits=DecodeLimits(
-                                           max_pixels=args.max_pixels,
-                                           max_bytes=int(args.max_image_mb * (1 << 20))),
-                                       max_in_flight=args.lance_max_in_flight,
-                                       lance_recovery_grace=args.lance_recovery_grace))
+    config = WorkerConfig(transport=transport, data_root=args.data_root, limits=limits,
+                          lance=args.lance,
+                          decode_limits=DecodeLimits(max_pixels=args.max_pixels,
+                                                     max_bytes=int(args.max_image_mb * (1 << 20))),
+                          max_in_flight=args.lance_max_in_flight,
+                          lance_recovery_grace=args.lance_recovery_grace)
+    try:
+        worker = build_worker(config)
+    except ModelError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:  # the write-back store is the one thing opened here
+        raise CliError(f"cannot open the write-back store {args.lance}: {exc}") from None
     dispatcher = worker.dispatcher
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -139,17 +156,70 @@ def run_serve(args: argparse.Namespace) -> int:
         else:
             from vgi_vision.transports.http import make_app, serve_http
 
-            key = key_from_env(read_secret(args.token_key_file, TOKEN_KEY_ENV))
-            app = make_app(dispatcher, SealedStates(TokenSealer(key)), auth_token)
+            assert sealer is not None
+            app = make_app(dispatcher, SealedStates(sealer), auth_token)
             serve_http(app, args.host, args.port, args.port_file, threads=args.threads,
                        connection_limit=args.max_connections,
                        channel_timeout=int(args.idle_timeout),
                        max_request_bytes=limits.max_request_bytes)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the socket path or port is taken, or not ours to bind
+        where = f"unix://{args.unix}" if args.unix else f"http://{args.host}:{args.port}"
+        raise CliError(f"cannot serve on {where}: {exc.strerror or exc}") from None
     finally:
         worker.close()  # drain write-back: nothing acknowledged is lost
     return 0
+
+
+def checked_auth_token(args: argparse.Namespace) -> str | None:
+    """The HTTP bearer token, refusing to start where it would not protect the worker."""
+    auth_token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
+    if is_loopback(args.host) or args.insecure_no_auth:
+        return auth_token
+    if not auth_token:
+        raise CliError(f"refusing to serve HTTP on {args.host} without a bearer token: set "
+                       f"${AUTH_TOKEN_ENV} or --auth-token-file (or pass --insecure-no-auth)")
+    if len(auth_token) < MIN_AUTH_TOKEN_CHARS:
+        raise CliError(f"refusing to serve HTTP on {args.host}: the bearer token has "
+                       f"{len(auth_token)} characters, fewer than {MIN_AUTH_TOKEN_CHARS}")
+    return auth_token
+
+
+def check_address_free(args: argparse.Namespace) -> None:
+    """Fail before loading the model when the socket path or port is already taken.
+
+    Binding again later can still fail (the race is real but rare); this makes the common
+    case, a second worker started on the same address, fail at once and say why.
+    """
+    import socket
+
+    if args.unix:
+        from vgi_vision.transports.unix import socket_is_live
+
+        if socket_is_live(Path(args.unix)):
+            raise CliError(f"cannot serve on unix://{args.unix}: another worker is serving "
+                           f"there")
+    elif args.http and args.port:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((args.host, args.port))
+            except OSError as exc:
+                raise CliError(f"cannot serve on http://{args.host}:{args.port}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def checked_token_key(args: argparse.Namespace) -> bytes | None:
+    """The key replicas share for continuation tokens (None: a random one per process)."""
+    from vgi_vision.tokens import MIN_KEY_BYTES, key_from_env
+
+    key = key_from_env(read_secret(args.token_key_file, TOKEN_KEY_ENV))
+    if key is not None and len(key) < MIN_KEY_BYTES:
+        raise CliError(f"the continuation token key has {len(key)} bytes, fewer than "
+                       f"{MIN_KEY_BYTES}")
+    return key
 
 
 def add_attach_options(p: argparse.ArgumentParser) -> None:
@@ -353,11 +423,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="vgi-vision",
         description="ImageNet image classification from DuckDB SQL.")
     parser.add_argument("--version", action="version", version=f"vgi-vision {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=OneLineParser)
     add_serve(commands)
     add_sql(commands)
     add_classify(commands)
@@ -377,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vgi-vision: {exc}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError, ValueError) as exc:
-        # Worker, transport and model failures: the message is the useful part.
-        print(f"vgi-vision: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Worker, transport and model failures: the message is the useful part. Our own
+        # errors say everything; others keep their type for context.
+        own = type(exc).__module__.startswith("vgi_vision.")
+        print(f"vgi-vision: {exc}" if own else f"vgi-vision: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
         return 1
