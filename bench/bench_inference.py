@@ -92,6 +92,13 @@ def decode_only(pool: ThreadPoolExecutor, classifier: Classifier, jpegs: list[by
     list(pool.map(classifier.decode, jpegs))
 
 
+def decoded_or_fail(classifier: Classifier, jpeg: bytes) -> np.ndarray:
+    pixels = classifier.decode(jpeg)
+    if pixels is None:
+        raise RuntimeError("a generated JPEG did not decode")
+    return pixels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=64, help="distinct JPEGs (default 64)")
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     classifiers = {b: Classifier(info, batch_size=b, threads=threads) for b in batch_sizes}
     first = classifiers[batch_sizes[0]]
-    pixels = np.stack([first.decode(j) for j in jpegs])
+    pixels = np.stack([decoded_or_fail(first, j) for j in jpegs])
 
     # Warm-up: session creation, onnxruntime's first-run allocations, the decode pool's threads.
     for classifier in classifiers.values():
@@ -147,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         decode_times = timed(lambda: decode_only(pool, first, jpegs), args.repeats)
 
     others = None
-    if machine_start is not None:
+    machine_end = machine_cpu()
+    if machine_start is not None and machine_end is not None:
         wall = time.perf_counter() - wall_start
-        others = max(0.0, (machine_cpu() - machine_start - (own_cpu() - own_start)) / wall)
+        others = max(0.0, (machine_end - machine_start - (own_cpu() - own_start)) / wall)
     n = len(jpegs)
     print()
     print(f"{'batch':>5}  {'(a) model img/s':>16} {'median':>8}  "

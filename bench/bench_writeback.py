@@ -48,7 +48,8 @@ async def write(mode: str, n: int, folder: str) -> dict:
     before = peak_rss_mb()
     started = time.perf_counter()
     if mode == "queue":
-        queue = CoalescingWriteQueue(lambda batch: store.append(PREDICTIONS, batch))
+        queue: CoalescingWriteQueue[dict] = CoalescingWriteQueue(
+            lambda batch: store.append(PREDICTIONS, batch))
         futures = [await queue.enqueue(r) for r in records]
         await asyncio.gather(*futures)
         await queue.stop()

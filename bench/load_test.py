@@ -73,6 +73,8 @@ class Expected:
         probabilities = {}
         for name, data in photos.items():
             result = classifier.classify([data], top_k=1000)[0]
+            if result is None:
+                raise RuntimeError(f"fixture {name} did not decode")
             full = np.zeros(1000)
             full[result.indices] = result.probabilities
             probabilities[name] = full
@@ -150,6 +152,7 @@ def op_hostile(client: Client, rng: random.Random, want: Expected) -> None:
                               f", only input {good} is an image")
         want.check_rows(name, rows, 5)
         return
+    args: tuple[pa.Array, ...]
     if case == "bad_top_k":
         args = (pa.array([want.photos["cat.png"]], pa.binary()),
                 pa.array([rng.choice([0, -1, 1001, 2**31 - 1])], pa.int32()))
@@ -235,10 +238,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def load(worker: RunningWorker, transport: str, clients: int, seconds: float,
          want: Expected) -> bool:
+    process = worker.process
+    assert process is not None  # socket and HTTP workers are launched here
     with Client(worker.location) as probe:
         pid = probe.request({"op": "describe"})[0]["worker"]["pid"]
-    if pid != worker.process.pid:
-        raise RuntimeError(f"worker reports pid {pid}, launched {worker.process.pid}")
+    if pid != process.pid:
+        raise RuntimeError(f"worker reports pid {pid}, launched {process.pid}")
     samples: list[int] = [rss_kib(pid) or 0]
     stop = threading.Event()
     sampler = threading.Thread(target=sample_rss, args=(pid, stop, samples), daemon=True)
@@ -256,7 +261,7 @@ def load(worker: RunningWorker, transport: str, clients: int, seconds: float,
     stop.set()
     sampler.join()
     samples.append(rss_kib(pid) or 0)
-    alive = worker.process.poll() is None
+    alive = process.poll() is None
     with Client(worker.location) as probe:
         same = probe.request({"op": "describe"})[0]["worker"]["pid"] == pid if alive else False
 

@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from vgi_vision.client import Client
 from vgi_vision.registry import INPUT_ROW
@@ -124,7 +125,7 @@ def sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def duckdb_row_type(columns: list[dict[str, Any]]) -> duckdb.sqltype.DuckDBPyType:
+def duckdb_row_type(columns: list[dict[str, Any]]) -> duckdb.sqltypes.DuckDBPyType:
     return duckdb.list_type(duckdb.struct_type({c["name"]: c["type"] for c in columns}))
 
 
@@ -171,21 +172,27 @@ class Attachment:
         params = [s.type for s in fn.slots]
         if spec["kind"] == "table":
             names = [c["name"] for c in spec["columns"]]
-            self.con.create_function(udf, table_udf(self.client, spec["name"], fn, names), params,
-                                     duckdb_row_type(spec["columns"]), type="arrow",
-                                     null_handling="special", side_effects=True)
+            self._create_udf(udf, table_udf(self.client, spec["name"], fn, names), params,
+                             duckdb_row_type(spec["columns"]))
             body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), recursive := true))"
             comment_kind = "MACRO TABLE"
         else:
-            self.con.create_function(udf, scalar_udf(self.client, spec["name"], fn), params,
-                                     spec["columns"][0]["type"], type="arrow",
-                                     null_handling="special", side_effects=True)
+            self._create_udf(udf, scalar_udf(self.client, spec["name"], fn), params,
+                             duckdb.sqltype(spec["columns"][0]["type"]))
             body = f"{udf}({fn.udf_args()})"
             comment_kind = "MACRO"
         self.udfs.append(udf)
         target = f"{quote(self.name)}.{quote(spec['name'])}"
         self.con.execute(f"CREATE MACRO {target}({fn.macro_params()}) AS {body}")
         self.con.execute(f"COMMENT ON {comment_kind} {target} IS {sql_literal(doc_text(spec))}")
+
+    def _create_udf(self, name: str, udf: Callable[..., pa.Array], params: list[str],
+                    returns: duckdb.sqltypes.DuckDBPyType) -> None:
+        """A vectorized (Arrow) UDF that sees NULLs itself and is never constant-folded."""
+        self.con.create_function(name, udf, list(params), returns,
+                                 type=PythonUDFType.ARROW,
+                                 null_handling=FunctionNullHandling.SPECIAL,
+                                 side_effects=True)
 
     def close(self) -> None:
         con = self.connection()

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -145,6 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if transport == "stdio":
             from vgi_vision.transports.stdio import serve_stdio
 
+            assert frames is not None
             serve_stdio(dispatcher, frames)
         elif transport == "unix":
             from vgi_vision.transports.unix import UnixServer
@@ -298,6 +300,7 @@ def run_statements(con, text: str) -> bool:
 
 def repl(con) -> int:
     """A prompt with history; statements end with ';'."""
+    readline: types.ModuleType | None
     try:
         import readline
     except ImportError:  # pragma: no cover - not on every platform

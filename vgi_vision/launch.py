@@ -36,14 +36,11 @@ class RunningWorker:
 
 def spawn(args: Sequence[str], env: dict[str, str] | None = None,
           log_file: Path | None = None) -> subprocess.Popen:
-    stderr = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    try:
+    with contextlib.ExitStack() as stack:
+        stderr = stack.enter_context(open(log_file, "ab")) if log_file else subprocess.DEVNULL
         return subprocess.Popen([sys.executable, "-m", "vgi_vision", "serve", *args],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=stderr, env={**os.environ, **(env or {})})
-    finally:
-        if log_file:
-            stderr.close()
 
 
 def wait_for(ready: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float = 60.0

@@ -259,7 +259,7 @@ class Classifier:
         out: list[Classification | None] = [None] * len(decoded)
         if not good:
             return out
-        probabilities, embeddings = self.run(np.stack([decoded[i] for i in good]))
+        probabilities, embeddings = self.run(np.stack([p for p in decoded if p is not None]))
         indices = top_k_indices(probabilities, top_k)
         for row, i in enumerate(good):
             out[i] = Classification(indices=indices[row],

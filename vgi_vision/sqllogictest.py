@@ -462,9 +462,9 @@ class _Column:
     scale: int = 0
 
     @classmethod
-    def from_type(cls, name: str, sql_type: duckdb.DuckDBPyType) -> _Column:
+    def from_type(cls, name: str, sql_type: duckdb.sqltypes.DuckDBPyType) -> _Column:
         scale = dict(sql_type.children).get("scale", 0) if sql_type.id == "decimal" else 0
-        return cls(name, sql_type.id, int(scale))
+        return cls(name, sql_type.id, int(str(scale)))
 
     @property
     def is_bool(self) -> bool:

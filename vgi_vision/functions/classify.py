@@ -65,7 +65,10 @@ def prediction_batch(classifier: Classifier, rows: range,
                      results: list[Classification | None], ks: list[int | None]
                      ) -> pa.RecordBatch:
     """Rows (input_row, rank, idx, label, wnid, confidence) for each classified argument row."""
-    input_rows, ranks, idxs, confidences = [], [], [], []
+    input_rows: list[int] = []
+    ranks: list[int] = []
+    idxs: list[int] = []
+    confidences: list[float] = []
     for row, result, k in zip(rows, results, ks, strict=True):
         if result is None or k is None:
             continue

@@ -57,6 +57,7 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
     for source, original, result, k in zip(sources, given, results, ks, strict=True):
         if result is None or k is None:
             continue
+        assert isinstance(source, bytes)  # image_sources reads files when write-back is on
         common = {"image_key": hashlib.sha256(source).hexdigest(),
                   "path": original if is_path else None, "model": classifier.info.name,
                   "run_id": state.run_id, "created_at": now, "committed": False}
@@ -154,8 +155,8 @@ class Similar:
         ks = args["k"].to_pylist()
         rows = state.advance(args.num_rows, images_per_tick(ks))
         results = self.ctx.classifier.classify(image_sources(self.ctx, args, rows), top_k=1)
-        found = {name: [] for name in (INPUT_ROW, "rank", "image_key", "path", "label",
-                                       "confidence", "distance")}
+        names = (INPUT_ROW, "rank", "image_key", "path", "label", "confidence", "distance")
+        found: dict[str, list[Any]] = {name: [] for name in names}
         for row, result in zip(rows, results, strict=True):
             if result is None or ks[row] is None:
                 continue

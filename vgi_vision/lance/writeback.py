@@ -15,7 +15,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -54,9 +54,10 @@ class WriteBack:
         except BaseException:
             self._stop_loop()
             raise
-        queue_options = dict(window_seconds=window_seconds, max_batch=max_batch,
-                             max_queue_size=max_queue_size)
-        self._queues = {name: CoalescingWriteQueue(self._appender(name), **queue_options)
+        self._queues = {name: CoalescingWriteQueue(self._appender(name),
+                                                   window_seconds=window_seconds,
+                                                   max_batch=max_batch,
+                                                   max_queue_size=max_queue_size)
                         for name in (PREDICTIONS, EMBEDDINGS)}
 
     def _appender(self, table: str) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
@@ -65,7 +66,7 @@ class WriteBack:
 
         return append
 
-    def _run(self, coroutine: Awaitable[T]) -> T:
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def write(self, run_id: str, predictions: list[dict[str, Any]],

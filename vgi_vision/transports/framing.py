@@ -8,13 +8,27 @@ error instead of dropping the connection.
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
+from typing import Protocol
 
 from vgi_vision.protocol import error_message
 from vgi_vision.server import Dispatcher, StateStore
 
 LENGTH = struct.Struct(">Q")
 _CHUNK = 1 << 20
+
+
+class ByteReader(Protocol):
+    """What frames are read from: a pipe, a socket file, stdin."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What frames are written to."""
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def flush(self) -> None: ...
 
 
 class FrameError(ConnectionError):
@@ -27,22 +41,22 @@ class FrameTooLarge(ValueError):
         self.size = size
 
 
-def read_exact(stream: BinaryIO, size: int) -> bytes | None:
+def read_exact(stream: ByteReader, size: int) -> bytes | None:
     """Exactly ``size`` bytes; None on a clean end of stream before the first byte."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    filled = 0
-    while filled < size:
-        n = stream.readinto(view[filled:])
-        if not n:
-            if filled == 0:
+    # Grown as bytes arrive, never allocated at the announced size: a peer that announces a
+    # huge frame and sends nothing costs nothing.
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = stream.read(min(size - len(buffer), _CHUNK))
+        if not chunk:
+            if not buffer:
                 return None
             raise FrameError("stream ended inside a frame")
-        filled += n
+        buffer += chunk
     return bytes(buffer)
 
 
-def read_frame(stream: BinaryIO, max_bytes: int) -> bytes | None:
+def read_frame(stream: ByteReader, max_bytes: int) -> bytes | None:
     """The next frame's payload, None at end of stream; FrameTooLarge after skipping it."""
     head = read_exact(stream, LENGTH.size)
     if head is None:
@@ -62,13 +76,13 @@ def read_frame(stream: BinaryIO, max_bytes: int) -> bytes | None:
     return payload
 
 
-def write_frame(stream: BinaryIO, payload: bytes) -> None:
+def write_frame(stream: ByteWriter, payload: bytes) -> None:
     stream.write(LENGTH.pack(len(payload)))
     stream.write(payload)
     stream.flush()
 
 
-def serve_stream(reader: BinaryIO, writer: BinaryIO, dispatcher: Dispatcher,
+def serve_stream(reader: ByteReader, writer: ByteWriter, dispatcher: Dispatcher,
                  states: StateStore) -> None:
     """Answer frames from ``reader`` on ``writer`` until the peer closes the stream."""
     while True:

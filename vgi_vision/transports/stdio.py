@@ -24,7 +24,13 @@ from typing import IO, BinaryIO
 
 from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError
-from vgi_vision.transports.framing import FrameError, read_frame, serve_stream, write_frame
+from vgi_vision.transports.framing import (
+    ByteWriter,
+    FrameError,
+    read_frame,
+    serve_stream,
+    write_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ def claim_stdout() -> BinaryIO:
     return frames
 
 
-def serve_stdio(dispatcher: Dispatcher, frames: BinaryIO) -> None:
+def serve_stdio(dispatcher: Dispatcher, frames: ByteWriter) -> None:
     """Announce readiness, then answer frames from stdin until it closes."""
     write_frame(frames, READY_FRAME)
     serve_stream(sys.stdin.buffer, frames, dispatcher, LiveStates())

@@ -86,7 +86,7 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def server_close(self) -> None:
         super().server_close()
-        Path(self.server_address).unlink(missing_ok=True)  # no stale socket left behind
+        Path(str(self.server_address)).unlink(missing_ok=True)  # no stale socket left behind
 
 
 class StaleConnection(FrameError):
