@@ -66,6 +66,20 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def cpu_list(text: str) -> set[int]:
+    """``0,2`` or ``0-3``: the cores a worker is pinned to."""
+    cores: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of cores: {text!r}") from None
+    if not cores or min(cores) < 0:
+        raise argparse.ArgumentTypeError(f"not a list of cores: {text!r}")
+    return cores
+
+
 def add_serve(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="run a worker (stdio by default)",
                             description="Serve the vision functions over stdio (default), a "
@@ -100,6 +114,9 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=positive(int), default=64_000_000,
                    help="images with more pixels get no prediction (checked from the header, "
                         "before decoding)")
+    p.add_argument("--cpus", type=cpu_list, metavar="LIST",
+                   help="run on these cores only, e.g. 0,1 (the model then uses one thread "
+                        "per core); private pool workers are started with their own group")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="seconds before an idle connection is closed")
     p.add_argument("--log-level", default="info",
@@ -121,6 +138,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise CliError(f"--data-root {args.data_root} is not an existing folder")
     check_address_free(args)
+    if args.cpus:
+        try:
+            # Before the model loads: its thread count follows the cores it may use.
+            os.sched_setaffinity(0, args.cpus)
+        except OSError as exc:
+            raise CliError(f"cannot run on cores {sorted(args.cpus)}: {exc.strerror}") from None
     frames = None
     if transport == "stdio":
         from vgi_vision.transports.stdio import claim_stdout
