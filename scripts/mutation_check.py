@@ -97,6 +97,18 @@ MUTATIONS = (
              "if entry is None or entry[0] != call_digest:",
              "if entry is None:",
              (f"{SECURITY}::test_a_continuation_is_refused_for_any_other_call",)),
+    Mutation("token-mac-unchecked",
+             "continuation tokens are opened without checking their HMAC tag",
+             "vgi_vision/tokens.py",
+             "if not hmac.compare_digest(tag, hmac.new(self._key, body, hashlib.sha256).digest()):",
+             "if False:",
+             ("test/test_http.py::test_damaged_tokens_are_rejected_before_deserializing",)),
+    Mutation("top-k-partial-sort",
+             "top-k indices partitioned (argpartition) instead of sorted",
+             "vgi_vision/model.py",
+             'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
+             "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
+             ("test/test_model.py::test_probabilities_are_sorted_probabilities",)),
 )
 
 
