@@ -84,20 +84,27 @@ def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing) -> np.ndarray | None:
+    rgb = load_rgb(data, limits, prep.resize_shorter_side)
+    return None if rgb is None else resize_center_crop(rgb, prep)
+
+
+def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
+    """The first frame of ``data`` as upright RGB, None if over the pixel limit.
+
+    Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
+    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
+    ``shorter_side`` pixels are all the caller needs.
+    """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
             return None
         image.seek(0)  # animated formats: the first frame
-        # JPEG draft mode lets libjpeg scale by 1/2..1/8 while decoding: a 24 MP photo is
-        # never materialized at full size when a 256-pixel side is all we need.
-        draft_side = prep.resize_shorter_side
-        scale = max(draft_side / min(width, height), 1e-9)
+        scale = max(shorter_side / min(width, height), 1e-9)
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         image.load()
         oriented = ImageOps.exif_transpose(image)
-        rgb = to_rgb(oriented)
-    return resize_center_crop(rgb, prep)
+        return to_rgb(oriented)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
