@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from vgi_vision.fanout import Failures, Member, NoWorkerAvailable, WorkerPool
 from vgi_vision.locations import Location, Workers, private_members, remote_members
 from vgi_vision.protocol import ProtocolError, decode, encode
-from vgi_vision.registry import INPUT_ROW, SQL_TYPES, argument_rows
+from vgi_vision.registry import INPUT_ROW, argument_rows
+from vgi_vision.sqltypes import arrow_type
 from vgi_vision.subbatch import WorkerLimits, split_points, without_unservable_values
 from vgi_vision.transports import Transport, TransportError
 
@@ -196,7 +197,7 @@ class Client:
     def wire_schema(self, function: str) -> pa.Schema:
         """What the worker's batches for ``function`` look like, from the catalog alone."""
         spec = self.function(function)
-        fields = [pa.field(c["name"], SQL_TYPES[c["type"]]) for c in spec["columns"]]
+        fields = [pa.field(c["name"], arrow_type(c["type"])) for c in spec["columns"]]
         if spec["kind"] == "table":
             fields.insert(0, pa.field(INPUT_ROW, pa.int32()))
         return pa.schema(fields)
