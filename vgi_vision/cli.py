@@ -296,21 +296,50 @@ def run_browse(args: argparse.Namespace) -> int:
 
 
 def add_attach_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--location", help="worker to use: unix:///path or http://host:port "
-                                      "(default: a private subprocess worker)")
+    p.add_argument("--location", action="append",
+                   help="worker to use: unix:///path or http://host:port; repeat it to spread "
+                        "queries over several (default: a private subprocess worker)")
     p.add_argument("--data-root", help="subprocess worker only: confine path arguments here")
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    add_pool_options(p)
+
+
+def add_pool_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=pool_size, metavar="N|auto",
+                   help="private subprocess workers, each pinned to its own cores (auto: one "
+                        "per core)")
+    p.add_argument("--concurrency", type=positive(int), metavar="N",
+                   help="requests in flight to each --location (default 2)")
+
+
+def pool_size(text: str) -> int | str:
+    from vgi_vision.locations import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def location_of(args: argparse.Namespace) -> str | list[str] | None:
+    """``--location`` given once is an address, several times a list of workers."""
+    given = args.location or []
+    if args.location and args.workers is not None:
+        raise CliError("--workers starts private workers; it does not apply to --location")
+    return None if not given else given[0] if len(given) == 1 else given
 
 
 def attach_from_args(con, args: argparse.Namespace) -> None:
     import vgi_vision
 
     options = {"data_root": args.data_root} if args.data_root else {}
-    if args.location and options:
+    location = location_of(args)
+    if location and options:
         raise CliError("--data-root configures a subprocess worker; start a socket or HTTP "
                        "worker with its own --data-root instead")
     token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
-    vgi_vision.attach(con, args.location, auth_token=token, **options)
+    vgi_vision.attach(con, location, workers=args.workers, concurrency=args.concurrency,
+                      auth_token=token, **options)
 
 
 def add_sql(commands: argparse._SubParsersAction) -> None:
@@ -414,9 +443,11 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("-o", "--output", help="write results here instead of stdout")
     p.add_argument("--lance", metavar="URI", help="also store results in LanceDB at URI")
-    p.add_argument("--location", help="use a running worker (unix:///path or "
-                                      "http://host:port); files are sent as bytes")
+    p.add_argument("--location", action="append",
+                   help="use a running worker (unix:///path or http://host:port; repeat it "
+                        "for several); files are sent as bytes")
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    add_pool_options(p)
     p.set_defaults(run=run_classify)
 
 
@@ -433,12 +464,14 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.location and args.lance:
         raise CliError("--lance configures a private worker; start the worker at "
                        "--location with its own --lance")
+    location = location_of(args)
     files, unmatched = expand(args.paths)
     worker_args = ["--lance", args.lance] if args.lance else []
-    with Client(args.location, worker_args=worker_args,
+    with Client(location, workers=args.workers, concurrency=args.concurrency,
+                worker_args=worker_args if location is None else (),
                 auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         result = classify_files(client, files, args.top_k, progress_wanted(),
-                                send_bytes=args.location is not None)
+                                send_bytes=location is not None)
     write_table(result.table, args.format, sys.stdout, args.output)
     for line in failure_report(result.failed, unmatched):
         print(line, file=sys.stderr)
@@ -481,8 +514,8 @@ def run_functions(args: argparse.Namespace) -> int:
     from vgi_vision.client import Client
     from vgi_vision.docs import render_reference
 
-    with Client(args.location, auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
-                ) as client:
+    with Client(location_of(args), workers=args.workers, concurrency=args.concurrency,
+                auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         catalog = client.describe()
     if args.format == "json":
         print(json.dumps(catalog, indent=2))

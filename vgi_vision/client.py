@@ -135,6 +135,10 @@ class Client:
         """``(first row, rows)`` per request: the function's rows per call, within the
         worker's byte limits; values no worker would serve are sent as NULL."""
         rows_per_call = self.function(function)["input_rows_per_call"]
+        if self.pool.capacity > 1:
+            # Enough sub-batches to keep every slot busy twice over, so a slow worker does not
+            # hold the tail of the chunk while the others idle.
+            rows_per_call = min(rows_per_call, -(-args.num_rows // (2 * self.pool.capacity)))
         args = without_unservable_values(args, self.limits)
         return [(start, args.slice(start, stop - start))
                 for start, stop in split_points(args, rows_per_call, self.limits)]

@@ -26,6 +26,10 @@ from vgi_vision.transports import Transport
 #: wants about 2 x N (``concurrency=``).
 DEFAULT_CONCURRENCY = 2
 
+#: Uncommitted write-back rows younger than this are left alone by a private worker starting in
+#: a pool that shares one store: longer than any call (the transports' own timeout is 600 s).
+SHARED_STORE_GRACE_SECONDS = 600
+
 Location = str | Sequence[str] | None
 Workers = int | str | None
 
@@ -106,6 +110,10 @@ def private_members(workers: Workers, *, worker_args: Sequence[str] = (),
     from vgi_vision.transports.stdio import SubprocessTransport, worker_command
 
     count = worker_count(workers)
+    if count > 1 and "--lance" in worker_args and "--lance-recovery-grace" not in worker_args:
+        # The pool's workers share one store: one restarted after a crash must not roll back
+        # the runs its siblings are still writing (it would, with no grace).
+        worker_args = [*worker_args, "--lance-recovery-grace", str(SHARED_STORE_GRACE_SECONDS)]
     if command is not None:
         commands = [list(command)] * count
     elif count == 1:
