@@ -25,6 +25,10 @@ from vgi_vision.sqltypes import arrow_type
 from vgi_vision.subbatch import WorkerLimits, split_points, without_unservable_values
 from vgi_vision.transports import Transport, TransportError
 
+#: Fewest rows a chunk is cut into to spread it over a pool. Smaller requests cost more than
+#: spreading them gains: a round trip each, and a worker overlaps decoding with inference only
+#: within a request of several model batches (4 images each).
+MIN_BALANCED_ROWS = 16
 #: Guard against a worker that keeps returning continuation tokens forever.
 MAX_CONTINUATIONS = 1_000_000
 
@@ -137,8 +141,9 @@ class Client:
         rows_per_call = self.function(function)["input_rows_per_call"]
         if self.pool.capacity > 1:
             # Enough sub-batches to keep every slot busy twice over, so a slow worker does not
-            # hold the tail of the chunk while the others idle.
-            rows_per_call = min(rows_per_call, -(-args.num_rows // (2 * self.pool.capacity)))
+            # hold the tail of the chunk while the others idle; but not tiny ones.
+            balanced = max(MIN_BALANCED_ROWS, -(-args.num_rows // (2 * self.pool.capacity)))
+            rows_per_call = min(rows_per_call, balanced)
         args = without_unservable_values(args, self.limits)
         return [(start, args.slice(start, stop - start))
                 for start, stop in split_points(args, rows_per_call, self.limits)]
@@ -167,6 +172,12 @@ class Client:
         another worker, and only a finished scan's batches are used.
         """
         pieces = self.sub_batches(function, argument_rows(columns, num_rows))
+        if len(pieces) == 1 and len(self.pool.members) == 1:
+            # One scan on the only worker: there is nowhere to retry it, so its pages stream
+            # as they arrive instead of waiting for the whole scan.
+            start, rows = pieces[0]
+            yield from self._scan_chunk(function, rows, start, self.pool.members[0].transport)
+            return
 
         def scan_piece(transport: Transport, piece: tuple[int, pa.RecordBatch]
                        ) -> list[pa.RecordBatch]:
