@@ -307,13 +307,18 @@ class Catalog:
         return next((t for t in rows.column("thumbnail").to_pylist() if t), None)
 
     async def neighbours(self, tile: Tile, k: int) -> list[Neighbour]:
-        """The ``k`` nearest other stored images by cosine distance of their embeddings."""
+        """The ``k`` nearest other stored images by cosine distance of their embeddings.
+
+        ``committed`` is applied after the search, not before: prefiltering made a flat search
+        over 100,000 embeddings ~4x slower (bench/bench_gallery.py). The search over-fetches
+        to make up for the image itself, its other runs and any rows of unfinished runs.
+        """
         snap, rows = await self._rows_of(tile.image_key, ["vector"])
         if not rows.num_rows:
             return []
         vector = rows.column("vector")[0].as_py()
         hits = await snap.embeddings.vector_search(vector).column("vector") \
-            .distance_type("cosine").where("committed").limit(4 * k + 4) \
+            .distance_type("cosine").where("committed").postfilter().limit(4 * k + 4) \
             .select(["image_key", "run_id", "label", "confidence", "_distance"]).to_arrow()
         seen = {tile.image_key}
         found: list[Neighbour] = []
