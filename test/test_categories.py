@@ -32,7 +32,7 @@ DATA_NOUN = """\
   2 Princeton University under the following license.
 00001740 03 n 01 entity 0 001 ~ 00001930 n 0000 | that which is perceived
 00001930 03 n 02 animal 0 beast 0 002 @ 00001740 n 0000 ~ 00002000 n 0000 | a living thing
-00002000 05 n 02 dog 0 domestic_dog 0 003 @ 00001930 n 0000 + 01234567 v 0101 @i 00003000 n 0000 | a dog
+00002000 05 n 02 dog 0 domestic_dog 0 003 @ 00001930 n 0000 + 01234567 v 0101 @i 00003000 n 0000 | x
 00003000 05 n 01 pet 0 001 @ 00001740 n 0000 | kept for company
 """
 
