@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import lancedb
@@ -68,7 +69,7 @@ async def build(folder: Path, n: int, info: ModelInfo) -> list[str]:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         run = [runs[i % len(runs)] for i in range(start, start + size)]
         labels = [info.labels[i] for i in idx]
-        common = {"image_key": batch_keys, "path": [None] * size,
+        common: dict[str, list[Any]] = {"image_key": batch_keys, "path": [None] * size,
                   "model": [info.name] * size, "run_id": run, "created_at": [now] * size,
                   "committed": [True] * size}
         await embeddings.add(pa.table({
