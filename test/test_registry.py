@@ -143,7 +143,7 @@ def test_registry_rejects_bad_declarations() -> None:
     registry.add(toy_spec("a", Countdown()))
     with pytest.raises(ValueError, match="already registered"):
         registry.add(toy_spec("a", Countdown()))
-    with pytest.raises(ValueError, match="unsupported type"):
+    with pytest.raises(ValueError, match="unsupported SQL type"):
         registry.add(toy_spec("b", Countdown(), params=(Param("x", "HUGEINT"),)))
     with pytest.raises(FunctionError) as info:
         registry.get("missing")
