@@ -87,7 +87,7 @@ class ModelInfo:
     wnids: tuple[str | None, ...]
     logits_output: str
     embedding_output: str | None
-    embedding_dim: int | None
+    embedding_dim: int  # 0 when the model has no embedding output
     precision: str
     license: str
     shipped: bool
@@ -123,7 +123,7 @@ class ModelInfo:
             raise ModelError(f"{directory / 'metadata.json'}: input.layout must be one of "
                              f"{', '.join(LAYOUTS)}, got {layout!r}")
         embedding_output = field.get("outputs.embedding", str, None)
-        embedding_dim = field.get("embedding_dim", int) if embedding_output else None
+        embedding_dim = field.get("embedding_dim", int) if embedding_output else 0
         shape = (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
         return cls(
             name=field.get("name", str),

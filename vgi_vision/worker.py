@@ -56,7 +56,7 @@ def build_worker(config: WorkerConfig) -> Worker:
     log.info("model %s (%s) on %s", classifier.info.name, classifier.info.precision,
              classifier.provider)
     embedding_dim = classifier.info.embedding_dim
-    if config.lance and embedding_dim is None:
+    if config.lance and not embedding_dim:
         raise ModelError(f"write-back stores image embeddings, but model "
                          f"{classifier.info.name} has no embedding output "
                          f"(outputs.embedding in its metadata.json)")
@@ -64,7 +64,7 @@ def build_worker(config: WorkerConfig) -> Worker:
         paths = PathPolicy.unrestricted()
     else:
         paths = PathPolicy.confined(config.data_root)
-    sink = WriteBack(config.lance, embedding_dim or 0,
+    sink = WriteBack(config.lance, embedding_dim,
                      max_in_flight=config.max_in_flight,
                      recovery_grace_seconds=config.lance_recovery_grace) if config.lance else None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))

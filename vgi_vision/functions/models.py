@@ -38,7 +38,7 @@ class Models:
         serving = info.directory.resolve() == self.ctx.classifier.info.directory.resolve()
         return {"name": info.name, "source": "shipped" if info.shipped else "directory",
                 "input_size": info.prep.size, "classes": info.num_classes,
-                "embedding_size": info.embedding_dim, "precision": info.precision,
+                "embedding_size": info.embedding_dim or None, "precision": info.precision,
                 "sha256": info.sha256, "license": info.license, "serving": serving}
 
     def initial_state(self, args: Args) -> CursorState:
