@@ -111,21 +111,30 @@ def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing,
                   thumbnail: bool) -> Decoded | None:
+    rgb = load_rgb(data, limits, prep.resize_shorter_side)
+    if rgb is None:
+        return None
+    pixels = resize_center_crop(rgb, prep)
+    return Decoded(pixels, jpeg_thumbnail(rgb) if thumbnail else None)
+
+
+def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
+    """The first frame of ``data`` as upright RGB, None if over the pixel limit.
+
+    Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
+    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
+    ``shorter_side`` pixels are all the caller needs.
+    """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
             return None
         image.seek(0)  # animated formats: the first frame
-        # JPEG draft mode lets libjpeg scale by 1/2..1/8 while decoding: a 24 MP photo is
-        # never materialized at full size when a 256-pixel side is all we need.
-        draft_side = prep.resize_shorter_side
-        scale = max(draft_side / min(width, height), 1e-9)
+        scale = max(shorter_side / min(width, height), 1e-9)
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         image.load()
         oriented = ImageOps.exif_transpose(image)
-        rgb = to_rgb(oriented)
-    pixels = resize_center_crop(rgb, prep)
-    return Decoded(pixels, jpeg_thumbnail(rgb) if thumbnail else None)
+        return to_rgb(oriented)
 
 
 def jpeg_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,

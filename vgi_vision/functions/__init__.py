@@ -6,6 +6,7 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
+from vgi_vision.functions import facts
 from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
 from vgi_vision.functions.common import (
     DEFAULT_TOP_K,
@@ -100,4 +101,5 @@ def build_registry(ctx: VisionContext) -> Registry:
         impl=Models(ctx),
         input_rows_per_call=1,
     ))
+    facts.register(registry, ctx)
     return registry
