@@ -97,8 +97,13 @@ def quantize(out_dir: Path) -> None:
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
-    shutil.copyfile(source_dir / "labels.tsv", out_dir / "labels.tsv")
     metadata = {**info.metadata}
+    # The class tables are the fp32 model's: same classes, same files.
+    sidecars = [metadata.get("labels", "labels.tsv")]
+    if isinstance(metadata.get("categories"), dict):
+        sidecars.append(metadata["categories"]["file"])
+    for name in sidecars:
+        shutil.copyfile(source_dir / name, out_dir / name)
     metadata.update({
         "name": TARGET,
         "precision": "int8",
