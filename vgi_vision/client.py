@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import ProtocolError, decode, encode
-from vgi_vision.registry import INPUT_ROW, SQL_TYPES, argument_rows
+from vgi_vision.registry import INPUT_ROW, argument_rows
+from vgi_vision.sqltypes import arrow_type
 from vgi_vision.transports import Transport, TransportError
 
 #: Guard against a worker that keeps returning continuation tokens forever.
@@ -150,7 +151,7 @@ class Client:
     def wire_schema(self, function: str) -> pa.Schema:
         """What the worker's batches for ``function`` look like, from the catalog alone."""
         spec = self.function(function)
-        fields = [pa.field(c["name"], SQL_TYPES[c["type"]]) for c in spec["columns"]]
+        fields = [pa.field(c["name"], arrow_type(c["type"])) for c in spec["columns"]]
         if spec["kind"] == "table":
             fields.insert(0, pa.field(INPUT_ROW, pa.int32()))
         return pa.schema(fields)

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vgi_vision.imaging import DecodeLimits, ImageSource, Preprocessing, decode
+from vgi_vision.imaging import (
+    Decoded,
+    DecodeLimits,
+    ImageSource,
+    Preprocessing,
+    decode,
+    decode_image,
+)
 
 NUM_CLASSES = 1000
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -113,6 +120,8 @@ class Classification:
     indices: np.ndarray
     probabilities: np.ndarray
     embedding: np.ndarray
+    #: A small JPEG of the image, when ``classify`` was asked for thumbnails.
+    thumbnail: bytes | None = None
 
 
 def verify_sha256(path: Path, expected: str) -> None:
@@ -230,22 +239,28 @@ class Classifier:
     def decode(self, source: ImageSource) -> np.ndarray | None:
         return decode(source, self.limits, self.info.prep)
 
-    def classify(self, sources: Sequence[ImageSource], top_k: int = 5
-                 ) -> list[Classification | None]:
-        """Classify every source; ``None`` where an image could not be decoded."""
+    def classify(self, sources: Sequence[ImageSource], top_k: int = 5,
+                 thumbnails: bool = False) -> list[Classification | None]:
+        """Classify every source; ``None`` where an image could not be decoded.
+
+        With ``thumbnails`` each result also carries a small JPEG of its image, made on the
+        decode pool from the pixels decoded for the model.
+        """
         top_k = validate_top_k(top_k)
         results: list[Classification | None] = []
-        for pixels in self._decoded_batches(sources):
-            results.extend(self._classify_decoded(pixels, top_k))
+        for decoded in self._decoded_batches(sources, thumbnails):
+            results.extend(self._classify_decoded(decoded, top_k))
         return results
 
-    def _decoded_batches(self, sources: Sequence[ImageSource]
-                         ) -> Iterator[list[np.ndarray | None]]:
+    def _decoded_batches(self, sources: Sequence[ImageSource], thumbnails: bool
+                         ) -> Iterator[list[Decoded | None]]:
         """Decoded images batch by batch, decoding the next batch while the caller infers."""
         starts = range(0, len(sources), self.batch_size)
         pending: list[Future] | None = None
+        decode_one = functools.partial(decode_image, limits=self.limits, prep=self.info.prep,
+                                       thumbnail=thumbnails)
         for start in starts:
-            submitted = [self._decoder.submit(self.decode, s)
+            submitted = [self._decoder.submit(decode_one, s)
                          for s in sources[start:start + self.batch_size]]
             if pending is not None:
                 yield [f.result() for f in pending]
@@ -253,18 +268,19 @@ class Classifier:
         if pending is not None:
             yield [f.result() for f in pending]
 
-    def _classify_decoded(self, decoded: list[np.ndarray | None], top_k: int
+    def _classify_decoded(self, decoded: list[Decoded | None], top_k: int
                           ) -> list[Classification | None]:
-        good = [i for i, pixels in enumerate(decoded) if pixels is not None]
+        good = [d for d in decoded if d is not None]
         out: list[Classification | None] = [None] * len(decoded)
         if not good:
             return out
-        probabilities, embeddings = self.run(np.stack([p for p in decoded if p is not None]))
+        probabilities, embeddings = self.run(np.stack([d.pixels for d in good]))
         indices = top_k_indices(probabilities, top_k)
-        for row, i in enumerate(good):
+        rows = (i for i, d in enumerate(decoded) if d is not None)
+        for row, (i, image) in enumerate(zip(rows, good, strict=True)):
             out[i] = Classification(indices=indices[row],
                                     probabilities=probabilities[row, indices[row]],
-                                    embedding=embeddings[row])
+                                    embedding=embeddings[row], thumbnail=image.thumbnail)
         return out
 
 

@@ -6,6 +6,7 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
+from vgi_vision.functions import facts
 from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
 from vgi_vision.functions.common import (
     DEFAULT_TOP_K,
@@ -87,4 +88,5 @@ def build_registry(ctx: VisionContext) -> Registry:
         impl=Similar(ctx),
         input_rows_per_call=IMAGES_PER_TICK,
     ))
+    facts.register(registry, ctx)
     return registry

@@ -50,7 +50,8 @@ class Classify:
                 wanted = [ks[r] for r in rows]
                 sources = [s if k is not None else None
                            for s, k in zip(sources, wanted, strict=True)]
-                results = self.ctx.classifier.classify(sources, max((k or 1) for k in wanted))
+                results = self.ctx.classifier.classify(sources, max((k or 1) for k in wanted),
+                                                       thumbnails=self.ctx.sink is not None)
                 if self.ctx.sink is not None:
                     write_back(self.ctx, state, args, rows, sources, results, wanted)
                 batch = prediction_batch(self.ctx.classifier, rows, results, wanted)
@@ -127,7 +128,7 @@ def top_label(ctx: VisionContext) -> Callable[[Args], pa.Array]:
     def call(args: Args) -> pa.Array:
         rows = range(args.num_rows)
         sources = image_sources(ctx, args, rows)
-        results = ctx.classifier.classify(sources, top_k=1)
+        results = ctx.classifier.classify(sources, top_k=1, thumbnails=ctx.sink is not None)
         if ctx.sink is not None:
             state = RunState(run_id=uuid.uuid4().hex)
             with rolled_back_on_error(ctx, state):

@@ -70,7 +70,8 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
                        "label": [classifier.info.labels[i] for i in idxs],
                        "confidence": result.probabilities[:len(idxs)].tolist(),
                        "run_id": state.run_id, "created_at": now,
-                       "vector": result.embedding.tolist(), "input_row": row})
+                       "vector": result.embedding.tolist(), "thumbnail": result.thumbnail,
+                       "input_row": row})
     state.images += len(staged)
     store.write(state.run_id, staged)
 

@@ -52,6 +52,10 @@ RUNS = "runs"
 #: The identity of a stored result: the image's content hash and the model that classified it.
 IMAGE_IDENTITY = ["image_key", "model"]
 
+#: A small JPEG per stored image (see :func:`vgi_vision.imaging.jpeg_thumbnail`), so a
+#: gallery can show images classified from BLOBs. NULL in rows written before it existed.
+THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
 
@@ -65,6 +69,7 @@ def image_schema(dim: int) -> pa.Schema:
         ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
         ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), dim)),
+        THUMBNAIL_FIELD,
     ])
 
 
@@ -110,6 +115,23 @@ def one_row_per_image(staged: pa.Table) -> pa.Table:
     return staged.take(pa.array(sorted(widest.values()), pa.int64())).drop_columns(["input_row"])
 
 
+async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
+    """The table ``name``, created if missing; one made by an older version of this package
+    gains the columns added since (NULL in its existing rows)."""
+    try:
+        return await db.create_table(name, schema=schema, exist_ok=True)
+    except ValueError:  # it exists with another schema
+        table = await db.open_table(name)
+        existing = await table.schema()
+        missing = [field for field in schema if field.name not in existing.names]
+        if missing:
+            await table.add_columns(missing)
+        if not (await table.schema()).equals(schema):
+            table.close()
+            raise
+        return table
+
+
 @dataclass
 class PredictionStore:
     db: Any
@@ -125,10 +147,8 @@ class PredictionStore:
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
         store = cls(
             db=db,
-            images=await db.create_table(IMAGES, schema=image_schema(embedding_dim),
-                                         exist_ok=True),
-            staged=await db.create_table(STAGED, schema=staged_schema(embedding_dim),
-                                         exist_ok=True),
+            images=await open_or_create(db, IMAGES, image_schema(embedding_dim)),
+            staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
             embedding_dim=embedding_dim,
         )
