@@ -224,6 +224,54 @@ def checked_token_key(args: argparse.Namespace) -> bytes | None:
     return key
 
 
+def add_browse(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "browse", help="a web gallery of a write-back store",
+        description="Serve a read-only web page over a LanceDB write-back store: thumbnails "
+                    "with labels and confidence, facets, uncertain-first ordering, and each "
+                    "image's top-k, EXIF facts and nearest stored neighbours.")
+    p.add_argument("--lance", metavar="URI", required=True, help="the write-back store")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8766, help="port; 0 picks a free one")
+    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument("--data-root", help="show stored paths, and read EXIF facts, only for "
+                                       "files below this folder")
+    p.add_argument("--auth-token-file", help=f"bearer token file (or ${AUTH_TOKEN_ENV}); "
+                                             f"open the page once with ?token=...")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback address without a bearer token")
+    p.add_argument("--log-level", default="warning",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run_browse)
+
+
+def run_browse(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from vgi_vision.gallery.catalog import StoreMissing
+        from vgi_vision.gallery.serve import bind, serve_gallery
+    except ImportError as exc:
+        raise CliError(f"browse needs the gallery extra ({exc.name} is missing): "
+                       f"pip install 'vgi-vision[gallery]'") from None
+    token = checked_auth_token(args)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise CliError(f"--data-root {args.data_root} is not an existing folder")
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") \
+            from None
+    with sock:
+        try:
+            asyncio.run(serve_gallery(args.lance, sock, token=token,
+                                      loopback_only=is_loopback(args.host),
+                                      data_root=args.data_root, port_file=args.port_file))
+        except StoreMissing as exc:
+            raise CliError(str(exc)) from None
+    return 0
+
+
 def add_attach_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--location", help="worker to use: unix:///path or http://host:port "
                                       "(default: a private subprocess worker)")
@@ -436,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sql(commands)
     add_classify(commands)
     add_catalog_commands(commands)
+    add_browse(commands)
     return parser
 
 

@@ -6,7 +6,7 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
-from vgi_vision.functions import facts
+from vgi_vision.functions import categories, facts
 from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
 from vgi_vision.functions.common import (
     DEFAULT_TOP_K,
@@ -52,8 +52,13 @@ def build_registry(ctx: VisionContext) -> Registry:
         overloads=(Overload(()),),
         columns=(Column("idx", "INTEGER", "class index, 0..999"),
                  Column("label", "VARCHAR", "human-readable class name, unique"),
-                 Column("wnid", "VARCHAR", "WordNet id")),
-        description="The 1000 ImageNet classes the model predicts, by index.",
+                 Column("wnid", "VARCHAR", "WordNet id"),
+                 Column("ancestors", "VARCHAR[]",
+                        "names of the WordNet categories above the class, nearest first; "
+                        "NULL if the model ships no categories"),
+                 Column("ancestor_wnids", "VARCHAR[]", "their WordNet ids, in the same order")),
+        description="The 1000 ImageNet classes the model predicts, by index, with the "
+                    "WordNet categories above each.",
         example="SELECT * FROM vision.image_classes() WHERE label LIKE '%cat%'",
         impl=ImageClasses(ctx),
         input_rows_per_call=1,
@@ -89,4 +94,5 @@ def build_registry(ctx: VisionContext) -> Registry:
         input_rows_per_call=IMAGES_PER_TICK,
     ))
     facts.register(registry, ctx)
+    categories.register(registry, ctx)
     return registry

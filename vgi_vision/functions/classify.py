@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from vgi_vision.functions.categories import ancestor_columns, taxonomy_of
 from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick, top_k_column
 from vgi_vision.functions.stored import RunState, finish_run, rolled_back_on_error, write_back
 from vgi_vision.model import NUM_CLASSES, Classification, Classifier
@@ -113,8 +114,9 @@ class ImageClasses:
             out.emit(pa.RecordBatch.from_arrays(
                 [pa.array(positions // NUM_CLASSES, pa.int32()), pa.array(idx, pa.int32()),
                  pa.array([info.labels[i] for i in idx], pa.string()),
-                 pa.array([info.wnids[i] for i in idx], pa.string())],
-                names=[INPUT_ROW, "idx", "label", "wnid"]))
+                 pa.array([info.wnids[i] for i in idx], pa.string()),
+                 *ancestor_columns(taxonomy_of(self.ctx), idx.tolist())],
+                names=[INPUT_ROW, "idx", "label", "wnid", "ancestors", "ancestor_wnids"]))
         if state.offset >= total:
             out.finish()
 
