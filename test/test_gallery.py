@@ -94,7 +94,8 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
     grid = ["/?page=abc&per_page=-1", "/?per_page=100000&page=99999999999",
             "/?min_confidence=nan&max_confidence=-3", "/?order=<script>&run=' OR 1=1 --",
             "/?label=" + "x" * 60_000, "/?search=%00%27%22;--", "/?min_confidence=0.9"
-            "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88"]
+            "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88",
+            "/?category=n0' OR 1=1", "/?category=n99999999"]
     missing = ["/image/not-a-key", "/image/" + "0" * 64, f"/image/{store.hostile_key}?run=zz",
                "/thumb/..%2F..%2Fetc%2Fpasswd", "/thumb/" + "A" * 64, "/static/../cli.py"]
     got = asyncio.run(responses(store.uri, grid + missing))

@@ -12,6 +12,7 @@ up on the next request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -24,10 +25,15 @@ import duckdb
 import lancedb
 import pyarrow as pa
 
+from vgi_vision.categories import load_taxonomy
 from vgi_vision.lance.store import IMAGES
+from vgi_vision.model import ModelError, ModelInfo, models_root
+
+log = logging.getLogger(__name__)
 
 IMAGE_KEY = re.compile(r"^[0-9a-f]{64}$")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+WNID = re.compile(r"^n[0-9]{8}$")
 
 #: Orderings of the grid, by the name the page uses; ties broken by key so paging is stable.
 ORDERS = {
@@ -39,6 +45,7 @@ ORDERS = {
 MAX_PER_PAGE = 200
 MAX_SEARCH_CHARS = 100
 LABEL_FACETS = 40
+CATEGORY_FACETS = 25
 HISTOGRAM_BARS = 12
 RUN_FACETS = 20
 
@@ -60,6 +67,7 @@ class Filter:
     """The grid's query-string state. Parsing is total: bad values fall back to defaults."""
 
     label: str = ""
+    category: str = ""
     run: str = ""
     search: str = ""
     min_confidence: float = 0.0
@@ -74,7 +82,9 @@ class Filter:
         order = params.get("order", "newest")
         low = _number(params.get("min_confidence"), 0.0, 0.0, 1.0)
         high = _number(params.get("max_confidence"), 1.0, 0.0, 1.0)
+        category = params.get("category", "")
         return cls(label=params.get("label", "")[:1000],
+                   category=category if WNID.match(category) else "",
                    run=run if RUN_ID.match(run) else "",
                    search=params.get("search", "").strip()[:MAX_SEARCH_CHARS],
                    min_confidence=min(low, high), max_confidence=max(low, high),
@@ -92,6 +102,10 @@ class Filter:
         if self.label and without != "label":
             clauses.append("label = ?")
             params.append(self.label)
+        if self.category and without != "category":
+            clauses.append("EXISTS (SELECT 1 FROM label_categories c WHERE c.model = "
+                           "images.model AND c.label = images.label AND c.category = ?)")
+            params.append(self.category)
         if self.search:
             clauses.append("contains(lower(label), ?)")
             params.append(self.search.lower())
@@ -193,6 +207,10 @@ class Catalog:
                    _rowid
             FROM light""")
         con.unregister("light")
+        models = [m for (m,) in con.execute("SELECT DISTINCT model FROM images").fetchall()]
+        con.register("categories", label_categories(models))
+        con.execute("CREATE TABLE label_categories AS SELECT * FROM categories")
+        con.unregister("categories")
         total = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
         return Snapshot(version=version, con=con, images=images, total=int(total))
 
@@ -235,6 +253,28 @@ class Catalog:
         if rest:
             bars.append((f"{len(rows) - HISTOGRAM_BARS} other labels", rest))
         return bars
+
+    async def category_facet(self, flt: Filter) -> list[tuple[str, str, int]]:
+        """WordNet categories above the images' labels, with image counts, under every filter
+        but the category. Categories holding exactly the same images (a chain such as animal,
+        organism, living thing) show once, as the most specific; one holding every image in
+        view tells nothing and is left out. The chosen category always shows."""
+        snap = await self.snapshot()
+        where, params = flt.where(without="category")
+        (total,), = snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
+        rows = snap.query(
+            f"SELECT c.category, any_value(c.name), count(*) AS n, "
+            f"bit_xor(hash(image_key, run_id, model)) AS members FROM images "
+            f"JOIN label_categories c USING (model, label) WHERE {where} "
+            f"GROUP BY c.category ORDER BY n DESC, any_value(c.classes), c.category", params)
+        facet: list[tuple[str, str, int]] = []
+        seen: set[tuple[int, int]] = set()
+        for wnid, name, n, members in rows:
+            same = (int(n), int(members)) in seen
+            seen.add((int(n), int(members)))
+            if wnid == flt.category or (n < total and not same):
+                facet.append((wnid, name, int(n)))
+        return facet[:CATEGORY_FACETS]
 
     async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None]]:
         """The newest runs with their image counts under every filter but the run."""
@@ -294,7 +334,11 @@ class Catalog:
         return next((t for t in rows.column("thumbnail").to_pylist() if t), None)
 
     async def neighbours(self, tile: Tile, k: int) -> list[Neighbour]:
-        """The ``k`` nearest other stored images by cosine distance of their embeddings."""
+        """The ``k`` nearest other stored images by cosine distance of their embeddings.
+
+        The search over-fetches to make up for the image itself and its rows under other
+        models.
+        """
         snap, rows = await self._rows_of(tile.image_key, ["vector"])
         if not rows.num_rows:
             return []
@@ -316,6 +360,40 @@ class Catalog:
         if self._snapshot is not None:
             self._snapshot.images.close()
         self._db.close()
+
+
+def label_categories(models: list[str]) -> pa.Table:
+    """(model, label, category, name, classes) for every class of the stored models that ship
+    WordNet categories (``categories.tsv`` beside their labels); empty for any other model.
+
+    Model names come from the store, so only folders that exist under the models root count.
+    """
+    rows: dict[str, list[Any]] = {name: [] for name in
+                                  ("model", "label", "category", "name", "classes")}
+    root = models_root()
+    shipped = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    for model in models:
+        if model not in shipped:
+            continue
+        try:
+            info = ModelInfo.load(root / model)
+            entry = info.metadata.get("categories")
+            if not isinstance(entry, dict) or "file" not in entry:
+                continue
+            taxonomy = load_taxonomy(info.directory, entry["file"], info.wnids)
+        except (ModelError, OSError, ValueError) as exc:
+            log.warning("no categories for model %s: %s", model, exc)
+            continue
+        for index, ancestors in enumerate(taxonomy.ancestors):
+            for wnid in ancestors:
+                rows["model"].append(model)
+                rows["label"].append(info.labels[index])
+                rows["category"].append(wnid)
+                rows["name"].append(taxonomy.name(wnid))
+                rows["classes"].append(len(taxonomy.categories[wnid].classes))
+    return pa.table(rows, schema=pa.schema([
+        ("model", pa.string()), ("label", pa.string()), ("category", pa.string()),
+        ("name", pa.string()), ("classes", pa.int64())]))
 
 
 def _checked(pattern: re.Pattern[str], value: str) -> str:
