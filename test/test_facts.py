@@ -184,6 +184,8 @@ def test_image_info_reads_a_bomb_header_without_decoding(monkeypatch) -> None:
     assert loads == []
     monkeypatch.undo()
     assert perceptual_hash(handmade_png(100_000, 100_000)) is None  # over the pixel limit
+    huge = read_info(handmade_png(2**32 - 1, 7))  # more than SQL INTEGER holds
+    assert huge is not None and (huge.width, huge.height) == (None, 7)
 
 
 @pytest.mark.parametrize("data", [b"", b"junk", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe1" * 50,
@@ -240,3 +242,24 @@ def test_embed_is_the_vector_write_back_stores(tmp_path: Path, registry: Registr
     labels = call(registry, "top_label", images)
     embedded = dict(zip(labels, call(registry, "embed", images), strict=True))
     assert [embedded[label] for label in sorted(labels)] == asyncio.run(stored())
+
+
+def test_mutated_headers_never_fail_a_batch(registry: Registry) -> None:
+    """Seeded byte flips in EXIF-bearing JPEG, PNG, TIFF and WebP files: every row of every
+    batch is a value or NULL, the Arrow result builds, and nothing raises."""
+    import random
+
+    base = photo("cat.png").resize((64, 43))
+    originals = [with_exif(base, fmt) for fmt in ("JPEG", "PNG", "TIFF", "WEBP")]
+    rng = random.Random(7)
+    batch = []
+    for _ in range(200):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(min(len(data), 400))  # the headers and EXIF
+            data[position] = rng.randrange(256)
+        batch.append(bytes(data))
+    for name in ("image_info", "phash"):
+        values = call(registry, name, batch)
+        assert len(values) == len(batch)
+    assert call(registry, "image_info", originals)[2]["orientation"] == 6  # TIFF's own IFD
