@@ -263,3 +263,26 @@ def test_mutated_headers_never_fail_a_batch(registry: Registry) -> None:
         values = call(registry, name, batch)
         assert len(values) == len(batch)
     assert call(registry, "image_info", originals)[2]["orientation"] == 6  # TIFF's own IFD
+
+
+@pytest.mark.parametrize(("name", "extra"), [("embed", []), ("category_score", ["dog"]),
+                                             ("is_a", ["dog"])])
+def test_model_runs_once_per_decode_batch_not_per_row(name: str, extra: list,
+                                                      monkeypatch) -> None:
+    """64 images in one call: two model runs (32 images each), as for classify."""
+    classifier = load_classifier()
+    batches: list[int] = []
+    real_run = classifier.run
+
+    def counting_run(pixels):
+        batches.append(len(pixels))
+        return real_run(pixels)
+
+    monkeypatch.setattr(classifier, "run", counting_run)
+    registry = build_registry(VisionContext(classifier, PathPolicy.unrestricted()))
+    images = [(DATA / n).read_bytes() for n in sorted(p.name for p in DATA.glob("*.*"))] * 16
+    spec = registry.get(name)
+    columns = [pa.array(images, pa.binary())] + [pa.array(extra * len(images))] * len(extra)
+    values = spec.impl(spec.resolve(argument_rows(columns))).to_pylist()
+    assert len(values) == 64 and None not in values
+    assert batches == [32, 32]
