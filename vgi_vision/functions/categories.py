@@ -14,7 +14,6 @@ import pyarrow as pa
 
 from vgi_vision.categories import Category, CategoryError, Taxonomy, load_taxonomy
 from vgi_vision.functions.common import VisionContext, image_overloads, image_sources
-from vgi_vision.model import NUM_CLASSES
 from vgi_vision.registry import (
     INPUT_ROW,
     ROWS_PER_TICK,
@@ -80,7 +79,7 @@ def category_scores(ctx: VisionContext, args: Args) -> list[float | None]:
     categories = resolved(require_taxonomy(ctx), args["category"].to_pylist())
     sources = image_sources(ctx, args, range(args.num_rows))
     sources = [s if c is not None else None for s, c in zip(sources, categories, strict=True)]
-    results = ctx.classifier.classify(sources, top_k=NUM_CLASSES)
+    results = ctx.classifier.classify(sources, top_k=ctx.classifier.info.num_classes)
     scores: list[float | None] = []
     for result, category in zip(results, categories, strict=True):
         if result is None or category is None:
