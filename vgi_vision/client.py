@@ -60,6 +60,7 @@ class Client:
         self.transport = transport or open_transport(location, auth_token=auth_token,
                                                      worker_args=worker_args, env=env)
         self._catalog: dict[str, dict[str, Any]] | None = None
+        self._worker_info: dict[str, Any] = {}
         self.requests = 0
 
     def __enter__(self) -> Client:
@@ -91,7 +92,14 @@ class Client:
         if self._catalog is None:
             header, _ = self.request({"op": "describe"})
             self._catalog = {f["name"]: f for f in header["catalog"]}
+            self._worker_info = dict(header.get("worker") or {})
         return list(self._catalog.values())
+
+    def worker_info(self) -> dict[str, Any]:
+        """What the worker says about itself: version, transport, and the serving model
+        (name, precision, sha256, classes) with its device and execution provider."""
+        self.describe()
+        return dict(self._worker_info)
 
     def function(self, name: str) -> dict[str, Any]:
         self.describe()

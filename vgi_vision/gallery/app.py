@@ -109,6 +109,7 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         return render("grid.html", flt=flt, count=count, tiles=tiles, pages=pages,
                       total=(await catalog.snapshot()).total,
                       labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
+                      categories=await catalog.category_facet(flt),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 
