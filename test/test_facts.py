@@ -23,7 +23,7 @@ from PIL import ExifTags, Image, ImageFile
 from vgi_vision.facts import perceptual_hash, read_info
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.imaging import DecodeLimits
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.store import IMAGES
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
@@ -231,11 +231,13 @@ def test_embed_is_the_vector_write_back_stores(tmp_path: Path, registry: Registr
 
     async def stored() -> list:
         db = await lancedb.connect_async(str(tmp_path / "db"))
-        table = await db.open_table(EMBEDDINGS)
-        rows = (await table.query().to_arrow()).sort_by("label").column("vector").to_pylist()
+        table = await db.open_table(IMAGES)
+        rows = await table.query().select(["label", "vector"]).to_arrow()
+        top = {labels[0]: vector for labels, vector in zip(
+            rows.column("label").to_pylist(), rows.column("vector").to_pylist(), strict=True)}
         table.close()
         db.close()
-        return rows
+        return [top[label] for label in sorted(top)]
 
     labels = call(registry, "top_label", images)
     embedded = dict(zip(labels, call(registry, "embed", images), strict=True))
