@@ -31,7 +31,8 @@ from vgi_vision.imaging import decode as decode_image
 from vgi_vision.launch import RunningWorker, running_worker, start_http
 from vgi_vision.paths import PathPolicy
 from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import FunctionError, argument_rows
+from vgi_vision.registry import FunctionError, Registry, argument_rows
+from vgi_vision.server import Dispatcher, LiveStates, ServerLimits
 from vgi_vision.transports.framing import read_frame, write_frame
 
 TOKEN = "s3cret-bearer-token-for-tests"
@@ -331,6 +332,32 @@ def test_oversized_request_is_refused_and_the_worker_serves_on(confined: Running
             assert at_limit.status_code == 400  # read and dispatched: the limit is inclusive
         # The same client (over unix, the same pooled connection) keeps working.
         assert client.table("image_classes").num_rows == 1000
+
+
+# The request bound is kept twice: by each transport, which refuses an oversized request before
+# buffering it, and by the dispatcher, whichever transport hands it a request. Each alone:
+
+@pytest.mark.parametrize("transport", ["unix", "http"])
+def test_an_oversized_request_is_refused_before_it_is_dispatched(tmp_path: Path,
+                                                                 transport: str) -> None:
+    with running_worker(transport, "--max-request-mb", "1", workdir=tmp_path) as worker, \
+            Client(worker.location) as client:
+        client.describe()
+        before = dispatched(tmp_path)
+        with pytest.raises(WorkerError) as info:
+            client.table("classify", pa.array([b"\xff" * (MB + 1024)], pa.binary()))
+        assert info.value.kind == "limit_exceeded"
+        assert dispatched(tmp_path) == before  # the transport refused it, unread
+        assert client.table("image_classes").num_rows == 1000
+        assert dispatched(tmp_path) > before  # the count does see dispatched requests
+
+
+def test_the_dispatcher_bounds_a_request_on_its_own() -> None:
+    dispatcher = Dispatcher(Registry(), ServerLimits(max_request_bytes=1024))
+    over = dispatcher.reply(b"x" * 1025, LiveStates())
+    assert over.error_kind == "limit_exceeded"
+    assert "1025 bytes exceeds the limit of 1024" in decode(over.data).header["error"]["message"]
+    assert dispatcher.reply(b"x" * 1024, LiveStates()).error_kind == "bad_request"  # inclusive
 
 
 def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
