@@ -104,6 +104,10 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
         assert "Content-Security-Policy" in response.headers
     for url, response in zip(missing, got[len(grid):], strict=True):
         assert response.status_code == 404, url
+    # stored thumbnail bytes are data: always served as a JPEG the browser may not sniff
+    thumb, = asyncio.run(responses(store.uri, [f"/thumb/{store.hostile_key}"]))
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.headers["x-content-type-options"] == "nosniff"
 
 
 def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> None:

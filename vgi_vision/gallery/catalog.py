@@ -313,12 +313,15 @@ class Catalog:
         return [(rank, label, confidence)
                 for rank, (label, confidence) in enumerate(ranked, start=1)]
 
-    async def _rows_of(self, image_key: str, columns: list[str]) -> tuple[Snapshot, pa.Table]:
-        """The stored rows of an image (latest first) at the snapshot's version."""
+    async def _rows_of(self, image_key: str, columns: list[str], model: str | None = None
+                       ) -> tuple[Snapshot, pa.Table]:
+        """The stored rows of an image (one per model, or ``model``'s only), newest first, at
+        the snapshot's version."""
         snap = await self.snapshot()
+        which, params = ("model = ?", [model]) if model is not None else ("true", [])
         ids = [row[0] for row in snap.query(
-            "SELECT _rowid FROM images WHERE image_key = ? "
-            "ORDER BY created_at DESC", [image_key])]
+            f"SELECT _rowid FROM images WHERE image_key = ? AND {which} "
+            f"ORDER BY created_at DESC", [image_key, *params])]
         if not ids:
             return snap, pa.table({c: [] for c in ["image_key", *columns]})
         rows = await snap.images.take_row_ids(ids).select(["image_key", *columns]) \
@@ -334,22 +337,25 @@ class Catalog:
         return next((t for t in rows.column("thumbnail").to_pylist() if t), None)
 
     async def neighbours(self, tile: Tile, k: int) -> list[Neighbour]:
-        """The ``k`` nearest other stored images by cosine distance of their embeddings.
+        """The ``k`` nearest other images stored by the same model, by cosine distance of
+        their embeddings (another model's embeddings live in another space).
 
-        The search over-fetches to make up for the image itself and its rows under other
-        models.
+        The model is matched after the search (its name is stored data, never spliced into a
+        filter), so the search over-fetches to make up for the image itself and for rows of
+        other models.
         """
-        snap, rows = await self._rows_of(tile.image_key, ["vector"])
+        snap, rows = await self._rows_of(tile.image_key, ["vector"], tile.model)
         if not rows.num_rows:
             return []
         vector = rows.column("vector")[0].as_py()
         hits = await snap.images.vector_search(vector).column("vector") \
             .distance_type("cosine").limit(4 * k + 4) \
-            .select(["image_key", "run_id", "label", "confidence", "_distance"]).to_arrow()
+            .select(["image_key", "model", "run_id", "label", "confidence", "_distance"]) \
+            .to_arrow()
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
-            if hit["image_key"] in seen:
+            if hit["image_key"] in seen or hit["model"] != tile.model:
                 continue
             seen.add(hit["image_key"])
             found.append(Neighbour(hit["image_key"], hit["run_id"], hit["label"][0],
