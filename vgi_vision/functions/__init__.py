@@ -13,7 +13,9 @@ from vgi_vision.functions.common import (
     VisionContext,
     image_overloads,
 )
+from vgi_vision.functions.ocr import OCR_COLUMNS, OCR_ROWS_PER_CALL, Ocr, ocr_text
 from vgi_vision.functions.stored import PREDICTION_COLUMNS, Predictions, Similar
+from vgi_vision.ocr import DEFAULT_MIN_CONFIDENCE
 from vgi_vision.registry import Column, FunctionSpec, Overload, Param, Registry
 
 __all__ = ["VisionContext", "build_registry"]
@@ -84,5 +86,32 @@ def build_registry(ctx: VisionContext) -> Registry:
         example="SELECT * FROM vision.similar('test/sql/data/cat.png', k := 3)",
         impl=Similar(ctx),
         input_rows_per_call=IMAGES_PER_TICK,
+    ))
+    min_confidence = Param("min_confidence", "DOUBLE", DEFAULT_MIN_CONFIDENCE,
+                           "lines recognized with less confidence are left out, 0..1")
+    registry.add(FunctionSpec(
+        name="ocr",
+        kind="table",
+        overloads=image_overloads(min_confidence),
+        columns=OCR_COLUMNS,
+        description="Read the text in images (PP-OCR models, offline): one row per line in "
+                    "reading order, with its confidence and box in pixels of the upright "
+                    "image. NULL, undecodable or textless images give no rows. Needs "
+                    "vgi-vision[ocr].",
+        example="SELECT line, text FROM vision.ocr('test/sql/text/invoice.png')",
+        impl=Ocr(ctx),
+        input_rows_per_call=OCR_ROWS_PER_CALL,
+    ))
+    registry.add(FunctionSpec(
+        name="ocr_text",
+        kind="scalar",
+        overloads=image_overloads(min_confidence),
+        columns=(Column("text", "VARCHAR", "the lines in reading order, joined by newlines; "
+                                           "NULL when no text is found"),),
+        description="All the text in an image as one string, lines in reading order joined "
+                    "by newlines; NULL when there is none. Needs vgi-vision[ocr].",
+        example="SELECT vision.ocr_text('test/sql/text/invoice.png')",
+        impl=ocr_text(ctx),
+        input_rows_per_call=OCR_ROWS_PER_CALL,
     ))
     return registry
