@@ -132,6 +132,16 @@ def test_hostile_and_oversized_images_give_none() -> None:
     assert texts(reader.read([good], LIMITS)[0] or []) == ["fine"]
 
 
+@pytest.mark.parametrize("image", [
+    Image.new("L", (60_000, 1)), Image.new("L", (1, 60_000), 255), Image.new("RGB", (1, 1)),
+    Image.fromarray(np.full((50, 50), 60_000, np.uint16)), Image.new("RGBA", (90, 90)),
+    Image.new("P", (90, 90)),
+], ids=["60000x1", "1x60000", "1x1", "16-bit", "transparent", "palette"])
+def test_degenerate_images_give_no_lines_without_blowing_up(image: Image.Image) -> None:
+    # a 60000 x 1 picture used to be upscaled to a 64-pixel short side: gigabytes, then OOM
+    assert read(image) == []
+
+
 def registry(reader: TextReader | None = None):
     ctx = VisionContext(load_classifier(), PathPolicy.unrestricted())
     if reader is not None:

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 #: while decoding, and boxes are scaled back to the original pixels.
 MAX_SIDE = 2000
 
+#: Shorter sides are padded to this: rapidocr would instead upscale the whole image until its
+#: shorter side reached it, which turns a 2000 x 1 picture into gigabytes.
+MIN_SIDE = 64
+
 #: Lines below this recognition confidence are dropped unless the caller asks otherwise.
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -116,7 +120,7 @@ class TextReader:
 
     def _read_image(self, engine: Any, image: OrientedImage, min_confidence: float
                     ) -> list[TextLine]:
-        bgr = np.ascontiguousarray(image.pixels[:, :, ::-1])  # rapidocr takes OpenCV order
+        bgr = padded_to(MIN_SIDE, np.ascontiguousarray(image.pixels[:, :, ::-1]))
         try:
             with self._lock:
                 found = engine(bgr)
@@ -172,6 +176,19 @@ def text_turn(quad: np.ndarray, flipped: bool) -> int:
     height = float(np.linalg.norm(quad[0] - quad[3]))
     tall = height >= 1.5 * width
     return (90 if flipped else 270) if tall else (180 if flipped else 0)
+
+
+def padded_to(side: int, bgr: np.ndarray) -> np.ndarray:
+    """``bgr`` (OpenCV channel order, as rapidocr takes it) extended right and down to at least
+    ``side`` pixels each way with its median colour; coordinates are unchanged."""
+    height, width = bgr.shape[:2]
+    if height >= side and width >= side:
+        return bgr
+    fill = np.median(bgr.reshape(-1, 3), axis=0).astype(np.uint8)
+    out = np.empty((max(side, height), max(side, width), 3), dtype=np.uint8)
+    out[:] = fill
+    out[:height, :width] = bgr
+    return out
 
 
 def line_in_original(text: str, confidence: float, quad: np.ndarray, image: OrientedImage
