@@ -39,6 +39,20 @@ class DecodeLimits:
     max_bytes: int = 64 * 1024 * 1024
 
 
+#: Longest side of the stored thumbnails: enough for a gallery tile or a detail view.
+THUMBNAIL_SIDE = 256
+#: JPEG quality of thumbnails: ~7 KB for a 256 px photo, with no visible blocking at that size.
+THUMBNAIL_QUALITY = 75
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Model-ready pixels, plus a small JPEG of the whole (uncropped) image when asked for."""
+
+    pixels: np.ndarray
+    thumbnail: bytes | None = None
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How the model expects its input: shorter side resized, then a centered square crop."""
@@ -71,33 +85,68 @@ def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
 def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
            prep: Preprocessing = Preprocessing()) -> np.ndarray | None:
     """Decode ``source`` into a ``size x size x 3`` uint8 RGB array, or None."""
+    decoded = decode_image(source, limits, prep)
+    return None if decoded is None else decoded.pixels
+
+
+def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
+                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False
+                 ) -> Decoded | None:
+    """Decode ``source`` into model pixels and, if ``thumbnail``, a JPEG thumbnail; or None.
+
+    The thumbnail is made from the image already decoded for the model (at JPEG draft scale),
+    so it costs a small resize and encode, not a second decode.
+    """
     data = read_source(source, limits)
     if data is None:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode_bytes(data, limits, prep)
+            return _decode_bytes(data, limits, prep, thumbnail)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
         log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
         return None
 
 
-def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing) -> np.ndarray | None:
+def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing,
+                  thumbnail: bool) -> Decoded | None:
+    rgb = load_rgb(data, limits, prep.resize_shorter_side)
+    if rgb is None:
+        return None
+    pixels = resize_center_crop(rgb, prep)
+    return Decoded(pixels, jpeg_thumbnail(rgb) if thumbnail else None)
+
+
+def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
+    """The first frame of ``data`` as upright RGB, None if over the pixel limit.
+
+    Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
+    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
+    ``shorter_side`` pixels are all the caller needs.
+    """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
             return None
         image.seek(0)  # animated formats: the first frame
-        # JPEG draft mode lets libjpeg scale by 1/2..1/8 while decoding: a 24 MP photo is
-        # never materialized at full size when a 256-pixel side is all we need.
-        draft_side = prep.resize_shorter_side
-        scale = max(draft_side / min(width, height), 1e-9)
+        scale = max(shorter_side / min(width, height), 1e-9)
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         image.load()
         oriented = ImageOps.exif_transpose(image)
-        rgb = to_rgb(oriented)
-    return resize_center_crop(rgb, prep)
+        return to_rgb(oriented)
+
+
+def jpeg_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
+                   quality: int = THUMBNAIL_QUALITY) -> bytes:
+    """The whole picture, longest side at most ``side``, as a baseline JPEG."""
+    width, height = image.size
+    scale = min(1.0, side / max(width, height))
+    small = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=quality, optimize=False)
+    return out.getvalue()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -8,9 +8,25 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from vgi_vision.functions.common import VisionContext, image_sources
-from vgi_vision.ocr import ConfidenceError, OcrUnavailable, TextLine, validate_min_confidence
-from vgi_vision.registry import INPUT_ROW, ROWS_PER_TICK, Args, Column, FunctionError, Output
+from vgi_vision.functions.common import VisionContext, image_overloads, image_sources
+from vgi_vision.ocr import (
+    DEFAULT_MIN_CONFIDENCE,
+    ConfidenceError,
+    OcrUnavailable,
+    TextLine,
+    validate_min_confidence,
+)
+from vgi_vision.registry import (
+    INPUT_ROW,
+    ROWS_PER_TICK,
+    Args,
+    Column,
+    FunctionError,
+    FunctionSpec,
+    Output,
+    Param,
+    Registry,
+)
 from vgi_vision.state import CursorState
 
 #: Images read per tick: OCR takes ~0.1-1 s an image, so a tick stays short.
@@ -146,3 +162,34 @@ def ocr_text(ctx: VisionContext) -> Callable[[Args], pa.Array]:
                          for lines in results], pa.string())
 
     return call
+
+
+def register(registry: Registry, ctx: VisionContext) -> None:
+    """Declare ``ocr`` and ``ocr_text`` on ``registry``."""
+    min_confidence = Param("min_confidence", "DOUBLE", DEFAULT_MIN_CONFIDENCE,
+                           "lines recognized with less confidence are left out, 0..1")
+    registry.add(FunctionSpec(
+        name="ocr",
+        kind="table",
+        overloads=image_overloads(min_confidence),
+        columns=OCR_COLUMNS,
+        description="Read the text in images (PP-OCR models, offline): one row per line in "
+                    "reading order, with its confidence and box in pixels of the upright "
+                    "image. NULL, undecodable or textless images give no rows. Needs "
+                    "vgi-vision[ocr].",
+        example="SELECT line, text FROM vision.ocr('test/sql/text/invoice.png')",
+        impl=Ocr(ctx),
+        input_rows_per_call=OCR_ROWS_PER_CALL,
+    ))
+    registry.add(FunctionSpec(
+        name="ocr_text",
+        kind="scalar",
+        overloads=image_overloads(min_confidence),
+        columns=(Column("text", "VARCHAR", "the lines in reading order, joined by newlines; "
+                                           "NULL when no text is found"),),
+        description="All the text in an image as one string, lines in reading order joined "
+                    "by newlines; NULL when there is none. Needs vgi-vision[ocr].",
+        example="SELECT vision.ocr_text('test/sql/text/invoice.png')",
+        impl=ocr_text(ctx),
+        input_rows_per_call=OCR_ROWS_PER_CALL,
+    ))
