@@ -20,7 +20,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.store import STAGED
 from vgi_vision.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"
@@ -104,6 +104,10 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
         assert "Content-Security-Policy" in response.headers
     for url, response in zip(missing, got[len(grid):], strict=True):
         assert response.status_code == 404, url
+    # stored thumbnail bytes are data: always served as a JPEG the browser may not sniff
+    thumb, = asyncio.run(responses(store.uri, [f"/thumb/{store.hostile_key}"]))
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.headers["x-content-type-options"] == "nosniff"
 
 
 def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> None:
@@ -162,13 +166,13 @@ def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
             try:
                 before, _ = await catalog.page(Filter())
                 # rows of a run not yet committed stay invisible
-                embeddings = await catalog._db.open_table(EMBEDDINGS)
-                await embeddings.add(pa.Table.from_pylist([{
-                    "image_key": hashlib.sha256(b"x").hexdigest(), "path": None, "model": "m",
-                    "label": "pending", "confidence": 0.5, "run_id": "e" * 32,
-                    "created_at": None, "committed": False, "vector": [0.0] * 1280,
-                    "thumbnail": None}], schema=await embeddings.schema()))
-                embeddings.close()
+                staged = await catalog._db.open_table(STAGED)
+                await staged.add(pa.Table.from_pylist([{
+                    "image_key": hashlib.sha256(b"x").hexdigest(), "model": "m", "path": None,
+                    "top_k": 1, "idx": [0], "label": ["pending"], "confidence": [0.5],
+                    "run_id": "e" * 32, "created_at": None, "vector": [0.0] * 1280,
+                    "thumbnail": None, "input_row": 0}], schema=await staged.schema()))
+                staged.close()
                 pending, _ = await catalog.page(Filter())
                 await asyncio.to_thread(classify_into, sink, pictures[1:])
                 after, _ = await catalog.page(Filter())

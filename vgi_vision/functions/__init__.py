@@ -71,7 +71,9 @@ def build_registry(ctx: VisionContext) -> Registry:
         overloads=(Overload(()),),
         columns=PREDICTION_COLUMNS,
         description="Every prediction stored by write-back (a worker started with --lance), "
-                    "one row per image and rank; only completed runs are visible.",
+                    "one row per image and rank; each image is stored once per model (with "
+                    "the most ranks it was classified with), and only completed runs are "
+                    "visible.",
         example="SELECT label, count(*) FROM vision.predictions() WHERE rank = 1 GROUP BY label",
         impl=Predictions(ctx),
         input_rows_per_call=1,
