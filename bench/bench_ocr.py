@@ -18,6 +18,7 @@ Usage: python bench/bench_ocr.py [--repeats 3]
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import statistics
 import sys
@@ -93,8 +94,8 @@ def main() -> None:
         assert decoded is not None
         bgr = np.ascontiguousarray(decoded.pixels[:, :, ::-1])
         found = reader.read([data], limits)[0] or []
-        baseline = median_seconds(lambda bgr=bgr: engine(bgr), options.repeats)
-        full = median_seconds(lambda data=data: reader.read([data], limits), options.repeats)
+        baseline = median_seconds(functools.partial(engine, bgr), options.repeats)
+        full = median_seconds(functools.partial(reader.read, [data], limits), options.repeats)
         print(f"{name:<6} {decoded.width:>5} x {decoded.height:<4} {lines:>5} {len(found):>5} "
               f"{baseline:>10.3f} {full:>7.3f} {1 / full:>6.2f} {baseline / full:>5.2f}x")
 
