@@ -262,10 +262,14 @@ class Catalog:
         snap = await self.snapshot()
         where, params = flt.where(without="category")
         (total,), = snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
+        # Counted per label first, then summed up the taxonomy: joining every image to its
+        # ~20 categories took ~0.5 s at 100,000 images. XOR of member hashes sums the same way.
         rows = snap.query(
-            f"SELECT c.category, any_value(c.name), count(*) AS n, "
-            f"bit_xor(hash(image_key, run_id, model)) AS members FROM images "
-            f"JOIN label_categories c USING (model, label) WHERE {where} "
+            f"WITH per_label AS (SELECT model, label, count(*) AS n, "
+            f"bit_xor(hash(image_key, run_id, model)) AS members FROM images WHERE {where} "
+            f"GROUP BY model, label) "
+            f"SELECT c.category, any_value(c.name), sum(n) AS n, bit_xor(members) "
+            f"FROM per_label JOIN label_categories c USING (model, label) "
             f"GROUP BY c.category ORDER BY n DESC, any_value(c.classes), c.category", params)
         facet: list[tuple[str, str, int]] = []
         seen: set[tuple[int, int]] = set()
