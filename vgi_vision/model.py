@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgi_vision.imaging import DecodeLimits, ImageSource, Preprocessing, decode
+from vgi_vision.imaging import DecodeBudget, DecodeLimits, ImageSource, Preprocessing, decode
 
 NUM_CLASSES = 1000
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -167,6 +167,7 @@ class Classifier:
         self._run_lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(max_workers=self.threads,
                                            thread_name_prefix="vgi-decode")
+        self._budget = DecodeBudget(limits.pool_bytes)  # the pool's memory, shared by callers
 
     @property
     def session(self):
@@ -187,6 +188,7 @@ class Classifier:
         """
         view = copy.copy(self)
         view.limits = limits
+        view._budget = DecodeBudget(limits.pool_bytes)
         return view
 
     def _create_session(self):
@@ -228,7 +230,7 @@ class Classifier:
         return softmax(logits), l2_normalize(embedding)
 
     def decode(self, source: ImageSource) -> np.ndarray | None:
-        return decode(source, self.limits, self.info.prep)
+        return decode(source, self.limits, self.info.prep, self._budget)
 
     def classify(self, sources: Sequence[ImageSource], top_k: int = 5
                  ) -> list[Classification | None]:
