@@ -180,3 +180,66 @@ def test_http_body_without_a_usable_length_is_refused(tmp_path: Path, header: st
         sock.sendall(f"POST /v1/rpc HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer {TOKEN}\r\n"
                      f"{header}\r\n\r\n".encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+
+
+# --- unix socket ------------------------------------------------------------------------------
+
+def unix_connect(worker: RunningWorker) -> socket.socket:
+    assert worker.location is not None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(ANSWERED_WITHIN)
+    sock.connect(worker.location.removeprefix("unix://"))
+    return sock
+
+
+def test_unix_frames_cost_what_arrives_and_must_arrive_in_time(tmp_path: Path) -> None:
+    """8 connections announce 255 MB and send 1 MB: the worker holds what arrived, not what
+    was announced, and closes each when its frame deadline passes."""
+    with running_worker("unix", "--frame-timeout", "3", workdir=tmp_path) as worker:
+        pid = worker.process.pid if worker.process else 0
+        before = kilobytes(pid, "VmRSS")
+        announced = [unix_connect(worker) for _ in range(8)]
+        try:
+            for sock in announced:
+                sock.sendall((255 * MB).to_bytes(8, "big") + b"x" * MB)
+            time.sleep(1)  # let the worker read what was sent
+            grown = kilobytes(pid, "VmRSS") - before
+            assert grown < 8 * 4 * 1024, f"grew by {grown} KB for 8 MB received"
+            for sock in announced:
+                assert closed_by_peer(sock, within=ANSWERED_WITHIN)
+        finally:
+            for sock in announced:
+                sock.close()
+        with Client(worker.location) as client:
+            assert client.table("image_classes").num_rows == 1000
+
+
+def test_unix_idle_and_trickling_clients_cannot_hold_every_slot(tmp_path: Path) -> None:
+    """Every slot held by a silent or a trickling connection: a new client is still served,
+    by closing the connection that waited longest for its request."""
+    with running_worker("unix", "--max-connections", "4", workdir=tmp_path) as worker:
+        idle = [unix_connect(worker) for _ in range(2)]
+        trickling = [unix_connect(worker) for _ in range(2)]
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.wait(0.5):
+                for sock in trickling:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"\x00")
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        try:
+            time.sleep(2)  # past the grace that protects just-answered connections
+            for _ in range(3):  # more than once: each newcomer finds the slots full again
+                coffee = pa.array([(DATA / "coffee.png").read_bytes()], pa.binary())
+                with Client(worker.location) as client:
+                    assert client.call("top_label", coffee).to_pylist() == ["espresso"]
+            closed = sum(closed_by_peer(sock, within=0.5) for sock in idle + trickling)
+            assert closed >= 1
+        finally:
+            stop.set()
+            thread.join()
+            for sock in idle + trickling:
+                sock.close()

@@ -110,6 +110,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                    help="seconds before an idle connection is closed")
     p.add_argument("--header-timeout", type=positive(float), default=10.0,
                    help="HTTP: seconds a connection may take to send its request headers")
+    p.add_argument("--frame-timeout", type=positive(float), default=60.0,
+                   help="unix: seconds a request may take from its first byte to its last")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run_serve)
@@ -163,7 +165,8 @@ def run_serve(args: argparse.Namespace) -> int:
             from vgi_vision.transports.unix import UnixServer
 
             with UnixServer(args.unix, dispatcher, max_connections=args.max_connections,
-                            idle_timeout=args.idle_timeout) as server:
+                            idle_timeout=args.idle_timeout,
+                            frame_timeout=args.frame_timeout) as server:
                 logging.getLogger(__name__).info("serving on unix://%s", args.unix)
                 server.serve_forever()
         else:
