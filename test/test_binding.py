@@ -99,8 +99,9 @@ def cpu_seconds(pid: int) -> float:
 def test_killed_subprocess_worker_fails_the_query_in_flight_only() -> None:
     con = duckdb.connect()
     attachment = vgi_vision.attach(con)
-    con.execute(f"CREATE TABLE big AS SELECT content AS image FROM "
-                f"read_blob('{DATA}/coffee.png'), range(600)")
+    # 20000 photographs to read and classify: minutes of work, so the query is provably still
+    # running when the signal lands (a path per row keeps the table small).
+    con.execute(f"CREATE TABLE big AS SELECT '{DATA}/coffee.png' AS path FROM range(20000)")
     transport = attachment.client.transport
     pid = transport.pid
     started = attachment.client.requests
@@ -108,17 +109,19 @@ def test_killed_subprocess_worker_fails_the_query_in_flight_only() -> None:
 
     def query() -> None:
         try:
-            con.cursor().execute("SELECT count(vision.top_label(image)) FROM big").fetchall()
+            con.cursor().execute("SELECT count(vision.top_label(path)) FROM big").fetchall()
         except duckdb.Error as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=query)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     baseline = cpu_seconds(pid)
     while (attachment.client.requests == started or cpu_seconds(pid) < baseline + 0.3) \
             and time.monotonic() < deadline:
         time.sleep(0.01)  # until the worker is busy with the first call
+    assert time.monotonic() < deadline, "the worker never got busy with the query"
+    assert thread.is_alive() and attachment.client.requests - started < 20000 // 256
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=120)
     assert len(errors) == 1 and re.search(r"worker \(pid \d+\) exited", str(errors[0]))

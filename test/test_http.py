@@ -51,14 +51,22 @@ def test_token_from_one_replica_resumes_on_the_other(replicas: list[RunningWorke
     assert message.batch.column("idx").to_pylist()[0] == 64  # continues, not restarts
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty-ish"])
+# Token layout: version (1 byte) | expiry (8) | call digest (32) | state | HMAC tag (32).
+FLIPPED_BYTE = {"digest": 12, "state": 9 + 32 + 4, "mac": -1}
+
+
+@pytest.mark.parametrize("damage", ["digest", "state", "mac", "truncate", "garbage",
+                                    "empty-ish"])
 def test_damaged_tokens_are_rejected_before_deserializing(replicas: list[RunningWorker],
                                                           damage: str) -> None:
+    """A flipped bit anywhere is refused by the HMAC check: in the tag alone (the call and
+    the state untouched, so nothing but the tag check can refuse it) and in the state (which
+    must not reach the deserializer)."""
     location = replicas[0].location
     header, _ = first_page(location)
     raw = bytearray(base64.urlsafe_b64decode(header["token"]))
-    if damage == "flip":
-        raw[12] ^= 0x01
+    if damage in FLIPPED_BYTE:
+        raw[FLIPPED_BYTE[damage]] ^= 0x01
         token = base64.urlsafe_b64encode(bytes(raw)).decode()
     elif damage == "truncate":
         token = base64.urlsafe_b64encode(bytes(raw[:-5])).decode()
@@ -70,6 +78,9 @@ def test_damaged_tokens_are_rejected_before_deserializing(replicas: list[Running
     assert reply.status_code == 400
     error = decode(reply.content).header["error"]
     assert error["kind"] == "invalid_token"
+    if damage in FLIPPED_BYTE:
+        assert "not issued by a worker sharing this key" in error["message"]
+    assert resume(location, header["token"]).status_code == 200  # the genuine one still works
     assert Client(location).table("image_classes").num_rows == 1000
 
 

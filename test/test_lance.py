@@ -45,6 +45,22 @@ def table_counts(uri: Path) -> dict[str, int]:
     return asyncio.run(count())
 
 
+def uncommitted_counts(uri: Path) -> dict[str, int]:
+    """Rows per table that no reader sees yet: written by a run that has not committed."""
+
+    async def count() -> dict[str, int]:
+        db = await lancedb.connect_async(str(uri))
+        counts = {}
+        for name in (PREDICTIONS, EMBEDDINGS):
+            table = await db.open_table(name)
+            counts[name] = await table.count_rows("NOT committed")
+            table.close()
+        db.close()
+        return counts
+
+    return asyncio.run(count())
+
+
 def classify_args(images: list[bytes], top_k: int = 5) -> pa.RecordBatch:
     return argument_rows([pa.array(images, pa.binary()),
                           pa.array([top_k] * len(images), pa.int32())])
@@ -162,7 +178,6 @@ def test_predictions_without_lance_is_a_clear_error(client) -> None:
 
 def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) -> None:
     db = tmp_path / "db"
-    big = images * 8  # 320 images: several calls, a few seconds of work
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w1") as worker:
         with Client(worker.location) as client:
             acknowledged = client.table("classify", pa.array(images[:8], pa.binary()))
@@ -172,32 +187,32 @@ def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) 
     assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
     assert acknowledged.num_rows == 40
 
+    # kill -9 between the two pages of one call (32 images a page): the call provably has not
+    # finished, and its first page's rows are on disk, uncommitted, when the signal lands.
+    unfinished = {PREDICTIONS: 32 * 5, EMBEDDINGS: 32}
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w2") as worker:
-        errors: list[Exception] = []
-
-        def long_call() -> None:
-            try:
-                with Client(worker.location) as c:
-                    c.table("classify", pa.array(big, pa.binary()))
-            except Exception as exc:  # noqa: BLE001 - the kill is expected to fail it
-                errors.append(exc)
-
-        thread = threading.Thread(target=long_call)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while table_counts(db)[PREDICTIONS] == 40 and time.monotonic() < deadline:
-            time.sleep(0.05)  # until some rows of the long call are on disk
-        os.kill(worker.process.pid, signal.SIGKILL)
-        thread.join(timeout=60)
-        assert errors
-    # Uncommitted rows were on disk; a restart opens cleanly and removes them.
+        with Client(worker.location) as client:
+            two_pages = classify_args((images * 2)[:64])
+            header, page = client.request({"op": "scan", "function": "classify", "token": None},
+                                          two_pages)
+            assert header["done"] is False and page is not None and page.num_rows == 32 * 5
+            deadline = time.monotonic() + 60
+            while uncommitted_counts(db) != unfinished and time.monotonic() < deadline:
+                time.sleep(0.05)  # until the page's rows have landed
+            assert uncommitted_counts(db) == unfinished
+            os.kill(worker.process.pid, signal.SIGKILL)
+            assert worker.process.wait(timeout=60) == -signal.SIGKILL
+            with pytest.raises(ConnectionError):
+                client.request({"op": "scan", "function": "classify",
+                                "token": header["token"]}, two_pages)
+    assert uncommitted_counts(db) == unfinished  # left behind by the killed call
+    # A restart opens cleanly and removes them; the acknowledged run is untouched.
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w3") as worker:
         with Client(worker.location) as client:
             visible = client.table("predictions")
-    counts = table_counts(db)
-    committed_runs = counts[RUNS]
-    assert visible.num_rows == counts[PREDICTIONS] == 40 + (committed_runs - 1) * 32 * 5
-    assert counts[EMBEDDINGS] == 8 + (committed_runs - 1) * 32
+    assert uncommitted_counts(db) == {PREDICTIONS: 0, EMBEDDINGS: 0}
+    assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
+    assert visible.num_rows == 40
 
 
 @pytest.fixture

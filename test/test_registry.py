@@ -143,7 +143,7 @@ def test_registry_rejects_bad_declarations() -> None:
     registry.add(toy_spec("a", Countdown()))
     with pytest.raises(ValueError, match="already registered"):
         registry.add(toy_spec("a", Countdown()))
-    with pytest.raises(ValueError, match="unsupported type"):
+    with pytest.raises(ValueError, match="unsupported SQL type"):
         registry.add(toy_spec("b", Countdown(), params=(Param("x", "HUGEINT"),)))
     with pytest.raises(FunctionError) as info:
         registry.get("missing")
@@ -157,7 +157,9 @@ def vision_registry() -> Registry:
 
 def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
     catalog = {f["name"]: f for f in vision_registry.describe()}
-    assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar"}
+    assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar",
+                            "embed", "image_info", "phash", "categories", "category_score",
+                            "is_a", "models"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
         [["BLOB", "INTEGER"], ["VARCHAR", "INTEGER"]]

@@ -29,7 +29,9 @@ import vgi_vision
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.imaging import decode as decode_image
 from vgi_vision.launch import RunningWorker, running_worker, start_http
+from vgi_vision.paths import PathPolicy
 from vgi_vision.protocol import decode, encode
+from vgi_vision.registry import FunctionError, argument_rows
 from vgi_vision.transports.framing import read_frame, write_frame
 
 TOKEN = "s3cret-bearer-token-for-tests"
@@ -171,17 +173,23 @@ def test_public_bind_starts_when_told_how_to_authenticate(tmp_path: Path, how: s
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A data root holding images and symlinks, next to a folder it must not reach."""
+    """A data root holding images and symlinks, next to folders it must not reach: one of them
+    a sibling whose name begins with the root's, which a string-prefix check would let in."""
     base = tmp_path_factory.mktemp("tree")
-    root, outside = base / "root", base / "outside"
+    root, outside, sibling = base / "root", base / "outside", base / "root-private"
     (root / "sub").mkdir(parents=True)
     outside.mkdir()
+    sibling.mkdir()
     shutil.copy(DATA / "coffee.png", root / "sub" / "coffee.png")
     shutil.copy(DATA / "cat.png", outside / "secret.png")
+    shutil.copy(DATA / "cat.png", sibling / "secret.png")
     (root / "inner_link.png").symlink_to(root / "sub" / "coffee.png")
     (root / "escape.png").symlink_to(outside / "secret.png")
     (root / "escape_dir").symlink_to(outside, target_is_directory=True)
-    return {"root": root, "outside": outside}
+    (root / "sibling.png").symlink_to(sibling / "secret.png")
+    (root / "sibling_dir").symlink_to(sibling, target_is_directory=True)
+    (root / "dangling.png").symlink_to(outside / "missing.png")
+    return {"root": root, "outside": outside, "sibling": sibling}
 
 
 FLAVOURS = {
@@ -219,9 +227,20 @@ def rootless(request: pytest.FixtureRequest, workers) -> RunningWorker:
 
 
 def escapes(tree: dict[str, Path]) -> list[str]:
+    """Paths that name existing files outside the root, by every route out of it."""
     return ["../outside/secret.png", "sub/../../outside/secret.png",
             str(tree["outside"] / "secret.png"), "escape.png", "escape_dir/secret.png",
-            "/etc/passwd", str(tree["root"]) + "/../outside/secret.png"]
+            "/etc/passwd", str(tree["root"]) + "/../outside/secret.png",
+            "../root-private/secret.png", str(tree["sibling"] / "secret.png"),
+            "sibling.png", "sibling_dir/secret.png"]
+
+
+def missing_escapes(tree: dict[str, Path]) -> list[str]:
+    """Paths out of the root to files that do not exist: refused all the same, or a client
+    could tell which files exist outside the root from a refusal versus an empty result."""
+    return ["../outside/missing.png", "sub/../../outside/missing.png",
+            str(tree["outside"] / "missing.png"), "escape_dir/missing.png", "dangling.png",
+            "../root-private/missing.png", "sibling_dir/missing.png"]
 
 
 def test_paths_inside_the_root_are_read(confined: RunningWorker, tree: dict[str, Path]) -> None:
@@ -247,6 +266,17 @@ def test_paths_escaping_the_root_are_refused(confined: RunningWorker,
         with pytest.raises(WorkerError, match="NUL byte"):
             client.table("classify", pa.array(["sub/coffee.png\x00.txt"]))
         assert client.table("image_classes").num_rows == 1000  # still serving
+
+
+def test_escapes_to_missing_files_are_refused_too(confined: RunningWorker,
+                                                  tree: dict[str, Path]) -> None:
+    with Client(confined.location) as client:
+        for path in missing_escapes(tree):
+            with pytest.raises(WorkerError) as info:
+                client.table("classify", pa.array([path]))
+            assert info.value.kind == "path_refused", path
+            assert "outside the data root" in str(info.value)
+        assert client.table("classify", pa.array(["sub/missing.png"])).num_rows == 0
 
 
 def test_path_refusal_is_403_over_http(workers) -> None:
@@ -382,14 +412,102 @@ def test_idle_and_stalled_connections_are_closed(tmp_path: Path) -> None:
 
 
 def test_symlink_loop_is_refused_not_an_internal_error(tmp_path: Path) -> None:
-    from vgi_vision.paths import PathPolicy
-    from vgi_vision.registry import FunctionError
-
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(FunctionError) as info:
         PathPolicy.confined(tmp_path).source("a", 1 << 20)
     assert info.value.kind == "path_refused"
+
+
+# --- Each confinement layer on its own ----------------------------------------------------------
+# A confined read is checked twice: ``resolve`` refuses a path whose real location (``..`` and
+# symlinks resolved) is outside the root, and ``source`` checks again the file its descriptor
+# really opened. The worker tests above see both layers at once; these see each one alone.
+
+def test_the_resolver_alone_refuses_every_escape(tree: dict[str, Path]) -> None:
+    """``resolve`` opens nothing: each refusal here is the resolver's own."""
+    policy = PathPolicy.confined(tree["root"])
+    for path in escapes(tree) + missing_escapes(tree):
+        with pytest.raises(FunctionError) as info:
+            policy.resolve(path)
+        assert info.value.kind == "path_refused", path
+    assert policy.resolve("sub/../inner_link.png") == str(tree["root"] / "sub" / "coffee.png")
+    assert policy.resolve(str(tree["root"])) == str(tree["root"])
+
+
+@pytest.mark.parametrize("swapped", ["folder", "file"])
+@pytest.mark.parametrize("target", ["outside", "root-private"])
+def test_a_symlink_swapped_in_after_the_check_is_refused_at_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: str, target: str) -> None:
+    """The race the opened-descriptor re-check exists for, made deterministic: the path is
+    genuine while ``resolve`` checks it, then a folder or the file itself on that path becomes
+    a symlink out of the root before ``source`` opens it."""
+    root, elsewhere = tmp_path / "root", tmp_path / target
+    (root / "album").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(DATA / "coffee.png", root / "album" / "photo.png")
+    shutil.copy(DATA / "cat.png", elsewhere / "photo.png")
+    policy = PathPolicy.confined(root)
+    assert policy.source("album/photo.png", 10 * MB) == (DATA / "coffee.png").read_bytes()
+
+    def swap() -> None:
+        if swapped == "folder":
+            (root / "album").rename(root / "album-before")
+            (root / "album").symlink_to(elsewhere, target_is_directory=True)
+        else:
+            (root / "album" / "photo.png").unlink()
+            (root / "album" / "photo.png").symlink_to(elsewhere / "photo.png")
+
+    checked = PathPolicy.resolve
+
+    def resolve_then_swap(self: PathPolicy, path: str) -> str:
+        real = checked(self, path)
+        swap()
+        return real
+
+    monkeypatch.setattr(PathPolicy, "resolve", resolve_then_swap)
+    with pytest.raises(FunctionError) as info:
+        policy.source("album/photo.png", 10 * MB)
+    assert info.value.kind == "path_refused"
+    assert "outside the data root" in str(info.value)
+    # The checked path really leads out now: only the re-check kept the other file unread.
+    assert (root / "album" / "photo.png").read_bytes() == (DATA / "cat.png").read_bytes()
+
+
+# --- Scan handles and tokens resume only their own call ------------------------------------------
+
+def scan_page(client: Client, function: str, args: pa.RecordBatch, token: str | None
+              ) -> tuple[dict, pa.RecordBatch | None]:
+    return client.request({"op": "scan", "function": function, "token": token}, args)
+
+
+@pytest.mark.parametrize("transport", ["subprocess", "unix", "http"])
+def test_a_continuation_is_refused_for_any_other_call(transport: str, worker_pool,
+                                                      fixture_bytes: dict[str, bytes]) -> None:
+    """A scan's handle (stdio, unix) or token (HTTP) presented with other arguments, for
+    another function, or by another client is refused; the scan it belongs to is untouched
+    and still resumes for its own call."""
+    location = worker_pool.get(transport).location
+    one_row, two_rows = argument_rows([], 1), argument_rows([], 2)
+    image = argument_rows([pa.array([fixture_bytes["coffee.png"]], pa.binary())])
+    with Client(location) as owner, Client(location) as other:
+        header, batch = scan_page(owner, "image_classes", one_row, None)
+        assert header["done"] is False and batch is not None
+        rows = batch.column("idx").to_pylist()
+        # ``other`` is another connection to the same unix or HTTP worker; over stdio it is
+        # another client with a worker of its own.
+        replays = [(owner, "image_classes", two_rows), (owner, "classify", image),
+                   (other, "image_classes", two_rows), (other, "classify", image)]
+        for client, function, args in replays:
+            with pytest.raises(WorkerError) as info:
+                scan_page(client, function, args, header["token"])
+            assert info.value.kind == "invalid_token", (function, args.num_rows)
+            if client is owner or transport != "subprocess":
+                assert "different call" in str(info.value)
+        while not header["done"]:
+            header, batch = scan_page(owner, "image_classes", one_row, header["token"])
+            rows += batch.column("idx").to_pylist() if batch is not None else []
+        assert rows == list(range(1000))
 
 
 def test_a_second_unix_worker_does_not_steal_a_live_socket(tmp_path: Path) -> None:

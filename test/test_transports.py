@@ -172,4 +172,5 @@ def test_one_client_shared_by_threads_resumes_every_scan(client: Client) -> None
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)  # finished, not merely out of time
     assert failures == []

@@ -174,7 +174,9 @@ class Attachment:
             names = [c["name"] for c in spec["columns"]]
             self._create_udf(udf, table_udf(self.client, spec["name"], fn, names), params,
                              duckdb_row_type(spec["columns"]))
-            body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), recursive := true))"
+            # Depth 2: the list of rows, then each row struct into columns; a LIST or STRUCT
+            # result column stays one column.
+            body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), max_depth := 2))"
             comment_kind = "MACRO TABLE"
         else:
             self._create_udf(udf, scalar_udf(self.client, spec["name"], fn), params,

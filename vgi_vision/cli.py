@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
+from vgi_vision.providers import DEVICES
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
@@ -78,6 +79,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--port-file", help="write the bound HTTP port here once serving")
     p.add_argument("--data-root", help="path arguments may read only below this folder "
                                        "(required for path arguments over unix/HTTP)")
+    add_model_options(p)
     p.add_argument("--lance", metavar="URI", help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=int, default=2,
                    help="batches inference may run ahead of the LanceDB writer")
@@ -119,7 +121,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from vgi_vision.imaging import DecodeLimits
-    from vgi_vision.model import ModelError
+    from vgi_vision.model import DEFAULT_MODEL, ModelError
     from vgi_vision.server import SealedStates, ServerLimits
     from vgi_vision.tokens import TokenSealer
     from vgi_vision.worker import WorkerConfig, build_worker
@@ -139,6 +141,7 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
                           max_rows_per_call=args.max_rows_per_call)
     config = WorkerConfig(transport=transport, data_root=args.data_root, limits=limits,
+                          model=args.model or DEFAULT_MODEL, device=args.device or "cpu",
                           lance=args.lance,
                           decode_limits=DecodeLimits(
                               max_pixels=args.max_pixels,
@@ -237,10 +240,75 @@ def checked_token_key(args: argparse.Namespace) -> bytes | None:
     return key
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--device``; unset means the worker's defaults (efficientnet-lite0
+    on the CPU)."""
+    p.add_argument("--model", metavar="NAME|DIR",
+                   help="a shipped model (see `vgi-vision models`) or a model directory "
+                        "(default: efficientnet-lite0, fp32)")
+    p.add_argument("--device", choices=DEVICES,
+                   help="onnxruntime execution provider: cpu (default), cuda (a start-up "
+                        "error without a usable GPU) or auto (a GPU if one works, else cpu)")
+
+
+def model_flags(args: argparse.Namespace) -> dict[str, str]:
+    """``--model`` / ``--device`` given to a client command: options for its private worker."""
+    return {k: v for k, v in (("model", args.model), ("device", args.device)) if v}
+
+
+def add_browse(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "browse", help="a web gallery of a write-back store",
+        description="Serve a read-only web page over a LanceDB write-back store: thumbnails "
+                    "with labels and confidence, facets, uncertain-first ordering, and each "
+                    "image's top-k, EXIF facts and nearest stored neighbours.")
+    p.add_argument("--lance", metavar="URI", required=True, help="the write-back store")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8766, help="port; 0 picks a free one")
+    p.add_argument("--port-file", help="write the bound port here once serving")
+    p.add_argument("--data-root", help="show stored paths, and read EXIF facts, only for "
+                                       "files below this folder")
+    p.add_argument("--auth-token-file", help=f"bearer token file (or ${AUTH_TOKEN_ENV}); "
+                                             f"open the page once with ?token=...")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback address without a bearer token")
+    p.add_argument("--log-level", default="warning",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run_browse)
+
+
+def run_browse(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from vgi_vision.gallery.catalog import StoreMissing
+        from vgi_vision.gallery.serve import bind, serve_gallery
+    except ImportError as exc:
+        raise CliError(f"browse needs the gallery extra ({exc.name} is missing): "
+                       f"pip install 'vgi-vision[gallery]'") from None
+    token = checked_auth_token(args)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise CliError(f"--data-root {args.data_root} is not an existing folder")
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") \
+            from None
+    with sock:
+        try:
+            asyncio.run(serve_gallery(args.lance, sock, token=token,
+                                      loopback_only=is_loopback(args.host),
+                                      data_root=args.data_root, port_file=args.port_file))
+        except StoreMissing as exc:
+            raise CliError(str(exc)) from None
+    return 0
+
+
 def add_attach_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--location", help="worker to use: unix:///path or http://host:port "
                                       "(default: a private subprocess worker)")
     p.add_argument("--data-root", help="subprocess worker only: confine path arguments here")
+    add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
 
 
@@ -248,9 +316,11 @@ def attach_from_args(con, args: argparse.Namespace) -> None:
     import vgi_vision
 
     options = {"data_root": args.data_root} if args.data_root else {}
+    options.update(model_flags(args))
     if args.location and options:
-        raise CliError("--data-root configures a subprocess worker; start a socket or HTTP "
-                       "worker with its own --data-root instead")
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise CliError(f"{flags} configure a subprocess worker; start a socket or HTTP "
+                       f"worker with its own flags instead")
     token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
     vgi_vision.attach(con, args.location, auth_token=token, **options)
 
@@ -358,6 +428,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lance", metavar="URI", help="also store results in LanceDB at URI")
     p.add_argument("--location", help="use a running worker (unix:///path or "
                                       "http://host:port); files are sent as bytes")
+    add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     p.set_defaults(run=run_classify)
 
@@ -372,11 +443,13 @@ def run_classify(args: argparse.Namespace) -> int:
     )
     from vgi_vision.client import Client
 
-    if args.location and args.lance:
-        raise CliError("--lance configures a private worker; start the worker at "
-                       "--location with its own --lance")
+    private = {"lance": args.lance, **model_flags(args)}
+    if args.location and any(private.values()):
+        raise CliError("--lance, --model and --device configure a private worker; start the "
+                       "worker at --location with its own flags")
     files, unmatched = expand(args.paths)
-    worker_args = ["--lance", args.lance] if args.lance else []
+    worker_args = [flag for key, value in private.items() if value
+                   for flag in (f"--{key}", value)]
     with Client(args.location, worker_args=worker_args,
                 auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         result = classify_files(client, files, args.top_k, progress_wanted(),
@@ -388,7 +461,9 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("models", help="list the shipped models with their metadata")
+    p = commands.add_parser("models", help="list the shipped models with their metadata",
+                            description="Print the shipped models' metadata as a JSON list "
+                                        "(SQL: SELECT * FROM vision.models()).")
     p.set_defaults(run=run_models)
     p = commands.add_parser("functions", help="the catalog the worker describes",
                             description="Print the functions a worker serves, with overloads, "
@@ -401,19 +476,19 @@ def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
 def run_models(args: argparse.Namespace) -> int:
     import json
 
-    from vgi_vision.model import ModelError, ModelInfo, models_root
+    from vgi_vision.model_files import ModelError, ModelInfo, models_root, shipped_model_names
 
-    root = models_root()
-    folders = sorted(p for p in root.iterdir() if (p / "metadata.json").exists()) \
-        if root.is_dir() else []
-    if not folders:
-        raise CliError(f"no models found under {root}")
-    for folder in folders:
+    names = shipped_model_names()
+    if not names:
+        raise CliError(f"no models found under {models_root()}")
+    found = []
+    for name in names:
         try:
-            info = ModelInfo.load(folder)
+            info = ModelInfo.load(models_root() / name)
         except ModelError as exc:
             raise CliError(str(exc)) from None
-        print(json.dumps({"folder": str(folder), **info.metadata}, indent=2))
+        found.append({"folder": str(info.directory), **info.metadata})
+    print(json.dumps(found, indent=2))
     return 0
 
 
@@ -449,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sql(commands)
     add_classify(commands)
     add_catalog_commands(commands)
+    add_browse(commands)
     return parser
 
 

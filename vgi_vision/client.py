@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import ProtocolError, decode, encode
-from vgi_vision.registry import INPUT_ROW, SQL_TYPES, argument_rows
+from vgi_vision.registry import INPUT_ROW, argument_rows
+from vgi_vision.sqltypes import arrow_type
 from vgi_vision.transports import Transport, TransportError
 
 #: Guard against a worker that keeps returning continuation tokens forever.
@@ -59,6 +60,7 @@ class Client:
         self.transport = transport or open_transport(location, auth_token=auth_token,
                                                      worker_args=worker_args, env=env)
         self._catalog: dict[str, dict[str, Any]] | None = None
+        self._worker_info: dict[str, Any] = {}
         self.requests = 0
 
     def __enter__(self) -> Client:
@@ -90,7 +92,14 @@ class Client:
         if self._catalog is None:
             header, _ = self.request({"op": "describe"})
             self._catalog = {f["name"]: f for f in header["catalog"]}
+            self._worker_info = dict(header.get("worker") or {})
         return list(self._catalog.values())
+
+    def worker_info(self) -> dict[str, Any]:
+        """What the worker says about itself: version, transport, and the serving model
+        (name, precision, sha256, classes) with its device and execution provider."""
+        self.describe()
+        return dict(self._worker_info)
 
     def function(self, name: str) -> dict[str, Any]:
         self.describe()
@@ -150,7 +159,7 @@ class Client:
     def wire_schema(self, function: str) -> pa.Schema:
         """What the worker's batches for ``function`` look like, from the catalog alone."""
         spec = self.function(function)
-        fields = [pa.field(c["name"], SQL_TYPES[c["type"]]) for c in spec["columns"]]
+        fields = [pa.field(c["name"], arrow_type(c["type"])) for c in spec["columns"]]
         if spec["kind"] == "table":
             fields.insert(0, pa.field(INPUT_ROW, pa.int32()))
         return pa.schema(fields)

@@ -1,4 +1,4 @@
-"""Turning untrusted image bytes or paths into model-ready pixels.
+"""Turning untrusted image bytes or paths into model-ready pixels (and thumbnails).
 
 Everything here is total on hostile input: any image that cannot be decoded safely becomes
 ``None`` ("no prediction") instead of an exception, because one bad row in a table must never
@@ -113,6 +113,20 @@ class DecodeBudget:
                 self._changed.notify_all()
 
 
+#: Longest side of the stored thumbnails: enough for a gallery tile or a detail view.
+THUMBNAIL_SIDE = 256
+#: JPEG quality of thumbnails: ~7 KB for a 256 px photo, with no visible blocking at that size.
+THUMBNAIL_QUALITY = 75
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Model-ready pixels, plus a small JPEG of the whole (uncropped) image when asked for."""
+
+    pixels: np.ndarray
+    thumbnail: bytes | None = None
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How the model expects its input: shorter side resized, then a centered square crop."""
@@ -145,9 +159,19 @@ def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
 def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
            prep: Preprocessing = Preprocessing(), budget: DecodeBudget | None = None
            ) -> np.ndarray | None:
-    """Decode ``source`` into a ``size x size x 3`` uint8 RGB array, or None.
+    """Decode ``source`` into a ``size x size x 3`` uint8 RGB array, or None."""
+    decoded = decode_image(source, limits, prep, budget=budget)
+    return None if decoded is None else decoded.pixels
 
-    Without a ``budget`` the decode is bounded by ``limits.max_decode_bytes`` alone.
+
+def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
+                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False,
+                 budget: DecodeBudget | None = None) -> Decoded | None:
+    """Decode ``source`` into model pixels and, if ``thumbnail``, a JPEG thumbnail; or None.
+
+    The thumbnail is made from the frame already decoded for the model (at JPEG draft scale),
+    so it costs a reduce and a small encode, not a second decode. Without a ``budget`` the
+    decode is bounded by ``limits.max_decode_bytes`` alone.
     """
     data = read_source(source, limits)
     if data is None:
@@ -155,34 +179,90 @@ def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode_bytes(data, limits, prep, budget)
+            return _decode_bytes(data, limits, prep, thumbnail, budget)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
         log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
         return None
 
 
-def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing,
-                  budget: DecodeBudget | None) -> np.ndarray | None:
+def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbnail: bool,
+                  budget: DecodeBudget | None) -> Decoded | None:
+    with decoded_frame(data, limits, prep.resize_shorter_side, budget) as image:
+        if image is None:
+            return None
+        orientation = image.getexif().get(ORIENTATION_TAG)
+        pixels = upright(resize_center_crop(image, prep), orientation)
+        small = None
+        if thumbnail:
+            factor = int(max(image.size) // (THUMBNAIL_SIDE * 2))
+            small = jpeg_thumbnail(whole_picture(image, factor, orientation))
+    return Decoded(pixels, small)
+
+
+@contextlib.contextmanager
+def decoded_frame(data: bytes, limits: DecodeLimits, shorter_side: int,
+                  budget: DecodeBudget | None = None) -> Iterator[Image.Image | None]:
+    """The first frame of ``data``, loaded, while its decode cost is held; None over a limit.
+
+    Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
+    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
+    ``shorter_side`` pixels are all the caller needs; the cost is judged at that scale.
+    """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
-            return None
+            yield None
+            return
         image.seek(0)  # animated formats: the first frame
-        # JPEG draft mode lets libjpeg scale by 1/2..1/8 while decoding: a 24 MP photo is
-        # never materialized at full size when a 256-pixel side is all we need.
-        draft_side = prep.resize_shorter_side
-        scale = max(draft_side / min(width, height), 1e-9)
+        scale = max(shorter_side / min(width, height), 1e-9)
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         cost = decode_cost(image.mode, *image.size)  # the size and mode draft will decode
         if cost > limits.max_decode_bytes:
-            return None
+            yield None
+            return
         with (budget or DecodeBudget(cost)).reserve(cost) as admitted:
             if not admitted:
-                return None
+                yield None
+                return
             image.load()
-            orientation = image.getexif().get(ORIENTATION_TAG)
-            pixels = resize_center_crop(image, prep)
-    return upright(pixels, orientation)
+            yield image
+
+
+def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
+    """The whole first frame of ``data`` as upright RGB, None if over a limit.
+
+    Box-reduced while its shorter side stays at least ``REDUCING_GAP x shorter_side``, so
+    callers resizing to ``shorter_side`` lose nothing. Raises on undecodable bytes.
+    """
+    with decoded_frame(data, limits, shorter_side) as image:
+        if image is None:
+            return None
+        factor = int(min(image.size) // (shorter_side * REDUCING_GAP))
+        return whole_picture(image, factor, image.getexif().get(ORIENTATION_TAG))
+
+
+def whole_picture(image: Image.Image, factor: int, orientation: object) -> Image.Image:
+    """The whole ``image`` box-reduced by ``factor`` (if >= 2), as upright RGB, in a new image
+    that outlives the file it was decoded from."""
+    stored_mode = image.mode
+    small = reducible(image).reduce(factor) if factor >= 2 else image
+    rgb = to_rgb(small, stored_mode)
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    if method is not None:
+        return rgb.transpose(method)
+    return rgb.copy() if rgb is image else rgb
+
+
+def jpeg_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
+                   quality: int = THUMBNAIL_QUALITY) -> bytes:
+    """The whole picture, longest side at most ``side``, as a baseline JPEG."""
+    width, height = image.size
+    scale = min(1.0, side / max(width, height))
+    small = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=quality, optimize=False)
+    return out.getvalue()
 
 
 ORIENTATION_TAG = 0x0112

@@ -22,22 +22,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
+from vgi_vision.sqltypes import UnsupportedType, arrow_type
 from vgi_vision.state import ScanState
 
 #: Rows a cursor-driven table function emits per tick unless it declares otherwise.
 ROWS_PER_TICK = 64
-
-#: The SQL type names a function may use, and the Arrow type each travels as.
-SQL_TYPES: dict[str, pa.DataType] = {
-    "BLOB": pa.binary(),
-    "VARCHAR": pa.string(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "FLOAT": pa.float32(),
-    "DOUBLE": pa.float64(),
-    "BOOLEAN": pa.bool_(),
-    "TIMESTAMP": pa.timestamp("us"),  # UTC, naive: DuckDB needs pytz for TIMESTAMPTZ values
-}
 
 INPUT_ROW = "input_row"
 REQUIRED: Any = object()
@@ -88,7 +77,7 @@ class Overload:
         if any(not p.optional for p in self.params[len(types):]):
             return False
         # types fill a prefix of the parameters: the rest have defaults
-        return all(_coercible(t, SQL_TYPES[p.type])
+        return all(_coercible(t, arrow_type(p.type))
                    for t, p in zip(types, self.params[:len(types)], strict=True))
 
 
@@ -171,7 +160,7 @@ class FunctionSpec(Generic[S]):
 
     @property
     def result_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, SQL_TYPES[c.type]) for c in self.columns])
+        return pa.schema([pa.field(c.name, arrow_type(c.type)) for c in self.columns])
 
     @property
     def wire_schema(self) -> pa.Schema:
@@ -211,7 +200,7 @@ class FunctionSpec(Generic[S]):
 def _complete(overload: Overload, batch: pa.RecordBatch) -> pa.RecordBatch:
     arrays = []
     for i, param in enumerate(overload.params):
-        wanted = SQL_TYPES[param.type]
+        wanted = arrow_type(param.type)
         if i < batch.num_columns:
             try:
                 arrays.append(batch.column(i).cast(wanted))
@@ -245,10 +234,13 @@ class Registry:
             raise ValueError(f"unknown function kind {spec.kind!r}")
         if spec.kind == "scalar" and len(spec.columns) != 1:
             raise ValueError("a scalar function returns exactly one column")
-        for overload in spec.overloads:
-            for param in overload.params:
-                if param.type not in SQL_TYPES:
-                    raise ValueError(f"{spec.name}: unsupported type {param.type}")
+        declared = [(f"parameter {p.name}", p.type) for o in spec.overloads for p in o.params]
+        declared += [(f"column {c.name}", c.type) for c in spec.columns]
+        for what, sql_type in declared:
+            try:
+                arrow_type(sql_type)
+            except UnsupportedType as exc:
+                raise ValueError(f"{spec.name}: {what}: {exc}") from None
         self._functions[spec.name] = spec
         return spec
 

@@ -63,9 +63,10 @@ class StateStore(Protocol):
 
 
 class LiveStates:
-    """Scan states kept in memory for one connection, addressed by random handles.
+    """Scan states kept in a worker's memory (shared by its connections), addressed by random
+    handles, each bound to the digest of the call that saved it.
 
-    Bounded: a client that opens scans and never finishes them evicts its own oldest ones.
+    Bounded: a client that opens scans and never finishes them evicts the oldest ones.
     """
 
     def __init__(self, max_scans: int = 256) -> None:
@@ -82,10 +83,14 @@ class LiveStates:
         return handle
 
     def load(self, spec: FunctionSpec, call_digest: bytes, token: str) -> ScanState:
+        """The state behind ``token``, used up; only for the call that saved it, so a handle
+        presented with other arguments or for another function is refused and its scan,
+        untouched, still resumes for its own call."""
         with self._lock:
-            entry = self._scans.pop(token, None) if isinstance(token, str) else None
-        if entry is None or entry[0] != call_digest:
-            raise TokenError("unknown scan handle, or one belonging to a different call")
+            entry = self._scans.get(token) if isinstance(token, str) else None
+            if entry is None or entry[0] != call_digest:
+                raise TokenError("unknown scan handle, or one belonging to a different call")
+            del self._scans[token]
         return entry[1]
 
 

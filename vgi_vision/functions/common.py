@@ -73,13 +73,14 @@ def images_per_tick(ks: list[int | None]) -> int:
     return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
 
 
-def top_k_column(args: Args) -> list[int | None]:
-    """Per-row top_k, validated up front so a bad value fails the call before any work."""
+def top_k_column(ctx: VisionContext, args: Args) -> list[int | None]:
+    """Per-row top_k, validated up front (against the serving model's class count) so a bad
+    value fails the call before any work."""
     values = args["top_k"].to_pylist()
     try:
         for k in values:
             if k is not None:
-                validate_top_k(k)
+                validate_top_k(k, ctx.classifier.info.num_classes)
     except TopKError as exc:
         raise FunctionError(str(exc)) from None
     return values

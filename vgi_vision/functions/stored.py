@@ -67,7 +67,8 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
                                 "label": classifier.info.labels[idx], "confidence": p})
         embeddings.append({**common, "label": classifier.info.labels[int(result.indices[0])],
                            "confidence": float(result.probabilities[0]),
-                           "vector": result.embedding.tolist()})
+                           "vector": result.embedding.tolist(),
+                           "thumbnail": result.thumbnail})
     state.predictions += len(predictions)
     state.embeddings += len(embeddings)
     ctx.store().write(state.run_id, predictions, embeddings)

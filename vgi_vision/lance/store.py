@@ -35,6 +35,10 @@ PREDICTIONS = "predictions"
 EMBEDDINGS = "embeddings"
 RUNS = "runs"
 
+#: A small JPEG per stored image (see :func:`vgi_vision.imaging.jpeg_thumbnail`), so a
+#: gallery can show images classified from BLOBs. NULL in rows written before it existed.
+THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -52,7 +56,7 @@ def embedding_schema(dim: int) -> pa.Schema:
         ("image_key", pa.string()), ("path", pa.string()), ("model", pa.string()),
         ("label", pa.string()), ("confidence", pa.float64()), ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")), ("committed", pa.bool_()),
-        ("vector", pa.list_(pa.float32(), dim)),
+        ("vector", pa.list_(pa.float32(), dim)), THUMBNAIL_FIELD,
     ])
 
 
@@ -76,6 +80,23 @@ def run_filter(run_id: str) -> str:
     return f"run_id = '{run_id}'"
 
 
+async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
+    """The table ``name``, created if missing; one made by an older version of this package
+    gains the columns added since (NULL in its existing rows)."""
+    try:
+        return await db.create_table(name, schema=schema, exist_ok=True)
+    except ValueError:  # it exists with another schema
+        table = await db.open_table(name)
+        existing = await table.schema()
+        missing = [field for field in schema if field.name not in existing.names]
+        if missing:
+            await table.add_columns(missing)
+        if not (await table.schema()).equals(schema):
+            table.close()
+            raise
+        return table
+
+
 @dataclass
 class PredictionStore:
     db: Any
@@ -91,8 +112,7 @@ class PredictionStore:
             db=db,
             predictions=await db.create_table(PREDICTIONS, schema=prediction_schema(),
                                               exist_ok=True),
-            embeddings=await db.create_table(EMBEDDINGS, schema=embedding_schema(embedding_dim),
-                                             exist_ok=True),
+            embeddings=await open_or_create(db, EMBEDDINGS, embedding_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
         )
         await store.recover(recovery_grace_seconds)

@@ -1,0 +1,206 @@
+"""Do the security tests still bite? Break each safeguard on purpose and see a test fail.
+
+Each mutation below rewrites one safeguard in a scratch copy of the repository (the working
+tree here, uncommitted edits included) and runs the tests that claim to guard it, against that
+copy (workers started by the tests import the copy too, through ``PYTHONPATH``). A mutation is
+*caught* when those tests fail, and *survived* when they pass: then a green suite would no
+longer mean the safeguard works. The same tests are first run on the unmutated copy, which must
+pass, so a failure is the mutation's doing and not a broken checkout.
+
+    python scripts/mutation_check.py               # every mutation
+    python scripts/mutation_check.py --only scan-handle-not-bound-to-call
+    python scripts/mutation_check.py --list
+
+Exit status 0 when every mutation is caught, 1 when one survives or the baseline fails, 2 when
+a mutation no longer applies (the code it rewrites has changed: update the mutation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache",
+                              ".pytest_cache", "*.egg-info", "build", "dist")
+SECURITY = "test/test_security.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    what: str
+    file: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+    def apply(self, tree: Path) -> None:
+        target = tree / self.file
+        source = target.read_text()
+        if source.count(self.before) != 1:
+            raise LookupError(f"{self.name}: the code it rewrites is not (exactly once) in "
+                              f"{self.file}; update the mutation")
+        target.write_text(source.replace(self.before, self.after))
+        py_compile.compile(str(target), doraise=True)
+
+
+RECHECK = """            if not self.contains(opened_path(fd, real)):
+                raise FunctionError(f"path {path!r} is outside the data root",
+                                    kind="path_refused")
+"""
+JOIN = "(candidate if candidate.is_absolute() else self.root / candidate)"
+
+MUTATIONS = (
+    Mutation("containment-string-prefix",
+             "data-root containment as a string-prefix test (lets in a sibling 'root-private')",
+             "vgi_vision/paths.py",
+             "(real == self.root or self.root in real.parents)",
+             "str(real).startswith(str(self.root))",
+             (f"{SECURITY}::test_paths_escaping_the_root_are_refused",
+              f"{SECURITY}::test_the_resolver_alone_refuses_every_escape")),
+    Mutation("descriptor-recheck-removed",
+             "PathPolicy.source() no longer re-checks the file its descriptor opened",
+             "vgi_vision/paths.py", RECHECK, "",
+             (f"{SECURITY}::test_a_symlink_swapped_in_after_the_check_is_refused_at_open",)),
+    Mutation("recheck-trusts-the-checked-path",
+             "the re-check looks at the path it opened by, not at the descriptor "
+             "(the resolver is the only working layer)",
+             "vgi_vision/paths.py",
+             'return Path(os.readlink(f"/proc/self/fd/{fd}"))',
+             "return Path(fallback)",
+             (f"{SECURITY}::test_a_symlink_swapped_in_after_the_check_is_refused_at_open",)),
+    Mutation("resolver-leaves-path-unresolved",
+             "the resolver joins the path without resolving '..' or symlinks "
+             "(the descriptor re-check is the only working layer)",
+             "vgi_vision/paths.py", f"{JOIN}.resolve()", JOIN,
+             (f"{SECURITY}::test_the_resolver_alone_refuses_every_escape",
+              f"{SECURITY}::test_escapes_to_missing_files_are_refused_too")),
+    Mutation("resolver-lexical-only",
+             "the resolver folds '..' as text but follows no symlink "
+             "(the descriptor re-check is the only layer that sees symlinks)",
+             "vgi_vision/paths.py", f"{JOIN}.resolve()", f"Path(os.path.normpath({JOIN}))",
+             (f"{SECURITY}::test_the_resolver_alone_refuses_every_escape",
+              f"{SECURITY}::test_escapes_to_missing_files_are_refused_too")),
+    Mutation("scan-handle-not-bound-to-call",
+             "LiveStates.load (stdio, unix) drops the call-digest comparison",
+             "vgi_vision/server.py",
+             "if entry is None or entry[0] != call_digest:",
+             "if entry is None:",
+             (f"{SECURITY}::test_a_continuation_is_refused_for_any_other_call",)),
+    Mutation("token-mac-unchecked",
+             "continuation tokens are opened without checking their HMAC tag",
+             "vgi_vision/tokens.py",
+             "if not hmac.compare_digest(tag, hmac.new(self._key, body, hashlib.sha256).digest()):",
+             "if False:",
+             ("test/test_http.py::test_damaged_tokens_are_rejected_before_deserializing",)),
+    Mutation("writeback-recovery-skipped",
+             "a LanceDB store opens without rolling back runs a killed worker left unfinished",
+             "vgi_vision/lance/store.py",
+             "await store.recover(recovery_grace_seconds)", "pass",
+             ("test/test_lance.py::test_sigterm_drains_and_kill9_recovers",)),
+    Mutation("top-k-partial-sort",
+             "top-k indices partitioned (argpartition) instead of sorted",
+             "vgi_vision/model.py",
+             'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
+             "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
+             ("test/test_model.py::test_probabilities_are_sorted_probabilities",)),
+)
+
+
+def copy_repo(into: Path) -> Path:
+    tree = into / "repo"
+    shutil.copytree(REPO, tree, ignore=SKIP, symlinks=True)
+    return tree
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, list[str]]:
+    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, ["(timed out)"]
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.MULTILINE)
+    if done.returncode not in (0, 1):  # collection or usage error: nothing was judged
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+    return done.returncode, failed
+
+
+def imports_from(tree: Path) -> bool:
+    """Whether a Python started like the tests' workers imports the package from ``tree``."""
+    found = subprocess.run([sys.executable, "-c", "import vgi_vision; print(vgi_vision.__file__)"],
+                           cwd=tempfile.gettempdir(), env={**os.environ, "PYTHONPATH": str(tree)},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return Path(found).resolve().is_relative_to(tree.resolve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this mutation (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds allowed for one pytest run (default 900)")
+    options = parser.parse_args(argv)
+    if options.list:
+        for mutation in MUTATIONS:
+            print(f"{mutation.name}: {mutation.what}")
+        return 0
+    unknown = set(options.only or ()) - {m.name for m in MUTATIONS}
+    if unknown:
+        parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+    chosen = [m for m in MUTATIONS if not options.only or m.name in options.only]
+
+    with tempfile.TemporaryDirectory(prefix="vgi-mutation-") as scratch:
+        pristine = copy_repo(Path(scratch))
+        if not imports_from(pristine):
+            print("the scratch copy is not what Python imports (is PYTHONPATH overridden?)")
+            return 1
+        tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        print(f"baseline: {len(tests)} test selection(s) on the unmutated copy ...", flush=True)
+        status, failed = run_tests(pristine, tests, options.timeout)
+        if status != 0:
+            print(f"baseline FAILED (pytest exit {status}): {failed}; fix that first")
+            return 1
+        survived, stale = [], []
+        for mutation in chosen:
+            tree = Path(scratch) / mutation.name
+            shutil.copytree(pristine, tree, symlinks=True)
+            try:
+                mutation.apply(tree)
+            except (LookupError, py_compile.PyCompileError) as exc:
+                print(f"STALE     {mutation.name}: {exc}")
+                stale.append(mutation.name)
+                continue
+            started = time.monotonic()
+            status, failed = run_tests(tree, mutation.tests, options.timeout)
+            verdict = "caught" if status == 1 else "SURVIVED" if status == 0 else \
+                f"ERROR (pytest exit {status})"
+            print(f"{verdict:<9} {mutation.name}: {mutation.what} "
+                  f"[{time.monotonic() - started:.0f}s]", flush=True)
+            for test in failed:
+                print(f"            failed: {test}")
+            if status != 1:
+                survived.append(mutation.name)
+            shutil.rmtree(tree, ignore_errors=True)
+    caught = len(chosen) - len(survived) - len(stale)
+    print(f"{caught} of {len(chosen)} mutations caught"
+          + (f"; survived or errored: {', '.join(survived)}" if survived else "")
+          + (f"; stale: {', '.join(stale)}" if stale else ""))
+    return 2 if stale else 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""A write-back store for the gallery tests: the test photos classified for real, plus hostile
+rows written straight into the tables (a store is data, and data can be hostile)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from vgi_vision.functions import VisionContext, build_registry
+from vgi_vision.harness import invoke_table_function
+from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, utc_now
+from vgi_vision.lance.writeback import WriteBack
+from vgi_vision.launch import wait_for
+from vgi_vision.model import load_classifier
+from vgi_vision.paths import PathPolicy
+from vgi_vision.registry import argument_rows
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "test" / "sql" / "data"
+
+HOSTILE_LABEL = ("<script>window.__xss = 1</script>\"quoted\" 'single' & <b>bold</b> "
+                 "<img src=x onerror=\"window.__xss = 2\">" + "long" * 400)
+HOSTILE_PATH = "\"><script>window.__xss = 3</script><img src=x onerror='window.__xss=4'>.jpg"
+
+
+@dataclass
+class GalleryStore:
+    uri: Path
+    #: image_key -> top-1 label, for every image the grid must show
+    labels: dict[str, str]
+    #: image_key -> fixture file name (the hostile row has none)
+    names: dict[str, str]
+    hostile_key: str
+
+
+def classify_into(sink: WriteBack, images: list[bytes] | list[str]) -> None:
+    registry = build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted(), sink))
+    kind = pa.binary() if isinstance(images[0], bytes) else pa.string()
+    invoke_table_function(registry.get("classify"), argument_rows(
+        [pa.array(images, kind), pa.array([5] * len(images), pa.int32())]))
+
+
+def build_store(folder: Path) -> GalleryStore:
+    """Two runs (every photo as BLOB, then two by path) and one hostile committed row."""
+    uri = folder / "store.lance"
+    files = sorted(p for p in DATA.iterdir() if p.is_file())
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [p.read_bytes() for p in files])
+        classify_into(sink, [str(p) for p in files[:2]])  # absolute, as stored by path
+    finally:
+        sink.close()
+    classifier = load_classifier()
+    labels, names = {}, {}
+    for path in files:
+        data = path.read_bytes()
+        result = classifier.classify([data], top_k=1)[0]
+        assert result is not None
+        key = hashlib.sha256(data).hexdigest()
+        labels[key] = classifier.info.labels[int(result.indices[0])]
+        names[key] = path.name
+    hostile_key = add_hostile_row(uri, classifier.classify([files[0].read_bytes()])[0].embedding)
+    labels[hostile_key] = HOSTILE_LABEL
+    return GalleryStore(uri, labels, names, hostile_key)
+
+
+def add_hostile_row(uri: Path, near: np.ndarray) -> str:
+    """A committed image whose label and path try to inject markup and script."""
+    key = hashlib.sha256(b"hostile").hexdigest()
+    picture = io.BytesIO()
+    Image.new("RGB", (200, 120), (180, 40, 40)).save(picture, "JPEG")
+    vector = near + np.random.default_rng(0).normal(0, 0.05, near.shape)
+    common = {"image_key": key, "path": HOSTILE_PATH, "model": "efficientnet-lite0",
+              "run_id": "f" * 32, "created_at": utc_now(), "committed": True}
+
+    async def write() -> None:
+        db = await lancedb.connect_async(str(uri))
+        embeddings = await db.open_table(EMBEDDINGS)
+        await embeddings.add(pa.Table.from_pylist([{
+            **common, "label": HOSTILE_LABEL, "confidence": 0.03,
+            "vector": (vector / np.linalg.norm(vector)).astype(np.float32).tolist(),
+            "thumbnail": picture.getvalue()}], schema=await embeddings.schema()))
+        predictions = await db.open_table(PREDICTIONS)
+        await predictions.add(pa.Table.from_pylist(
+            [{**common, "rank": 1, "idx": 0, "label": HOSTILE_LABEL, "confidence": 0.03},
+             {**common, "rank": 2, "idx": 1, "label": "'; DROP TABLE x; --", "confidence": 0.02}],
+            schema=await predictions.schema()))
+        for table in (embeddings, predictions):
+            table.close()
+        db.close()
+
+    asyncio.run(write())
+    return key
+
+
+@contextlib.contextmanager
+def running_gallery(uri: Path, folder: Path, *extra: str, env: dict[str, str] | None = None
+                    ) -> Iterator[str]:
+    """``vgi-vision browse`` as a child process; yields its base URL."""
+    port_file = folder / "gallery.port"
+    port_file.unlink(missing_ok=True)
+    with open(folder / "gallery.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vgi_vision", "browse", "--lance", str(uri), "--port", "0",
+             "--port-file", str(port_file), *extra],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO,
+            env={**os.environ, **(env or {})})
+    try:
+        wait_for(port_file.exists, process, "writing its port file")
+        yield f"http://127.0.0.1:{port_file.read_text().strip()}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,181 @@
+"""The gallery without a browser: access rules over a real socket, hostile requests, the
+path rule, and a snapshot that follows the store. Real store, real model, real LanceDB."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
+from PIL import Image
+
+from vgi_vision.gallery.app import make_app
+from vgi_vision.gallery.catalog import Catalog, Filter
+from vgi_vision.gallery.facts import FilePolicy, image_facts
+from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.writeback import WriteBack
+
+TOKEN = "a-long-enough-gallery-token-0123"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> GalleryStore:
+    return build_store(tmp_path_factory.mktemp("gallery"))
+
+
+@pytest.fixture(scope="module")
+def guarded(store: GalleryStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_gallery(store.uri, tmp_path_factory.mktemp("browse"),
+                         env={"VGI_VISION_AUTH_TOKEN": TOKEN}) as url:
+        yield url
+
+
+def test_a_token_protects_every_page_and_a_link_with_it_logs_in(guarded: str) -> None:
+    with httpx.Client(base_url=guarded, timeout=60) as client:
+        for path in ("/", "/static/gallery.css", "/image/" + "0" * 64, "/?token=wrong-token"):
+            assert client.get(path).status_code == 401, path
+        login = client.get("/?order=uncertain&token=" + TOKEN)
+        assert login.status_code == 303
+        assert login.headers["location"] == "/?order=uncertain"  # the token leaves the URL
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = client.get("/")  # the cookie now rides along
+        assert page.status_code == 200 and 'class="tile"' in page.text
+    bearer = httpx.get(guarded + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert bearer.status_code == 200
+
+
+def test_only_loopback_host_names_are_served(guarded: str) -> None:
+    response = httpx.get(guarded + "/", headers={"Host": "evil.example",
+                                                 "Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert response.status_code == 421
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vgi_vision", "browse", *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+def test_refuses_what_serve_http_refuses(tmp_path: Path, store: GalleryStore) -> None:
+    open_net = run_cli("--lance", str(store.uri), "--host", "0.0.0.0", "--port", "0")
+    assert open_net.returncode == 2 and "bearer token" in open_net.stderr
+    short = run_cli("--lance", str(store.uri), "--host", "0.0.0.0", "--port", "0",
+                    env={"VGI_VISION_AUTH_TOKEN": "short"})
+    assert short.returncode == 2 and "fewer than 16" in short.stderr
+    missing = run_cli("--lance", str(tmp_path / "nothing"), "--port", "0")
+    assert missing.returncode == 2 and "holds no write-back store" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+async def responses(uri: Path, urls: list[str], data_root: Path | None = REPO
+                    ) -> list[httpx.Response]:
+    """GET each URL from the gallery app in this process (the access rules are tested above,
+    over a socket; here it is what the pages make of requests and stored data)."""
+    catalog = await Catalog.open(str(uri), refresh_seconds=0)
+    app = make_app(catalog, FilePolicy(str(data_root) if data_root else None))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as client:
+            return [await client.get(url) for url in urls]
+    finally:
+        catalog.close()
+
+
+def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
+    grid = ["/?page=abc&per_page=-1", "/?per_page=100000&page=99999999999",
+            "/?min_confidence=nan&max_confidence=-3", "/?order=<script>&run=' OR 1=1 --",
+            "/?label=" + "x" * 60_000, "/?search=%00%27%22;--", "/?min_confidence=0.9"
+            "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88",
+            "/?category=n0' OR 1=1", "/?category=n99999999"]
+    missing = ["/image/not-a-key", "/image/" + "0" * 64, f"/image/{store.hostile_key}?run=zz",
+               "/thumb/..%2F..%2Fetc%2Fpasswd", "/thumb/" + "A" * 64, "/static/../cli.py"]
+    got = asyncio.run(responses(store.uri, grid + missing))
+    for url, response in zip(grid, got, strict=False):
+        assert response.status_code == 200, url
+        assert "Content-Security-Policy" in response.headers
+    for url, response in zip(missing, got[len(grid):], strict=True):
+        assert response.status_code == 404, url
+
+
+def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> None:
+    flt = Filter.from_query({"per_page": "100000", "min_confidence": "0.5",
+                             "max_confidence": "0.2", "page": "-4"})
+    assert (flt.per_page, flt.page) == (200, 1)
+    assert (flt.min_confidence, flt.max_confidence) == (0.2, 0.5)
+    confident = [k for k, v in store.labels.items() if k != store.hostile_key]
+    page, = asyncio.run(responses(store.uri, ["/?min_confidence=0.9"]))
+    shown = {k for k in confident if f'data-key="{k}"' in page.text}
+    assert shown == {k for k, name in store.names.items() if name == "coffee.png"}
+
+
+def test_paths_and_files_only_under_the_data_root(store: GalleryStore, tmp_path: Path) -> None:
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    inside, elsewhere, nowhere = (asyncio.run(responses(store.uri, [f"/image/{cat}"], root))[0]
+                                  for root in (REPO, tmp_path, None))
+    assert ">test/sql/data/cat.png<" in inside.text and "PNG" in inside.text
+    assert "cat.png" not in elsewhere.text and "PNG" not in elsewhere.text
+    assert f">{REPO}/test/sql/data/cat.png<" in nowhere.text  # shown as stored, never read
+    assert "PNG" not in nowhere.text
+    policy = FilePolicy(str(tmp_path))
+    assert policy.shown_path("../../etc/passwd") is None
+    assert policy.facts("/etc/passwd") == []
+
+
+def test_image_facts_read_exif_and_survive_garbage() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Acme <Camera>"  # Make
+    exif[0x0110] = "Model\x00 9"  # Model, with a NUL
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(out, "JPEG", exif=exif)
+    facts = dict(image_facts(out.getvalue()))
+    assert facts["format"] == "JPEG" and facts["size"] == "64 x 48 px"
+    assert facts["Make"] == "Acme <Camera>"
+    assert image_facts(b"\xff\xd8\xff\xe1 broken") == []
+    assert image_facts(out.getvalue()[:40]) == []
+
+
+def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
+        tmp_path: Path, store: GalleryStore) -> None:
+    uri = tmp_path / "live.lance"
+    first = Image.new("RGB", (96, 96), (200, 200, 20))
+    second = Image.new("RGB", (96, 96), (20, 40, 220))
+    pictures = []
+    for image in (first, second):
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        pictures.append(out.getvalue())
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, pictures[:1])
+
+        async def scenario() -> tuple[int, int, int]:
+            catalog = await Catalog.open(str(uri), refresh_seconds=0)
+            try:
+                before, _ = await catalog.page(Filter())
+                # rows of a run not yet committed stay invisible
+                embeddings = await catalog._db.open_table(EMBEDDINGS)
+                await embeddings.add(pa.Table.from_pylist([{
+                    "image_key": hashlib.sha256(b"x").hexdigest(), "path": None, "model": "m",
+                    "label": "pending", "confidence": 0.5, "run_id": "e" * 32,
+                    "created_at": None, "committed": False, "vector": [0.0] * 1280,
+                    "thumbnail": None}], schema=await embeddings.schema()))
+                embeddings.close()
+                pending, _ = await catalog.page(Filter())
+                await asyncio.to_thread(classify_into, sink, pictures[1:])
+                after, _ = await catalog.page(Filter())
+                return before, pending, after
+            finally:
+                catalog.close()
+
+        assert asyncio.run(scenario()) == (1, 1, 2)
+    finally:
+        sink.close()

@@ -1,0 +1,227 @@
+"""The gallery in a real browser: Debian's chromium, headless, driven by Selenium.
+
+Against a real ``vgi-vision browse`` process over a store filled by classifying the test
+photos. A screenshot of the grid is kept under ``artifacts/`` for CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import lancedb
+import numpy as np
+import pytest
+from gallery_store import (
+    HOSTILE_LABEL,
+    HOSTILE_PATH,
+    REPO,
+    GalleryStore,
+    build_store,
+    running_gallery,
+)
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from vgi_vision.categories import load_taxonomy
+from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.model import load_classifier
+
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> GalleryStore:
+    return build_store(tmp_path_factory.mktemp("gallery"))
+
+
+@pytest.fixture(scope="module")
+def gallery(store: GalleryStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_gallery(store.uri, tmp_path_factory.mktemp("browse"),
+                         "--data-root", str(REPO)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromedriver are required: apt-get install chromium "
+                    "chromium-driver (.ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000", "--disable-extensions"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_page(browser: WebDriver, url: str) -> None:
+    browser.get(url)
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && "
+        "[...document.images].every(i => i.complete)"))
+
+
+def tiles(browser: WebDriver) -> dict[str, str]:
+    """image_key -> label text of every tile on the page."""
+    return {t.get_attribute("data-key"): t.find_element(By.CSS_SELECTOR, ".label")
+            .get_attribute("textContent") for t in browser.find_elements(By.CSS_SELECTOR, ".tile")}
+
+
+def test_grid_shows_every_image_with_its_label(browser: WebDriver, gallery: str,
+                                               store: GalleryStore) -> None:
+    open_page(browser, gallery + "/")
+    assert tiles(browser) == store.labels
+    broken = browser.execute_script(
+        "return [...document.querySelectorAll('.tile img')].filter(i => !i.naturalWidth)"
+        ".map(i => i.src)")
+    assert broken == []  # every thumbnail, BLOB-classified ones too, decoded in the browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "gallery-grid.png"
+    browser.save_screenshot(str(shot))
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
+    assert pixels.std() > 20  # not blank
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # photos, not flat boxes
+
+
+def test_label_facet_filters(browser: WebDriver, gallery: str, store: GalleryStore) -> None:
+    open_page(browser, gallery + "/")
+    wanted = next(label for key, label in store.labels.items() if key != store.hostile_key)
+    link = next(a for a in browser.find_elements(By.CSS_SELECTOR, "a.facet-label")
+                if a.get_attribute("data-label") == wanted)
+    link.click()
+    WebDriverWait(browser, 60).until(lambda d: "label=" in d.current_url)
+    shown = tiles(browser)
+    assert shown == {k: v for k, v in store.labels.items() if v == wanted}
+    assert browser.find_element(By.ID, "summary").text.startswith(f"{len(shown)} of ")
+
+
+def test_category_facet_counts_and_filters(browser: WebDriver, gallery: str,
+                                           store: GalleryStore) -> None:
+    classifier = load_classifier()
+    info = classifier.info
+    taxonomy = load_taxonomy(info.directory, info.metadata["categories"]["file"], info.wnids)
+    index = {label: i for i, label in enumerate(info.labels)}
+
+    def under(wnid: str) -> dict[str, str]:
+        return {k: v for k, v in store.labels.items()
+                if v in index and wnid in taxonomy.ancestors[index[v]]}
+
+    open_page(browser, gallery + "/")
+    facet = {a.get_attribute("data-category"): a for a in
+             browser.find_elements(By.CSS_SELECTOR, "a.facet-category")}
+    assert facet  # the shipped model has WordNet categories
+    for wnid, link in facet.items():
+        count = link.find_element(By.XPATH, "following-sibling::span[@class='count']").text
+        assert int(count) == len(under(wnid)), taxonomy.name(wnid)
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    domestic_cat = next(w for w in taxonomy.ancestors[index[store.labels[cat]]]
+                        if taxonomy.name(w) == "domestic cat")
+    facet[domestic_cat].click()
+    WebDriverWait(browser, 60).until(lambda d: "category=" in d.current_url)
+    assert tiles(browser) == under(domestic_cat) == {cat: store.labels[cat]}
+
+
+def test_uncertain_first_orders_by_confidence(browser: WebDriver, gallery: str,
+                                              store: GalleryStore) -> None:
+    open_page(browser, gallery + "/?order=uncertain")
+    confidences = [float(t.get_attribute("data-confidence"))
+                   for t in browser.find_elements(By.CSS_SELECTOR, ".tile")]
+    assert len(confidences) == len(store.labels)
+    assert confidences == sorted(confidences)
+
+
+def stored_vectors(store: GalleryStore) -> dict[str, np.ndarray]:
+    async def read() -> dict[str, np.ndarray]:
+        db = await lancedb.connect_async(str(store.uri))
+        table = await db.open_table(EMBEDDINGS)
+        rows = await table.query().where("committed").select(["image_key", "vector"]).to_arrow()
+        table.close()
+        db.close()
+        return {k: np.asarray(v) for k, v in zip(rows.column("image_key").to_pylist(),
+                                                 rows.column("vector").to_pylist(), strict=True)}
+
+    return asyncio.run(read())
+
+
+def test_detail_lists_neighbours_in_distance_order(browser: WebDriver, gallery: str,
+                                                   store: GalleryStore) -> None:
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    open_page(browser, gallery + "/")
+    browser.find_element(By.CSS_SELECTOR, f".tile[data-key='{cat}'] a").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "detail"))
+    assert browser.find_element(By.ID, "top-label").text == store.labels[cat]
+    bars = browser.find_elements(By.CSS_SELECTOR, "#top-k .prediction")
+    assert len(bars) == 5
+    facts = [d.text for d in browser.find_elements(By.CSS_SELECTOR, "#facts dd.fact")]
+    assert "PNG" in facts  # the file is under the data root: its facts are read
+    neighbours = browser.find_elements(By.CSS_SELECTOR, "#neighbours .neighbour")
+    keys = [n.get_attribute("data-key") for n in neighbours]
+    distances = [float(n.get_attribute("data-distance")) for n in neighbours]
+    assert distances == sorted(distances)
+    # the same order computed here, from the stored vectors
+    vectors = stored_vectors(store)
+    expected = sorted((k for k in vectors if k != cat),
+                      key=lambda k: 1 - float(vectors[k] @ vectors[cat]))
+    assert keys == expected
+    assert distances == pytest.approx([1 - float(vectors[k] @ vectors[cat]) for k in keys],
+                                      abs=1e-4)
+    neighbours[0].find_element(By.TAG_NAME, "a").click()  # each neighbour is clickable
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.ID, "detail").get_attribute("data-key") == keys[0])
+
+
+def test_paging_walks_every_image_once(browser: WebDriver, gallery: str,
+                                       store: GalleryStore) -> None:
+    open_page(browser, gallery + "/?" + urlencode({"per_page": 2, "order": "confident"}))
+    seen: list[str] = []
+    pages = 0
+    while True:
+        pages += 1
+        page = tiles(browser)
+        assert 1 <= len(page) <= 2
+        seen += page
+        nexts = browser.find_elements(By.ID, "next")
+        if not nexts:
+            break
+        nexts[0].click()
+        wanted = f"page={pages + 1}"
+        WebDriverWait(browser, 60).until(lambda d, wanted=wanted: wanted in d.current_url)
+        assert browser.find_elements(By.ID, "prev")
+    assert pages == (len(store.labels) + 1) // 2
+    assert sorted(seen) == sorted(store.labels)
+
+
+def test_hostile_store_data_is_escaped(browser: WebDriver, gallery: str,
+                                       store: GalleryStore) -> None:
+    for url in (gallery + "/?" + urlencode({"search": "<script>"}),
+                f"{gallery}/image/{store.hostile_key}"):
+        open_page(browser, url)
+        assert browser.execute_script("return window.__xss") is None
+        scripts = [s.get_attribute("src")
+                   for s in browser.find_elements(By.TAG_NAME, "script")]
+        assert scripts == [gallery + "/static/gallery.js"]
+        assert not browser.find_elements(By.CSS_SELECTOR, "b, img[src='x']")
+    # shown as text, exactly as stored
+    assert browser.find_element(By.ID, "top-label").get_attribute("textContent") == HOSTILE_LABEL
+    assert browser.find_element(By.CSS_SELECTOR, "#facts dd.path").text == HOSTILE_PATH
+    labels = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#top-k td.label")]
+    assert labels[1] == "'; DROP TABLE x; --"
+    open_page(browser, gallery + "/?" + urlencode({"search": "<script>"}))
+    assert tiles(browser) == {store.hostile_key: HOSTILE_LABEL}

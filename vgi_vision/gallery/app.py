@@ -1,0 +1,141 @@
+"""The gallery's ASGI application: server-rendered pages over a :class:`Catalog`.
+
+Everything shown is escaped by Jinja2's autoescaping (labels and paths are data, possibly
+hostile), and a strict Content-Security-Policy allows only the gallery's own script, style and
+images, so even a missed escape could not run injected script. Nothing is fetched from the
+network: the CSS and JavaScript ship in the package.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter
+from vgi_vision.gallery.facts import FilePolicy
+
+NEIGHBOURS = 8
+TOKEN_COOKIE = "vgi_gallery_token"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; "
+                               "script-src 'self'; form-action 'self'; base-uri 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+_templates = Environment(loader=PackageLoader("vgi_vision.gallery", "templates"),
+                         autoescape=select_autoescape(default=True, default_for_string=True))
+_templates.filters["percent"] = lambda value: f"{100 * value:.1f}%"
+
+
+def host_name(host_header: str) -> str:
+    """The host part of a Host header: ``[::1]:8766`` -> ``::1``, ``a:80`` -> ``a``."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class Guard(BaseHTTPMiddleware):
+    """Bearer token (header, cookie, or ``?token=`` once), loopback Host check, headers.
+
+    A browser cannot send a bearer header on a plain navigation, so ``?token=`` is accepted
+    once, answered with an HttpOnly SameSite=Strict cookie and a redirect that drops the token
+    from the address bar. On a loopback bind only loopback Host names are served: a web page
+    elsewhere cannot read the gallery by rebinding its own DNS name to 127.0.0.1.
+    """
+
+    def __init__(self, app: Any, token: str | None, loopback_only: bool) -> None:
+        super().__init__(app)
+        self.token = token
+        self.loopback_only = loopback_only
+
+    async def dispatch(self, request: Request,
+                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await self.checked(request, call_next)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    async def checked(self, request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if self.loopback_only and \
+                host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+            return PlainTextResponse("this gallery answers only to localhost", 421)
+        if self.token is None:
+            return await call_next(request)
+        given = request.query_params.get("token")
+        if given is not None and self.matches(given):
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                              if k != "token"])
+            response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
+            response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+            return response
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header[:7].lower() == "bearer " else ""
+        if self.matches(bearer) or self.matches(request.cookies.get(TOKEN_COOKIE, "")):
+            return await call_next(request)
+        return PlainTextResponse("unauthorized: open the gallery with ?token=<token>", 401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+
+    def matches(self, given: str) -> bool:
+        assert self.token is not None
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
+             loopback_only: bool = True) -> Starlette:
+    def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        return HTMLResponse(_templates.get_template(name).render(**context), status)
+
+    async def grid(request: Request) -> Response:
+        flt = Filter.from_query(request.query_params)
+        count, tiles = await catalog.page(flt)
+        pages = max(1, math.ceil(count / flt.per_page))
+        histogram = await catalog.histogram(flt)
+        return render("grid.html", flt=flt, count=count, tiles=tiles, pages=pages,
+                      total=(await catalog.snapshot()).total,
+                      labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
+                      categories=await catalog.category_facet(flt),
+                      histogram=histogram, most=max((n for _, n in histogram), default=1),
+                      orders=ORDERS, shown_path=files.shown_path)
+
+    async def detail(request: Request) -> Response:
+        tile = await catalog.tile(request.path_params["key"], request.query_params.get("run", ""))
+        if tile is None:
+            return render("missing.html", 404)
+        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
+                      neighbours=await catalog.neighbours(tile, NEIGHBOURS),
+                      facts=files.facts(tile.path), path=files.shown_path(tile.path))
+
+    async def thumbnail(request: Request) -> Response:
+        jpeg = await catalog.thumbnail(request.path_params["key"])
+        if jpeg is None:
+            return PlainTextResponse("no thumbnail stored for this image", 404)
+        # The key is the sha256 of the image: its thumbnail never changes.
+        return Response(jpeg, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+    async def store_changed(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("the store changed while reading it; reload the page", 503)
+
+    static = Path(__file__).resolve().parent / "static"
+    return Starlette(
+        routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
+                Mount("/static", StaticFiles(directory=static), name="static")],
+        middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
+        exception_handlers={LookupError: store_changed},
+    )
