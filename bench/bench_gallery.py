@@ -1,7 +1,7 @@
 """The gallery at scale: page, facet, detail and thumbnail times at N stored images against a
 small baseline store, measured in the same run.
 
-Each store is written straight into LanceDB with the write-back schema: N committed images
+Each store is written straight into LanceDB with the write-back schema: N stored images
 (random unit embeddings of the model's dimension, labels drawn from the model's 1000 with a
 skewed distribution, 10 runs, rank 1 and 2 predictions, a small real JPEG thumbnail each).
 Requests go through the real ASGI app in-process (no sockets: this measures the gallery, not
@@ -30,13 +30,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog
 from vgi_vision.gallery.facts import FilePolicy
-from vgi_vision.lance.store import (
-    EMBEDDINGS,
-    PREDICTIONS,
-    embedding_schema,
-    prediction_schema,
-    utc_now,
-)
+from vgi_vision.lance.store import IMAGES, image_schema, utc_now
 from vgi_vision.model import ModelInfo, models_root
 
 BATCH = 5000
@@ -50,11 +44,11 @@ def thumbnail() -> bytes:
 
 
 async def build(folder: Path, n: int, info: ModelInfo) -> list[str]:
-    """Write ``n`` committed images; returns their keys."""
+    """Write ``n`` stored images; returns their keys."""
     rng = np.random.default_rng(n)
     db = await lancedb.connect_async(str(folder))
-    embeddings = await db.create_table(EMBEDDINGS, schema=embedding_schema(info.embedding_dim))
-    predictions = await db.create_table(PREDICTIONS, schema=prediction_schema())
+    schema = image_schema(info.embedding_dim)
+    images = await db.create_table(IMAGES, schema=schema)
     thumb, now = thumbnail(), utc_now()
     runs = [f"{i:032x}" for i in range(10)]
     keys: list[str] = []
@@ -68,23 +62,18 @@ async def build(folder: Path, n: int, info: ModelInfo) -> list[str]:
         vectors = rng.normal(size=(size, info.embedding_dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         run = [runs[i % len(runs)] for i in range(start, start + size)]
-        labels = [info.labels[i] for i in idx]
-        common: dict[str, list[Any]] = {"image_key": batch_keys, "path": [None] * size,
-                  "model": [info.name] * size, "run_id": run, "created_at": [now] * size,
-                  "committed": [True] * size}
-        await embeddings.add(pa.table({
-            **common, "label": labels, "confidence": top1,
+        columns: dict[str, Any] = {
+            "image_key": batch_keys, "model": [info.name] * size, "path": [None] * size,
+            "top_k": [2] * size,
+            "idx": [[int(i), int(i + 1) % 1000] for i in idx],
+            "label": [[info.labels[i], info.labels[(i + 1) % 1000]] for i in idx],
+            "confidence": [[float(a), float(b)] for a, b in zip(top1, top2, strict=True)],
+            "run_id": run, "created_at": [now] * size,
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
                                                         info.embedding_dim),
-            "thumbnail": [thumb] * size}, schema=embedding_schema(info.embedding_dim)))
-        second = [info.labels[(i + 1) % 1000] for i in idx]
-        await predictions.add(pa.table({
-            **{k: v + v for k, v in common.items()},
-            "rank": [1] * size + [2] * size, "idx": np.concatenate([idx, (idx + 1) % 1000]),
-            "label": labels + second, "confidence": np.concatenate([top1, top2])},
-            schema=prediction_schema()))
-    embeddings.close()
-    predictions.close()
+            "thumbnail": [thumb] * size}
+        await images.add(pa.table(columns, schema=schema))
+    images.close()
     db.close()
     return keys
 

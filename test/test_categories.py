@@ -105,3 +105,15 @@ def test_first_lemma_breaks_a_tie_only_when_it_is_unique() -> None:
         tied.resolve("cat")
     with pytest.raises(CategoryError, match="it names class n1"):
         taxonomy.resolve("tabby")
+
+
+def test_a_broken_categories_file_is_a_model_error(tmp_path: Path) -> None:
+    from vgi_vision.model_files import ModelError
+
+    (tmp_path / "categories.tsv").write_text("wnid\tlemmas\tparents\nn1\tcat\tn9\n")
+    with pytest.raises(ModelError, match="unusable.*lacks classes"):
+        load_taxonomy(tmp_path, "categories.tsv", ("n1", "n2"))
+    with pytest.raises(ModelError, match="unusable"):  # a parent it never defines
+        load_taxonomy(tmp_path, "categories.tsv", ("n1",))
+    with pytest.raises(ModelError, match="unusable"):
+        load_taxonomy(tmp_path, "missing.tsv", ("n1",))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import lancedb
 import pyarrow as pa
 import pytest
 from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
@@ -20,7 +22,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.store import IMAGES, STAGED
 from vgi_vision.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"
@@ -104,6 +106,10 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
         assert "Content-Security-Policy" in response.headers
     for url, response in zip(missing, got[len(grid):], strict=True):
         assert response.status_code == 404, url
+    # stored thumbnail bytes are data: always served as a JPEG the browser may not sniff
+    thumb, = asyncio.run(responses(store.uri, [f"/thumb/{store.hostile_key}"]))
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.headers["x-content-type-options"] == "nosniff"
 
 
 def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> None:
@@ -115,6 +121,21 @@ def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> No
     page, = asyncio.run(responses(store.uri, ["/?min_confidence=0.9"]))
     shown = {k for k in confident if f'data-key="{k}"' in page.text}
     assert shown == {k for k, name in store.names.items() if name == "coffee.png"}
+
+
+def test_smallest_margin_first_follows_the_stored_top_two(store: GalleryStore) -> None:
+    async def margins() -> dict[str, float]:
+        db = await lancedb.connect_async(str(store.uri))
+        table = await db.open_table(IMAGES)
+        rows = (await table.query().select(["image_key", "confidence"]).to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {r["image_key"]: r["confidence"][0] - r["confidence"][1] for r in rows}
+
+    expected = sorted((margin, key) for key, margin in asyncio.run(margins()).items())
+    page, = asyncio.run(responses(store.uri, ["/?order=margin"]))
+    shown = re.findall(r'class="tile" data-key="([0-9a-f]{64})"', page.text)
+    assert shown == [key for _, key in expected]
 
 
 def test_paths_and_files_only_under_the_data_root(store: GalleryStore, tmp_path: Path) -> None:
@@ -162,13 +183,13 @@ def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
             try:
                 before, _ = await catalog.page(Filter())
                 # rows of a run not yet committed stay invisible
-                embeddings = await catalog._db.open_table(EMBEDDINGS)
-                await embeddings.add(pa.Table.from_pylist([{
-                    "image_key": hashlib.sha256(b"x").hexdigest(), "path": None, "model": "m",
-                    "label": "pending", "confidence": 0.5, "run_id": "e" * 32,
-                    "created_at": None, "committed": False, "vector": [0.0] * 1280,
-                    "thumbnail": None}], schema=await embeddings.schema()))
-                embeddings.close()
+                staged = await catalog._db.open_table(STAGED)
+                await staged.add(pa.Table.from_pylist([{
+                    "image_key": hashlib.sha256(b"x").hexdigest(), "model": "m", "path": None,
+                    "top_k": 1, "idx": [0], "label": ["pending"], "confidence": [0.5],
+                    "run_id": "e" * 32, "created_at": None, "vector": [0.0] * 1280,
+                    "thumbnail": None, "input_row": 0}], schema=await staged.schema()))
+                staged.close()
                 pending, _ = await catalog.page(Filter())
                 await asyncio.to_thread(classify_into, sink, pictures[1:])
                 after, _ = await catalog.page(Filter())

@@ -31,7 +31,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from vgi_vision.categories import load_taxonomy
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.store import IMAGES
 from vgi_vision.model import load_classifier
 
 ARTIFACTS = REPO / "artifacts"
@@ -150,8 +150,8 @@ def test_uncertain_first_orders_by_confidence(browser: WebDriver, gallery: str,
 def stored_vectors(store: GalleryStore) -> dict[str, np.ndarray]:
     async def read() -> dict[str, np.ndarray]:
         db = await lancedb.connect_async(str(store.uri))
-        table = await db.open_table(EMBEDDINGS)
-        rows = await table.query().where("committed").select(["image_key", "vector"]).to_arrow()
+        table = await db.open_table(IMAGES)
+        rows = await table.query().select(["image_key", "vector"]).to_arrow()
         table.close()
         db.close()
         return {k: np.asarray(v) for k, v in zip(rows.column("image_key").to_pylist(),

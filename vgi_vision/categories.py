@@ -6,8 +6,8 @@ the classes under it are those it is an ancestor of. Names resolve the way a per
 
 * a WordNet id (``n02084071``) names that synset (a category, or a class as a category of one);
 * a word (spaces or underscores, any case) is looked up among the categories' lemmas only; where
-  several categories share it, the one whose *first* lemma it is wins (``dog`` is the animal,
-  not the andiron; ``cat`` is the true cat, not the big cat);
+  several categories share it, the one whose *first* lemma it is wins (``cat`` is the true cat,
+  not the big cat, whose second lemma it is);
 * no match, or several left, is a :class:`CategoryError` listing candidates with ids and class
   counts.
 """
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vgi_vision.model_files import ModelError
 
 _WNID = re.compile(r"n[0-9]{8}")
 
@@ -78,8 +80,7 @@ class Taxonomy:
             parents[wnid] = tuple(above.split(",")) if above else ()
         missing = [w for w in class_wnids if w not in lemmas]
         if missing:
-            raise ValueError(f"{path} lacks classes {missing[:3]}: rebuild it with "
-                             f"scripts/build_categories.py")
+            raise ValueError(f"it lacks classes {missing[:3]}")
         return cls(class_wnids, lemmas, parents)
 
     def name(self, wnid: str) -> str:
@@ -141,6 +142,13 @@ def _listing(categories: list[Category]) -> str:
 
 
 @functools.cache
-def load_taxonomy(directory: Path, file: str, class_wnids: tuple[str, ...]) -> Taxonomy:
-    """The taxonomy of a model directory, parsed once per process."""
-    return Taxonomy.load(directory / file, class_wnids)
+def load_taxonomy(directory: Path, file: str, class_wnids: tuple[str | None, ...]) -> Taxonomy:
+    """The taxonomy of a model directory, parsed once per process; ModelError if unusable."""
+    path = directory / file
+    if None in class_wnids:
+        raise ModelError(f"{path}: categories need a WordNet id for every class in the labels")
+    try:
+        return Taxonomy.load(path, tuple(w for w in class_wnids if w is not None))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"model categories {path} are unusable: {exc}; rebuild them with "
+                         f"scripts/build_categories.py") from exc

@@ -6,7 +6,7 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
-from vgi_vision.functions import categories, facts
+from vgi_vision.functions import categories, facts, ocr
 from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
 from vgi_vision.functions.common import (
     DEFAULT_TOP_K,
@@ -71,7 +71,9 @@ def build_registry(ctx: VisionContext) -> Registry:
         overloads=(Overload(()),),
         columns=PREDICTION_COLUMNS,
         description="Every prediction stored by write-back (a worker started with --lance), "
-                    "one row per image and rank; only completed runs are visible.",
+                    "one row per image and rank; each image is stored once per model (with "
+                    "the most ranks it was classified with), and only completed runs are "
+                    "visible.",
         example="SELECT label, count(*) FROM vision.predictions() WHERE rank = 1 GROUP BY label",
         impl=Predictions(ctx),
         input_rows_per_call=1,
@@ -107,4 +109,5 @@ def build_registry(ctx: VisionContext) -> Registry:
     ))
     facts.register(registry, ctx)
     categories.register(registry, ctx)
+    ocr.register(registry, ctx)
     return registry
