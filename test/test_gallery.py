@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import lancedb
 import pyarrow as pa
 import pytest
 from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
@@ -20,7 +22,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
-from vgi_vision.lance.store import STAGED
+from vgi_vision.lance.store import IMAGES, STAGED
 from vgi_vision.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"
@@ -119,6 +121,21 @@ def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> No
     page, = asyncio.run(responses(store.uri, ["/?min_confidence=0.9"]))
     shown = {k for k in confident if f'data-key="{k}"' in page.text}
     assert shown == {k for k, name in store.names.items() if name == "coffee.png"}
+
+
+def test_smallest_margin_first_follows_the_stored_top_two(store: GalleryStore) -> None:
+    async def margins() -> dict[str, float]:
+        db = await lancedb.connect_async(str(store.uri))
+        table = await db.open_table(IMAGES)
+        rows = (await table.query().select(["image_key", "confidence"]).to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {r["image_key"]: r["confidence"][0] - r["confidence"][1] for r in rows}
+
+    expected = sorted((margin, key) for key, margin in asyncio.run(margins()).items())
+    page, = asyncio.run(responses(store.uri, ["/?order=margin"]))
+    shown = re.findall(r'class="tile" data-key="([0-9a-f]{64})"', page.text)
+    assert shown == [key for _, key in expected]
 
 
 def test_paths_and_files_only_under_the_data_root(store: GalleryStore, tmp_path: Path) -> None:

@@ -199,3 +199,60 @@ def resize_center_crop(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     resized = image.resize((prep.size, prep.size), Image.Resampling.BICUBIC, box=box,
                            reducing_gap=3.0)
     return np.asarray(resized, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class OrientedImage:
+    """Upright RGB pixels (EXIF orientation applied), possibly downscaled for a model.
+
+    ``scale`` maps pixel coordinates of ``pixels`` back to the upright original image
+    (original = pixels * scale), so results can be reported in the image's own pixels.
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> float:
+        return self.width / self.pixels.shape[1]
+
+
+def decode_upright(source: ImageSource, limits: DecodeLimits, max_side: int
+                   ) -> OrientedImage | None:
+    """Decode ``source`` upright, its longer side at most ``max_side`` pixels; or None.
+
+    For models that read the whole picture (OCR) rather than a centre crop. Total on hostile
+    input, with the same header-first limits as :func:`decode`.
+    """
+    data = read_source(source, limits)
+    if data is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _decode_upright(data, limits, max_side)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
+        log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
+        return None
+
+
+def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> OrientedImage | None:
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if width <= 0 or height <= 0 or width * height > limits.max_pixels:
+            return None
+        image.seek(0)
+        scale = min(1.0, max_side / max(width, height))
+        image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        image.load()
+        oriented = ImageOps.exif_transpose(image)
+        # libjpeg may have decoded at 1/2..1/8 size; a 90-degree orientation swaps the sides
+        turned = oriented.size != image.size
+        rgb = to_rgb(oriented)
+    upright_w, upright_h = (height, width) if turned else (width, height)
+    if max(rgb.size) > max_side:
+        factor = max_side / max(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * factor)), max(1, round(rgb.height * factor))),
+                         Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return OrientedImage(np.asarray(rgb, dtype=np.uint8), upright_w, upright_h)
