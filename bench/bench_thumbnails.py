@@ -39,20 +39,20 @@ def classify_rate(classifier: Classifier, images: list[bytes], thumbnails: bool)
     return len(images) / (time.perf_counter() - started)
 
 
-def embedding_rows(classifier: Classifier, images: list[bytes],
-                   results: list[Classification | None], run_id: str, thumbnails: bool
-                   ) -> list[dict[str, Any]]:
+def image_rows(classifier: Classifier, images: list[bytes],
+               results: list[Classification | None], run_id: str, thumbnails: bool
+               ) -> list[dict[str, Any]]:
     now = utc_now()
     rows = []
-    for data, result in zip(images, results, strict=True):
+    for row, (data, result) in enumerate(zip(images, results, strict=True)):
         assert result is not None
+        idxs = result.indices[:5].tolist()
         rows.append({"image_key": hashlib.sha256(data).hexdigest(), "path": None,
-                     "model": classifier.info.name,
-                     "label": classifier.info.labels[int(result.indices[0])],
-                     "confidence": float(result.probabilities[0]), "run_id": run_id,
-                     "created_at": now, "committed": False,
-                     "vector": result.embedding.tolist(),
-                     "thumbnail": result.thumbnail if thumbnails else None})
+                     "model": classifier.info.name, "top_k": len(idxs), "idx": idxs,
+                     "label": [classifier.info.labels[i] for i in idxs],
+                     "confidence": result.probabilities[:5].tolist(), "run_id": run_id,
+                     "created_at": now, "vector": result.embedding.tolist(),
+                     "thumbnail": result.thumbnail if thumbnails else None, "input_row": row})
     return rows
 
 
@@ -62,17 +62,17 @@ def folder_bytes(folder: Path) -> int:
 
 def store(classifier: Classifier, images: list[bytes], results: list[Classification | None],
           thumbnails: bool) -> tuple[float, int]:
-    """Seconds to write and commit one run of embedding rows, and the store's size after."""
+    """Seconds to write and commit one run of image rows, and the store's size after."""
     with tempfile.TemporaryDirectory(prefix="bench-thumbs-") as tmp:
         folder = Path(tmp) / "db"
         sink = WriteBack(str(folder), classifier.info.embedding_dim)
         try:
             run_id = uuid.uuid4().hex
-            rows = embedding_rows(classifier, images, results, run_id, thumbnails)
+            rows = image_rows(classifier, images, results, run_id, thumbnails)
             started = time.perf_counter()
             for start in range(0, len(rows), 32):  # one classify tick's worth per write
-                sink.write(run_id, [], rows[start:start + 32])
-            sink.finish(run_id, 0, len(rows))
+                sink.write(run_id, rows[start:start + 32])
+            sink.finish(run_id, len(rows))
             seconds = time.perf_counter() - started
         finally:
             sink.close()

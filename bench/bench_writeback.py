@@ -2,8 +2,9 @@
 
 Each mode runs in a fresh child process so its peak RSS is its own:
 
-* queue   -- N prediction rows enqueued through ``CoalescingWriteQueue`` (default window and
-             batch size) into the real ``PredictionStore``, every future awaited;
+* queue   -- N staged image rows (5 ranks and a 1280-d embedding each) enqueued through
+             ``CoalescingWriteQueue`` (default window and batch size) into the real
+             ``PredictionStore``, every future awaited;
 * per-row -- the same rows, one ``AsyncTable.add`` each (the baseline).
 
 Per-row adds are slow (one table version each), so the baseline writes fewer rows by default
@@ -26,16 +27,17 @@ import time
 
 import pyarrow as pa
 
-from vgi_vision.lance.store import PREDICTIONS, PredictionStore, utc_now
+from vgi_vision.lance.store import PredictionStore, staged_schema, utc_now
 from vgi_vision.lance.write_queue import CoalescingWriteQueue
 
 
 def rows(n: int) -> list[dict]:
     now = utc_now()
-    return [{"image_key": f"{i // 5:064x}", "path": None, "model": "efficientnet-lite0",
-             "rank": i % 5 + 1, "idx": i % 1000, "label": f"class {i % 1000}",
-             "confidence": 1.0 / (i % 5 + 2), "run_id": "0" * 32, "created_at": now,
-             "committed": False} for i in range(n)]
+    return [{"image_key": f"{i:064x}", "model": "efficientnet-lite0", "path": None,
+             "top_k": 5, "idx": [(i + r) % 1000 for r in range(5)],
+             "label": [f"class {(i + r) % 1000}" for r in range(5)],
+             "confidence": [1.0 / (r + 2) for r in range(5)], "run_id": "0" * 32,
+             "created_at": now, "vector": [0.0] * 1280, "input_row": i} for i in range(n)]
 
 
 def peak_rss_mb() -> float:
@@ -49,16 +51,16 @@ async def write(mode: str, n: int, folder: str) -> dict:
     started = time.perf_counter()
     if mode == "queue":
         queue: CoalescingWriteQueue[dict] = CoalescingWriteQueue(
-            lambda batch: store.append(PREDICTIONS, batch))
+            store.append)
         futures = [await queue.enqueue(r) for r in records]
         await asyncio.gather(*futures)
         await queue.stop()
     else:
-        schema = await store.predictions.schema()
+        schema = staged_schema(1280)
         for record in records:
-            await store.predictions.add(pa.Table.from_pylist([record], schema=schema))
+            await store.staged.add(pa.Table.from_pylist([record], schema=schema))
     seconds = time.perf_counter() - started
-    stored = await store.predictions.count_rows()
+    stored = await store.staged.count_rows()
     store.close()
     return {"mode": mode, "rows": n, "stored": stored, "seconds": seconds,
             "rss_growth_mb": peak_rss_mb() - before}

@@ -69,6 +69,41 @@ def make_jpegs(n: int, *, size: int = SIZE, quality: int = QUALITY, seed: int = 
     return out
 
 
+def encode(image: Image.Image, fmt: str, **options: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo_variants(folder: Path = FIXTURES) -> dict[str, bytes]:
+    """Every committed photograph as shipped plus fixed variants of it, by name.
+
+    The variants are what a collection of real photos varies by: a tighter center crop, the
+    four corner crops, a mirror image, a half-size copy, and re-encodes at JPEG quality 60 and
+    WebP quality 80. Deterministic: the same bytes on every run.
+    """
+    out: dict[str, bytes] = {}
+    for path in sorted([*folder.glob("*.png"), *folder.glob("*.jpg")]):
+        out[path.name] = path.read_bytes()
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        width, height = image.size
+        cw, ch = int(width * 0.7), int(height * 0.7)
+        crops = {"center": ((width - cw) // 2, (height - ch) // 2),
+                 "top-left": (0, 0), "top-right": (width - cw, 0),
+                 "bottom-left": (0, height - ch), "bottom-right": (width - cw, height - ch)}
+        for where, (left, top) in crops.items():
+            crop = image.crop((left, top, left + cw, top + ch))
+            out[f"{path.name}:crop-{where}"] = encode(crop, "PNG")
+        out[f"{path.name}:mirror"] = encode(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                                            "PNG")
+        half = image.resize((width // 2, height // 2), Image.Resampling.LANCZOS)
+        out[f"{path.name}:half"] = encode(half, "PNG")
+        out[f"{path.name}:jpeg-q60"] = encode(image, "JPEG", quality=60)
+        out[f"{path.name}:webp-q80"] = encode(image, "WEBP", quality=80)
+    return out
+
+
 if __name__ == "__main__":
     import sys
 

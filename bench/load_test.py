@@ -64,7 +64,7 @@ class Expected:
     photos: dict[str, bytes]
     probabilities: dict[str, np.ndarray]  # name -> the 1000 class probabilities
     labels: tuple[str, ...]
-    wnids: tuple[str, ...]
+    wnids: tuple[str | None, ...]
 
     @classmethod
     def compute(cls) -> Expected:

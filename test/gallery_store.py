@@ -21,7 +21,7 @@ from PIL import Image
 
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, utc_now
+from vgi_vision.lance.store import IMAGES, utc_now
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.launch import wait_for
 from vgi_vision.model import load_classifier
@@ -54,13 +54,14 @@ def classify_into(sink: WriteBack, images: list[bytes] | list[str]) -> None:
 
 
 def build_store(folder: Path) -> GalleryStore:
-    """Two runs (every photo as BLOB, then two by path) and one hostile committed row."""
+    """Two runs (two photos by path, then every photo as BLOB, which stores the other two:
+    an image is stored once) and one hostile stored row."""
     uri = folder / "store.lance"
     files = sorted(p for p in DATA.iterdir() if p.is_file())
     sink = WriteBack(str(uri), 1280)
     try:
-        classify_into(sink, [p.read_bytes() for p in files])
         classify_into(sink, [str(p) for p in files[:2]])  # absolute, as stored by path
+        classify_into(sink, [p.read_bytes() for p in files])
     finally:
         sink.close()
     classifier = load_classifier()
@@ -78,28 +79,21 @@ def build_store(folder: Path) -> GalleryStore:
 
 
 def add_hostile_row(uri: Path, near: np.ndarray) -> str:
-    """A committed image whose label and path try to inject markup and script."""
+    """A stored image whose label and path try to inject markup and script."""
     key = hashlib.sha256(b"hostile").hexdigest()
     picture = io.BytesIO()
     Image.new("RGB", (200, 120), (180, 40, 40)).save(picture, "JPEG")
     vector = near + np.random.default_rng(0).normal(0, 0.05, near.shape)
-    common = {"image_key": key, "path": HOSTILE_PATH, "model": "efficientnet-lite0",
-              "run_id": "f" * 32, "created_at": utc_now(), "committed": True}
-
     async def write() -> None:
         db = await lancedb.connect_async(str(uri))
-        embeddings = await db.open_table(EMBEDDINGS)
-        await embeddings.add(pa.Table.from_pylist([{
-            **common, "label": HOSTILE_LABEL, "confidence": 0.03,
+        images = await db.open_table(IMAGES)
+        await images.add(pa.Table.from_pylist([{
+            "image_key": key, "model": "efficientnet-lite0", "path": HOSTILE_PATH, "top_k": 2,
+            "idx": [0, 1], "label": [HOSTILE_LABEL, "'; DROP TABLE x; --"],
+            "confidence": [0.03, 0.02], "run_id": "f" * 32, "created_at": utc_now(),
             "vector": (vector / np.linalg.norm(vector)).astype(np.float32).tolist(),
-            "thumbnail": picture.getvalue()}], schema=await embeddings.schema()))
-        predictions = await db.open_table(PREDICTIONS)
-        await predictions.add(pa.Table.from_pylist(
-            [{**common, "rank": 1, "idx": 0, "label": HOSTILE_LABEL, "confidence": 0.03},
-             {**common, "rank": 2, "idx": 1, "label": "'; DROP TABLE x; --", "confidence": 0.02}],
-            schema=await predictions.schema()))
-        for table in (embeddings, predictions):
-            table.close()
+            "thumbnail": picture.getvalue()}], schema=await images.schema()))
+        images.close()
         db.close()
 
     asyncio.run(write())

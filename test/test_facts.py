@@ -23,7 +23,7 @@ from PIL import ExifTags, Image, ImageFile
 from vgi_vision.facts import perceptual_hash, read_info
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.imaging import DecodeLimits
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.lance.store import IMAGES
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
@@ -184,6 +184,8 @@ def test_image_info_reads_a_bomb_header_without_decoding(monkeypatch) -> None:
     assert loads == []
     monkeypatch.undo()
     assert perceptual_hash(handmade_png(100_000, 100_000)) is None  # over the pixel limit
+    huge = read_info(handmade_png(2**32 - 1, 7))  # more than SQL INTEGER holds
+    assert huge is not None and (huge.width, huge.height) == (None, 7)
 
 
 @pytest.mark.parametrize("data", [b"", b"junk", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe1" * 50,
@@ -229,12 +231,93 @@ def test_embed_is_the_vector_write_back_stores(tmp_path: Path, registry: Registr
 
     async def stored() -> list:
         db = await lancedb.connect_async(str(tmp_path / "db"))
-        table = await db.open_table(EMBEDDINGS)
-        rows = (await table.query().to_arrow()).sort_by("label").column("vector").to_pylist()
+        table = await db.open_table(IMAGES)
+        rows = await table.query().select(["label", "vector"]).to_arrow()
+        top = {labels[0]: vector for labels, vector in zip(
+            rows.column("label").to_pylist(), rows.column("vector").to_pylist(), strict=True)}
         table.close()
         db.close()
-        return rows
+        return [top[label] for label in sorted(top)]
 
     labels = call(registry, "top_label", images)
     embedded = dict(zip(labels, call(registry, "embed", images), strict=True))
     assert [embedded[label] for label in sorted(labels)] == asyncio.run(stored())
+
+
+def test_mutated_headers_never_fail_a_batch(registry: Registry) -> None:
+    """Seeded byte flips in EXIF-bearing JPEG, PNG, TIFF and WebP files: every row of every
+    batch is a value or NULL, the Arrow result builds, and nothing raises."""
+    import random
+
+    base = photo("cat.png").resize((64, 43))
+    originals = [with_exif(base, fmt) for fmt in ("JPEG", "PNG", "TIFF", "WEBP")]
+    rng = random.Random(7)
+    batch = []
+    for _ in range(200):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(min(len(data), 400))  # the headers and EXIF
+            data[position] = rng.randrange(256)
+        batch.append(bytes(data))
+    for name in ("image_info", "phash"):
+        values = call(registry, name, batch)
+        assert len(values) == len(batch)
+    assert call(registry, "image_info", originals)[2]["orientation"] == 6  # TIFF's own IFD
+
+
+@pytest.mark.parametrize(("name", "extra"), [("embed", []), ("category_score", ["dog"]),
+                                             ("is_a", ["dog"])])
+def test_model_runs_once_per_decode_batch_not_per_row(name: str, extra: list,
+                                                      monkeypatch) -> None:
+    """64 images in one call: two model runs (32 images each), as for classify."""
+    classifier = load_classifier()
+    batches: list[int] = []
+    real_run = classifier.run
+
+    def counting_run(pixels):
+        batches.append(len(pixels))
+        return real_run(pixels)
+
+    monkeypatch.setattr(classifier, "run", counting_run)
+    registry = build_registry(VisionContext(classifier, PathPolicy.unrestricted()))
+    images = [(DATA / n).read_bytes() for n in sorted(p.name for p in DATA.glob("*.*"))] * 16
+    spec = registry.get(name)
+    columns = [pa.array(images, pa.binary())] + [pa.array(extra * len(images))] * len(extra)
+    values = spec.impl(spec.resolve(argument_rows(columns))).to_pylist()
+    assert len(values) == 64 and None not in values
+    assert batches == [32, 32]
+
+
+def test_bombs_and_garbage_over_sql_give_null_and_the_worker_serves_on(transport: str,
+                                                                          worker_pool) -> None:
+    """Through DuckDB and a real worker: per row NULL for what cannot be read, header facts
+    for a bomb image_info can describe without decoding it, and good rows unaffected."""
+    import duckdb
+
+    import vgi_vision
+
+    jpeg_bomb = bytearray(jpeg(Image.new("RGB", (16, 16), "red")))
+    sof = jpeg_bomb.index(b"\xff\xc0")
+    jpeg_bomb[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
+    rows = [handmade_png(100_000, 100_000), bytes(jpeg_bomb), b"GIF89a" + b"\xff" * 64,
+            (DATA / "coffee.png").read_bytes(), with_exif(photo("rocket.jpg"))]
+    con = duckdb.connect()
+    vgi_vision.attach(con, worker_pool.get(transport).location)
+    try:
+        con.register("t", pa.table({"id": list(range(len(rows))),
+                                    "image": pa.array(rows, pa.binary())}))
+        got = con.execute(
+            "SELECT id, vision.embed(image) IS NULL, vision.phash(image) IS NULL, "
+            "vision.category_score(image, 'beverage') > 0.5, vision.is_a(image, 'cat'), "
+            "vision.image_info(image).width FROM t ORDER BY id").fetchall()
+        exif = con.execute("SELECT i.taken_at, i.make, i.model, i.orientation, i.latitude, "
+                           "i.longitude FROM (SELECT vision.image_info(image) AS i FROM t "
+                           "WHERE id = 4)").fetchone()
+    finally:
+        vgi_vision.detach(con)
+        con.close()
+    assert got == [(0, True, True, None, None, 100_000), (1, True, True, None, None, 60000),
+                   (2, True, True, None, None, None), (3, False, False, True, False, 600),
+                   (4, False, False, False, False, 640)]
+    assert exif[:4] == (datetime(2024, 5, 17, 8, 30, 15), "Acme", "Pinhole 2", 6)
+    assert exif[4:] == (pytest.approx(-33.865), pytest.approx(151.21))

@@ -30,7 +30,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from vgi_vision.lance.store import EMBEDDINGS
+from vgi_vision.categories import load_taxonomy
+from vgi_vision.lance.store import IMAGES
+from vgi_vision.model import load_classifier
 
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -110,6 +112,32 @@ def test_label_facet_filters(browser: WebDriver, gallery: str, store: GallerySto
     assert browser.find_element(By.ID, "summary").text.startswith(f"{len(shown)} of ")
 
 
+def test_category_facet_counts_and_filters(browser: WebDriver, gallery: str,
+                                           store: GalleryStore) -> None:
+    classifier = load_classifier()
+    info = classifier.info
+    taxonomy = load_taxonomy(info.directory, info.metadata["categories"]["file"], info.wnids)
+    index = {label: i for i, label in enumerate(info.labels)}
+
+    def under(wnid: str) -> dict[str, str]:
+        return {k: v for k, v in store.labels.items()
+                if v in index and wnid in taxonomy.ancestors[index[v]]}
+
+    open_page(browser, gallery + "/")
+    facet = {a.get_attribute("data-category"): a for a in
+             browser.find_elements(By.CSS_SELECTOR, "a.facet-category")}
+    assert facet  # the shipped model has WordNet categories
+    for wnid, link in facet.items():
+        count = link.find_element(By.XPATH, "following-sibling::span[@class='count']").text
+        assert int(count) == len(under(wnid)), taxonomy.name(wnid)
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    domestic_cat = next(w for w in taxonomy.ancestors[index[store.labels[cat]]]
+                        if taxonomy.name(w) == "domestic cat")
+    facet[domestic_cat].click()
+    WebDriverWait(browser, 60).until(lambda d: "category=" in d.current_url)
+    assert tiles(browser) == under(domestic_cat) == {cat: store.labels[cat]}
+
+
 def test_uncertain_first_orders_by_confidence(browser: WebDriver, gallery: str,
                                               store: GalleryStore) -> None:
     open_page(browser, gallery + "/?order=uncertain")
@@ -122,8 +150,8 @@ def test_uncertain_first_orders_by_confidence(browser: WebDriver, gallery: str,
 def stored_vectors(store: GalleryStore) -> dict[str, np.ndarray]:
     async def read() -> dict[str, np.ndarray]:
         db = await lancedb.connect_async(str(store.uri))
-        table = await db.open_table(EMBEDDINGS)
-        rows = await table.query().where("committed").select(["image_key", "vector"]).to_arrow()
+        table = await db.open_table(IMAGES)
+        rows = await table.query().select(["image_key", "vector"]).to_arrow()
         table.close()
         db.close()
         return {k: np.asarray(v) for k, v in zip(rows.column("image_key").to_pylist(),

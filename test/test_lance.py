@@ -1,12 +1,15 @@
-"""LanceDB write-back: all-or-nothing runs, bounded in-flight work, shutdown and recovery.
+"""LanceDB write-back: all-or-nothing runs stored once per (image, model), replay-safe,
+with bounded in-flight work, shutdown and recovery.
 
-Real LanceDB in tmp folders and the real model throughout; failures are injected into the
-store's append so the atomicity mechanism itself is what is tested.
+Real LanceDB in tmp folders and the real model throughout, on real photographs (cropped into
+distinct images where a test needs many); failures are injected into the store's append so the
+atomicity mechanism itself is what is tested.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -17,11 +20,12 @@ from pathlib import Path
 import lancedb
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, RUNS, utc_now
+from vgi_vision.lance.store import IMAGES, RUNS, STAGED, utc_now
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.launch import running_worker
 from vgi_vision.model import load_classifier
@@ -30,30 +34,14 @@ from vgi_vision.registry import FunctionError, argument_rows
 
 
 def table_counts(uri: Path) -> dict[str, int]:
-    """Rows per table, committed or not, read with a fresh connection."""
+    """Rows per table, read with a fresh connection."""
 
     async def count() -> dict[str, int]:
         db = await lancedb.connect_async(str(uri))
         counts = {}
-        for name in (PREDICTIONS, EMBEDDINGS, RUNS):
+        for name in (IMAGES, STAGED, RUNS):
             table = await db.open_table(name)
             counts[name] = await table.count_rows()
-            table.close()
-        db.close()
-        return counts
-
-    return asyncio.run(count())
-
-
-def uncommitted_counts(uri: Path) -> dict[str, int]:
-    """Rows per table that no reader sees yet: written by a run that has not committed."""
-
-    async def count() -> dict[str, int]:
-        db = await lancedb.connect_async(str(uri))
-        counts = {}
-        for name in (PREDICTIONS, EMBEDDINGS):
-            table = await db.open_table(name)
-            counts[name] = await table.count_rows("NOT committed")
             table.close()
         db.close()
         return counts
@@ -66,13 +54,33 @@ def classify_args(images: list[bytes], top_k: int = 5) -> pa.RecordBatch:
                           pa.array([top_k] * len(images), pa.int32())])
 
 
+def distinct_photos(fixture_bytes: dict[str, bytes], n: int, first: int = 0) -> list[bytes]:
+    """``n`` different images: the photographs cropped at shifting offsets, as small JPEGs."""
+    photos = [Image.open(io.BytesIO(data)).convert("RGB").resize((160, 160))
+              for data in fixture_bytes.values()]
+    out = []
+    for i in range(first, first + n):
+        shift = i // len(photos)
+        crop = photos[i % len(photos)].crop((shift % 32, shift // 32, 128 + shift % 32,
+                                             128 + shift // 32))
+        buffer = io.BytesIO()
+        crop.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    assert len(set(out)) == n
+    return out
+
+
 @pytest.fixture
 def images(fixture_bytes: dict[str, bytes]) -> list[bytes]:
-    return list(fixture_bytes.values()) * 10  # 40 images: two ticks, many queue batches
+    return distinct_photos(fixture_bytes, 40)  # two ticks, many queue batches
 
 
 def registry_with(sink: WriteBack):
     return build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted(), sink))
+
+
+def stored(registry) -> pa.Table:
+    return invoke_table_function(registry.get("predictions"), argument_rows([], 1))
 
 
 def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list[bytes]) -> None:
@@ -84,11 +92,11 @@ def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list
 
     real_append, calls = sink.store.append, []
 
-    async def failing_append(table: str, rows: list) -> None:
-        calls.append(table)
+    async def failing_append(rows: list) -> None:
+        calls.append(len(rows))
         if len(calls) == 2:
             raise OSError("disk full (injected)")
-        await real_append(table, rows)
+        await real_append(rows)
 
     sink.store.append = failing_append
     with pytest.raises(FunctionError) as info:
@@ -98,16 +106,14 @@ def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list
     assert len(calls) > 2  # the run really was written in several sub-batches
     sink.store.append = real_append
 
-    # Zero rows of the failed run anywhere, committed or not; no orphaned commit record.
+    # Nothing of the failed run anywhere, staged or stored; no commit record.
     assert table_counts(tmp_path / "db") == before
-    visible = invoke_table_function(registry.get("predictions"), argument_rows([], 1))
-    assert visible.num_rows == 4 * 5
+    assert stored(registry).num_rows == 4 * 5
     # The queue keeps running: the next run lands whole.
-    invoke_table_function(classify, classify_args(images[:3], top_k=2))
-    assert invoke_table_function(registry.get("predictions"),
-                                 argument_rows([], 1)).num_rows == 20 + 6
+    invoke_table_function(classify, classify_args(images[4:7], top_k=2))
+    assert stored(registry).num_rows == 20 + 6
     sink.close()
-    assert table_counts(tmp_path / "db") == {PREDICTIONS: 26, EMBEDDINGS: 7, RUNS: 2}
+    assert table_counts(tmp_path / "db") == {IMAGES: 7, STAGED: 0, RUNS: 2}
 
 
 def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) -> None:
@@ -117,14 +123,14 @@ def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) 
     events: list[str] = []
     real_append, real_write = sink.store.append, sink.write
 
-    async def stuck_append(table: str, rows: list) -> None:
+    async def stuck_append(rows: list) -> None:
         while not gate.is_set():
             await asyncio.sleep(0.01)
-        await real_append(table, rows)
+        await real_append(rows)
 
-    def traced_write(run_id: str, predictions: list, embeddings: list) -> None:
+    def traced_write(run_id: str, rows: list) -> None:
         events.append("requested")
-        real_write(run_id, predictions, embeddings)
+        real_write(run_id, rows)
         events.append("accepted")
 
     sink.store.append = stuck_append
@@ -150,23 +156,23 @@ def test_max_in_flight_is_validated(tmp_path: Path, bad) -> None:
         WriteBack(str(tmp_path / "db"), 1280, max_in_flight=bad)
 
 
-def test_predictions_page_over_http(tmp_path: Path, images: list[bytes]) -> None:
+def test_predictions_page_over_http(tmp_path: Path, fixture_bytes: dict[str, bytes]) -> None:
     """More stored rows than one page: every row comes back once over continuations."""
+    photos = distinct_photos(fixture_bytes, 120)
     with running_worker("http", "--lance", str(tmp_path / "db"), workdir=tmp_path) as worker:
         with Client(worker.location) as client:
-            stored = client.table("classify", pa.array(images * 3, pa.binary()),
-                                  pa.array([5] * 120, pa.int32()))
-            assert stored.num_rows == 600
+            classified = client.table("classify", pa.array(photos, pa.binary()),
+                                      pa.array([5] * 120, pa.int32()))
+            assert classified.num_rows == 600
             before = client.requests
             rows = client.table("predictions")
             assert client.requests - before >= 2  # more than one page
-            keys = list(zip(rows.column("run_id").to_pylist(),
-                            rows.column("image_key").to_pylist(),
-                            rows.column("rank").to_pylist(), rows.column("path").to_pylist(),
-                            strict=True))
-            assert len(rows) == 600
-            # 4 distinct photographs, each stored 30 times over 4 runs (32 images per call)
-            assert len({k[1] for k in keys}) == 4 and len({k[0] for k in keys}) == 4
+            keys = list(zip(rows.column("image_key").to_pylist(),
+                            rows.column("rank").to_pylist(), strict=True))
+            assert len(rows) == len(set(keys)) == 600
+            # 120 images, 4 runs (32 images per call)
+            assert len({k[0] for k in keys}) == 120
+            assert len(set(rows.column("run_id").to_pylist())) == 4
             assert sorted(rows.column("rank").to_pylist()) == sorted([1, 2, 3, 4, 5] * 120)
 
 
@@ -176,42 +182,62 @@ def test_predictions_without_lance_is_a_clear_error(client) -> None:
     assert info.value.kind == "not_configured"
 
 
-def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, images: list[bytes]) -> None:
+def visible_rows(uri: Path) -> list[tuple]:
+    """What readers see, read straight from the tables (no worker, so no recovery runs)."""
+
+    async def read() -> list[tuple]:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table(IMAGES)
+        rows = (await table.query().to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return sorted((r["image_key"], r["run_id"], tuple(r["idx"]), len(r["vector"]))
+                      for r in rows)
+
+    return asyncio.run(read())
+
+
+def test_sigterm_drains_and_kill9_recovers(tmp_path: Path, fixture_bytes: dict[str, bytes]
+                                           ) -> None:
     db = tmp_path / "db"
+    first = distinct_photos(fixture_bytes, 8)
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w1") as worker:
         with Client(worker.location) as client:
-            acknowledged = client.table("classify", pa.array(images[:8], pa.binary()))
+            acknowledged = client.table("classify", pa.array(first, pa.binary()))
         worker.process.send_signal(signal.SIGTERM)
         assert worker.process.wait(timeout=60) == 0
         assert not (tmp_path / "w1" / "worker.sock").exists()  # no stale socket left
-    assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
+    assert table_counts(db) == {IMAGES: 8, STAGED: 0, RUNS: 1}
     assert acknowledged.num_rows == 40
+    seen = visible_rows(db)
 
     # kill -9 between the two pages of one call (32 images a page): the call provably has not
-    # finished, and its first page's rows are on disk, uncommitted, when the signal lands.
-    unfinished = {PREDICTIONS: 32 * 5, EMBEDDINGS: 32}
+    # finished, and its first page's rows are on disk, staged, when the signal lands.
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w2") as worker:
         with Client(worker.location) as client:
-            two_pages = classify_args((images * 2)[:64])
+            two_pages = classify_args(distinct_photos(fixture_bytes, 64, first=8))
             header, page = client.request({"op": "scan", "function": "classify", "token": None},
                                           two_pages)
             assert header["done"] is False and page is not None and page.num_rows == 32 * 5
             deadline = time.monotonic() + 60
-            while uncommitted_counts(db) != unfinished and time.monotonic() < deadline:
+            while table_counts(db)[STAGED] != 32 and time.monotonic() < deadline:
                 time.sleep(0.05)  # until the page's rows have landed
-            assert uncommitted_counts(db) == unfinished
+            assert table_counts(db)[STAGED] == 32
             os.kill(worker.process.pid, signal.SIGKILL)
             assert worker.process.wait(timeout=60) == -signal.SIGKILL
             with pytest.raises(ConnectionError):
                 client.request({"op": "scan", "function": "classify",
                                 "token": header["token"]}, two_pages)
-    assert uncommitted_counts(db) == unfinished  # left behind by the killed call
-    # A restart opens cleanly and removes them; the acknowledged run is untouched.
+    # Left behind by the killed call, and invisible: readers see the acknowledged run only,
+    # whole (predictions with their embedding), before and after the restart.
+    assert table_counts(db) == {IMAGES: 8, STAGED: 32, RUNS: 1}
+    assert visible_rows(db) == seen
+    assert all(width == 1280 and len(idx) == 5 for _, _, idx, width in seen)
     with running_worker("unix", "--lance", str(db), workdir=tmp_path / "w3") as worker:
         with Client(worker.location) as client:
             visible = client.table("predictions")
-    assert uncommitted_counts(db) == {PREDICTIONS: 0, EMBEDDINGS: 0}
-    assert table_counts(db) == {PREDICTIONS: 40, EMBEDDINGS: 8, RUNS: 1}
+    assert table_counts(db) == {IMAGES: 8, STAGED: 0, RUNS: 1}
+    assert visible_rows(db) == seen
     assert visible.num_rows == 40
 
 
@@ -228,14 +254,15 @@ def tiny_disk(tmp_path: Path):
 
 
 def test_full_disk_is_a_clear_error_and_keeps_acknowledged_rows(
-        tiny_disk: Path, images: list[bytes]) -> None:
+        tiny_disk: Path, fixture_bytes: dict[str, bytes]) -> None:
     with running_worker("unix", "--lance", str(tiny_disk / "db"),
                         workdir=tiny_disk.parent / "w") as worker:
         with Client(worker.location) as client:
             acknowledged, failure = 0, None
-            for _ in range(100):  # bounded: 4 MB fills long before
+            for attempt in range(100):  # bounded: 4 MB fills long before
                 try:
-                    client.table("classify", pa.array(images[:32], pa.binary()),
+                    photos = distinct_photos(fixture_bytes, 32, first=32 * attempt)
+                    client.table("classify", pa.array(photos, pa.binary()),
                                  pa.array([5] * 32, pa.int32()))
                     acknowledged += 1
                 except WorkerError as exc:
@@ -251,16 +278,16 @@ def test_full_disk_is_a_clear_error_and_keeps_acknowledged_rows(
 
 
 def test_recovery_grace_spares_runs_that_may_still_be_in_flight(tmp_path: Path) -> None:
-    """Uncommitted rows younger than the grace may be another replica's run: kept, invisible."""
+    """Staged rows younger than the grace may be another replica's run: kept, invisible."""
     uri = str(tmp_path / "db")
     sink = WriteBack(uri, 1280)
-    orphan = {"image_key": "k", "path": None, "model": "m", "rank": 1, "idx": 1, "label": "x",
-              "confidence": 0.5, "run_id": "a" * 32, "created_at": utc_now(),
-              "committed": False}
-    sink._run(sink.store.append(PREDICTIONS, [orphan]))  # a run that never committed
+    orphan = {"image_key": "k", "model": "m", "path": None, "top_k": 1, "idx": [1],
+              "label": ["x"], "confidence": [0.5], "run_id": "a" * 32, "created_at": utc_now(),
+              "vector": [0.0] * 1280, "input_row": 0}
+    sink._run(sink.store.append([orphan]))  # a run that never committed
     sink.close()
 
     WriteBack(uri, 1280, recovery_grace_seconds=3600).close()
-    assert table_counts(tmp_path / "db")[PREDICTIONS] == 1  # young: left for its writer
+    assert table_counts(tmp_path / "db")[STAGED] == 1  # young: left for its writer
     WriteBack(uri, 1280).close()
-    assert table_counts(tmp_path / "db")[PREDICTIONS] == 0  # no grace: rolled back
+    assert table_counts(tmp_path / "db") == {IMAGES: 0, STAGED: 0, RUNS: 0}  # rolled back

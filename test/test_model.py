@@ -344,9 +344,8 @@ def test_corrupt_model_file(model_copy):
 def test_missing_model_file(model_copy):
     onnx = model_copy / "model.onnx"
     onnx.unlink()
-    classifier = Classifier(ModelInfo.load(model_copy))
     with pytest.raises(ModelError, match="missing") as excinfo:
-        classifier.classify([(DATA / "coffee.png").read_bytes()])
+        ModelInfo.load(model_copy)  # refused at load, not on the first query
     assert str(onnx) in str(excinfo.value)
 
 
@@ -373,7 +372,7 @@ def _rewrite_metadata(directory: Path, edit) -> None:
 
 @pytest.mark.parametrize("breakage", [
     "not json", "truncated json", "empty", "missing input", "missing normalization",
-    "size not a number", "missing labels key", "labels file missing", "labels short rows",
+    "size not a number", "labels key names no file", "labels file missing", "labels short rows",
     "labels missing a class",
 ])
 def test_broken_metadata(model_copy, breakage):
@@ -391,8 +390,8 @@ def test_broken_metadata(model_copy, breakage):
         _rewrite_metadata(model_copy, lambda m: m["input"].pop("normalization"))
     elif breakage == "size not a number":
         _rewrite_metadata(model_copy, lambda m: m["input"].update(size=["big", "big"]))
-    elif breakage == "missing labels key":
-        _rewrite_metadata(model_copy, lambda m: m.pop("labels"))
+    elif breakage == "labels key names no file":
+        _rewrite_metadata(model_copy, lambda m: m.update(labels="classes.tsv"))
     elif breakage == "labels file missing":
         (model_copy / "labels.tsv").unlink()
     elif breakage == "labels short rows":

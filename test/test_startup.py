@@ -81,7 +81,8 @@ def test_attach_fails_with_the_workers_message(case: str) -> None:
 def test_client_fails_with_the_model_error(corrupt_models: Path, tmp_path: Path) -> None:
     with pytest.raises(WorkerStartError, match="is corrupt: sha256 .* does not match"):
         Client(env={"VGI_VISION_MODELS": str(corrupt_models)})
-    with pytest.raises(WorkerStartError, match="model file missing: .*metadata.json"):
+    with pytest.raises(WorkerStartError, match="unknown model 'efficientnet-lite0': not a "
+                                               "shipped model in .*empty"):
         Client(env={"VGI_VISION_MODELS": str(tmp_path / "empty")})
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import invoke_table_function
 from vgi_vision.imaging import THUMBNAIL_SIDE, decode, decode_image
-from vgi_vision.lance.store import EMBEDDINGS, PredictionStore, embedding_schema
+from vgi_vision.lance.store import IMAGES, PredictionStore, image_schema
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
@@ -85,9 +85,8 @@ def test_no_thumbnail_unless_asked(fixture_bytes: dict[str, bytes]) -> None:
 def stored_embeddings(uri: Path) -> pa.Table:
     async def read() -> pa.Table:
         db = await lancedb.connect_async(str(uri))
-        table = await db.open_table(EMBEDDINGS)
-        rows = await table.query().where("committed") \
-            .select(["image_key", "label", "thumbnail"]).to_arrow()
+        table = await db.open_table(IMAGES)
+        rows = await table.query().select(["image_key", "label", "thumbnail"]).to_arrow()
         table.close()
         db.close()
         return rows
@@ -114,21 +113,21 @@ def test_write_back_stores_a_thumbnail_per_blob_image(tmp_path: Path,
 
 def test_store_from_before_thumbnails_gains_the_column(tmp_path: Path) -> None:
     uri = str(tmp_path / "old")
-    old_schema = pa.schema([f for f in embedding_schema(4) if f.name != "thumbnail"])
+    old_schema = pa.schema([f for f in image_schema(4) if f.name != "thumbnail"])
 
     async def scenario() -> pa.Table:
         db = await lancedb.connect_async(uri)
-        table = await db.create_table(EMBEDDINGS, schema=old_schema)
+        table = await db.create_table(IMAGES, schema=old_schema)
         await table.add(pa.Table.from_pylist([{
-            "image_key": "a" * 64, "path": None, "model": "m", "label": "old", "confidence": 0.5,
-            "run_id": "0" * 32, "created_at": None, "committed": True,
+            "image_key": "a" * 64, "model": "m", "path": None, "top_k": 1, "idx": [1],
+            "label": ["old"], "confidence": [0.5], "run_id": "0" * 32, "created_at": None,
             "vector": [0.5, 0.5, 0.5, 0.5]}], schema=old_schema))
         table.close()
         store = await PredictionStore.open(uri, 4)
         try:
-            return await store.embeddings.query().select(["label", "thumbnail"]).to_arrow()
+            return await store.images.query().select(["label", "thumbnail"]).to_arrow()
         finally:
             store.close()
 
     rows = asyncio.run(scenario())
-    assert rows.to_pylist() == [{"label": "old", "thumbnail": None}]
+    assert rows.to_pylist() == [{"label": ["old"], "thumbnail": None}]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
+from vgi_vision.providers import DEVICES
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
@@ -92,6 +93,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--port-file", help="write the bound HTTP port here once serving")
     p.add_argument("--data-root", help="path arguments may read only below this folder "
                                        "(required for path arguments over unix/HTTP)")
+    add_model_options(p)
     p.add_argument("--lance", metavar="URI", help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=int, default=2,
                    help="batches inference may run ahead of the LanceDB writer")
@@ -105,7 +107,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                    help="allow HTTP on a non-loopback address without a bearer token")
     p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
     p.add_argument("--max-connections", type=int, default=64,
-                   help="concurrent unix/HTTP connections")
+                   help="concurrent unix connections; HTTP requests received or "
+                        "served at once")
     p.add_argument("--max-request-mb", type=int, default=256, help="largest request body")
     p.add_argument("--max-rows-per-call", type=int, default=4096,
                    help="most argument rows (images) in one call")
@@ -117,8 +120,17 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", type=cpu_list, metavar="LIST",
                    help="run on these cores only, e.g. 0,1 (the model then uses one thread "
                         "per core); private pool workers are started with their own group")
+    p.add_argument("--max-decode-mb", type=positive(float), default=256,
+                   help="images whose decode needs more memory (pixels x bytes per pixel, "
+                        "from the header) get no prediction")
+    p.add_argument("--decode-pool-mb", type=positive(float), default=512,
+                   help="memory all concurrent decodes may hold together; decodes wait for it")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="seconds before an idle connection is closed")
+    p.add_argument("--header-timeout", type=positive(float), default=10.0,
+                   help="HTTP: seconds a connection may take to send its request headers")
+    p.add_argument("--frame-timeout", type=positive(float), default=60.0,
+                   help="unix: seconds a request may take from its first byte to its last")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run_serve)
@@ -126,7 +138,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from vgi_vision.imaging import DecodeLimits
-    from vgi_vision.model import ModelError
+    from vgi_vision.model import DEFAULT_MODEL, ModelError
     from vgi_vision.server import SealedStates, ServerLimits
     from vgi_vision.tokens import TokenSealer
     from vgi_vision.worker import WorkerConfig, build_worker
@@ -152,9 +164,13 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
                           max_rows_per_call=args.max_rows_per_call)
     config = WorkerConfig(transport=transport, data_root=args.data_root, limits=limits,
+                          model=args.model or DEFAULT_MODEL, device=args.device or "cpu",
                           lance=args.lance,
-                          decode_limits=DecodeLimits(max_pixels=args.max_pixels,
-                                                     max_bytes=int(args.max_image_mb * (1 << 20))),
+                          decode_limits=DecodeLimits(
+                              max_pixels=args.max_pixels,
+                              max_bytes=int(args.max_image_mb * (1 << 20)),
+                              max_decode_bytes=int(args.max_decode_mb * (1 << 20)),
+                              pool_bytes=int(args.decode_pool_mb * (1 << 20))),
                           max_in_flight=args.lance_max_in_flight,
                           lance_recovery_grace=args.lance_recovery_grace)
     try:
@@ -175,18 +191,18 @@ def run_serve(args: argparse.Namespace) -> int:
             from vgi_vision.transports.unix import UnixServer
 
             with UnixServer(args.unix, dispatcher, max_connections=args.max_connections,
-                            idle_timeout=args.idle_timeout) as server:
+                            idle_timeout=args.idle_timeout,
+                            frame_timeout=args.frame_timeout) as server:
                 logging.getLogger(__name__).info("serving on unix://%s", args.unix)
                 server.serve_forever()
         else:
             from vgi_vision.transports.http import make_app, serve_http
 
             assert sealer is not None
-            app = make_app(dispatcher, SealedStates(sealer), auth_token)
-            serve_http(app, args.host, args.port, args.port_file, threads=args.threads,
-                       connection_limit=args.max_connections,
-                       channel_timeout=int(args.idle_timeout),
-                       max_request_bytes=limits.max_request_bytes)
+            app = make_app(dispatcher, SealedStates(sealer), auth_token, threads=args.threads,
+                           max_requests=args.max_connections)
+            serve_http(app, args.host, args.port, args.port_file,
+                       header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the socket path or port is taken, or not ours to bind
@@ -247,6 +263,22 @@ def checked_token_key(args: argparse.Namespace) -> bytes | None:
     return key
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--device``; unset means the worker's defaults (efficientnet-lite0
+    on the CPU)."""
+    p.add_argument("--model", metavar="NAME|DIR",
+                   help="a shipped model (see `vgi-vision models`) or a model directory "
+                        "(default: efficientnet-lite0, fp32)")
+    p.add_argument("--device", choices=DEVICES,
+                   help="onnxruntime execution provider: cpu (default), cuda (a start-up "
+                        "error without a usable GPU) or auto (a GPU if one works, else cpu)")
+
+
+def model_flags(args: argparse.Namespace) -> dict[str, str]:
+    """``--model`` / ``--device`` given to a client command: options for its private worker."""
+    return {k: v for k, v in (("model", args.model), ("device", args.device)) if v}
+
+
 def add_browse(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "browse", help="a web gallery of a write-back store",
@@ -300,6 +332,7 @@ def add_attach_options(p: argparse.ArgumentParser) -> None:
                    help="worker to use: unix:///path or http://host:port; repeat it to spread "
                         "queries over several (default: a private subprocess worker)")
     p.add_argument("--data-root", help="subprocess worker only: confine path arguments here")
+    add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     add_pool_options(p)
 
@@ -333,10 +366,12 @@ def attach_from_args(con, args: argparse.Namespace) -> None:
     import vgi_vision
 
     options = {"data_root": args.data_root} if args.data_root else {}
+    options.update(model_flags(args))
     location = location_of(args)
     if location and options:
-        raise CliError("--data-root configures a subprocess worker; start a socket or HTTP "
-                       "worker with its own --data-root instead")
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise CliError(f"{flags} configure a subprocess worker; start a socket or HTTP "
+                       f"worker with its own flags instead")
     token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
     vgi_vision.attach(con, location, workers=args.workers, concurrency=args.concurrency,
                       auth_token=token, **options)
@@ -446,6 +481,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--location", action="append",
                    help="use a running worker (unix:///path or http://host:port; repeat it "
                         "for several); files are sent as bytes")
+    add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     add_pool_options(p)
     p.set_defaults(run=run_classify)
@@ -461,14 +497,16 @@ def run_classify(args: argparse.Namespace) -> int:
     )
     from vgi_vision.client import Client
 
-    if args.location and args.lance:
-        raise CliError("--lance configures a private worker; start the worker at "
-                       "--location with its own --lance")
+    private = {"lance": args.lance, **model_flags(args)}
+    if args.location and any(private.values()):
+        raise CliError("--lance, --model and --device configure a private worker; start the "
+                       "worker at --location with its own flags")
     location = location_of(args)
     files, unmatched = expand(args.paths)
-    worker_args = ["--lance", args.lance] if args.lance else []
+    worker_args = [flag for key, value in private.items() if value
+                   for flag in (f"--{key}", value)]
     with Client(location, workers=args.workers, concurrency=args.concurrency,
-                worker_args=worker_args if location is None else (),
+                worker_args=worker_args,
                 auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         result = classify_files(client, files, args.top_k, progress_wanted(),
                                 send_bytes=location is not None)
@@ -479,7 +517,9 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("models", help="list the shipped models with their metadata")
+    p = commands.add_parser("models", help="list the shipped models with their metadata",
+                            description="Print the shipped models' metadata as a JSON list "
+                                        "(SQL: SELECT * FROM vision.models()).")
     p.set_defaults(run=run_models)
     p = commands.add_parser("functions", help="the catalog the worker describes",
                             description="Print the functions a worker serves, with overloads, "
@@ -492,19 +532,19 @@ def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
 def run_models(args: argparse.Namespace) -> int:
     import json
 
-    from vgi_vision.model import ModelError, ModelInfo, models_root
+    from vgi_vision.model_files import ModelError, ModelInfo, models_root, shipped_model_names
 
-    root = models_root()
-    folders = sorted(p for p in root.iterdir() if (p / "metadata.json").exists()) \
-        if root.is_dir() else []
-    if not folders:
-        raise CliError(f"no models found under {root}")
-    for folder in folders:
+    names = shipped_model_names()
+    if not names:
+        raise CliError(f"no models found under {models_root()}")
+    found = []
+    for name in names:
         try:
-            info = ModelInfo.load(folder)
+            info = ModelInfo.load(models_root() / name)
         except ModelError as exc:
             raise CliError(str(exc)) from None
-        print(json.dumps({"folder": str(folder), **info.metadata}, indent=2))
+        found.append({"folder": str(info.directory), **info.metadata})
+    print(json.dumps(found, indent=2))
     return 0
 
 

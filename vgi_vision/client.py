@@ -71,6 +71,7 @@ class Client:
             members = remote_members(location, concurrency=concurrency, auth_token=auth_token)
         self.pool = WorkerPool(members)
         self._catalog: dict[str, dict[str, Any]] | None = None
+        self._worker_info: dict[str, Any] = {}
         self.limits = WorkerLimits()
         self._sent = itertools.count()
         self.requests = 0  # requests sent so far (a retried one counts again)
@@ -125,7 +126,14 @@ class Client:
             self.limits = WorkerLimits.tightest(
                 [WorkerLimits.from_worker_info(a.get("worker", {})) for a in answers])
             self._catalog = {f["name"]: f for f in answers[0]["catalog"]}
+            self._worker_info = dict(answers[0].get("worker") or {})
         return list(self._catalog.values())
+
+    def worker_info(self) -> dict[str, Any]:
+        """What the worker says about itself: version, transport, and the serving model
+        (name, precision, sha256, classes) with its device and execution provider."""
+        self.describe()
+        return dict(self._worker_info)
 
     def function(self, name: str) -> dict[str, Any]:
         self.describe()

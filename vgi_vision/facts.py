@@ -66,7 +66,7 @@ def read_info(source: ImageSource, limits: DecodeLimits = DecodeLimits()) -> Ima
 
 
 def _info(image: Image.Image) -> ImageInfo:
-    width, height = image.size
+    width, height = (_int32(side) for side in image.size)
     # The base method reads the EXIF found while parsing headers; PNG's override would decode
     # the whole image looking for an eXIf chunk after the pixel data.
     exif = _field(lambda: Image.Image.getexif(image))
@@ -79,7 +79,7 @@ def _info(image: Image.Image) -> ImageInfo:
         width=width,
         height=height,
         mode=image.mode,
-        frames=_field(lambda: int(getattr(image, "n_frames", 1))),
+        frames=_field(lambda: _int32(getattr(image, "n_frames", 1))),
         orientation=_field(lambda: _orientation(exif.get(ExifTags.Base.Orientation))),
         taken_at=_field(lambda: _timestamp(exif_ifd.get(ExifTags.Base.DateTimeOriginal)
                                            or exif.get(ExifTags.Base.DateTime))),
@@ -100,6 +100,12 @@ def _field(read: Any) -> Any:
         return None
 
 
+def _int32(value: Any) -> int | None:
+    """A count or size as SQL INTEGER; None when a header claims more than fits."""
+    fits = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+    return value if fits else None
+
+
 def _orientation(value: Any) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
@@ -115,8 +121,9 @@ def _text(value: Any) -> str | None:
         value = value.decode("utf-8", errors="replace")
     if not isinstance(value, str):
         return None
-    text = value.replace("\x00", "").strip()[:MAX_TEXT]
-    return text or None
+    # lone surrogates (undecodable bytes Pillow kept) cannot travel as UTF-8
+    text = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "").strip()
+    return text[:MAX_TEXT] or None
 
 
 def _coordinate(gps: Any, value_tag: int, ref_tag: int, negative: str, bound: float

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,16 +19,29 @@ from pathlib import Path
 import numpy as np
 
 from vgi_vision.imaging import (
+    DecodeBudget,
     Decoded,
     DecodeLimits,
     ImageSource,
-    Preprocessing,
     decode,
     decode_image,
 )
+from vgi_vision.model_files import (
+    DEFAULT_MODEL,
+    ModelError,
+    ModelInfo,
+    check_graph,
+    models_root,
+    resolve_model,
+    verify_sha256,
+)
+from vgi_vision.providers import check_provider, providers_for
 
+__all__ = ["DEFAULT_MODEL", "NUM_CLASSES", "Classification", "Classifier", "ModelError",
+           "ModelInfo", "TopKError", "load_classifier", "models_root", "validate_top_k"]
+
+#: Classes of the shipped ImageNet-1k models; a model's own count is ``info.num_classes``.
 NUM_CLASSES = 1000
-DEFAULT_MODEL = "efficientnet-lite0"
 #: Images decoded together: decoding the next batch overlaps inference of this one.
 DEFAULT_BATCH_SIZE = 32
 #: Images per onnxruntime run. Small runs keep activations in cache: on the 2-core machines
@@ -39,102 +50,27 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_RUN_BATCH = 4
 
 
-class ModelError(RuntimeError):
-    """The model itself is unusable (missing, corrupt, or misdescribed files)."""
-
-
 class TopKError(ValueError):
-    """``top_k`` is outside 1..1000."""
+    """``top_k`` is outside 1..the model's class count."""
 
 
-def models_root() -> Path:
-    """Folder holding ``<model>/model.onnx``: shipped inside the package; ``VGI_VISION_MODELS``
-    overrides it."""
-    override = os.environ.get("VGI_VISION_MODELS")
-    return Path(override) if override else Path(__file__).resolve().parent / "models"
-
-
-def validate_top_k(top_k: int) -> int:
+def validate_top_k(top_k: int, num_classes: int = NUM_CLASSES) -> int:
     if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) \
-            or not 1 <= top_k <= NUM_CLASSES:
-        raise TopKError(f"top_k must be between 1 and {NUM_CLASSES}, got {top_k!r}")
+            or not 1 <= top_k <= num_classes:
+        raise TopKError(f"top_k must be between 1 and {num_classes}, got {top_k!r}")
     return int(top_k)
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """Everything recorded next to ``model.onnx``: enough to run it and to describe it."""
-
-    name: str
-    directory: Path
-    onnx_file: Path
-    sha256: str
-    input_name: str
-    prep: Preprocessing
-    mean: np.ndarray
-    std: np.ndarray
-    labels: tuple[str, ...]
-    wnids: tuple[str, ...]
-    embedding_dim: int
-    metadata: dict
-
-    @classmethod
-    def load(cls, directory: Path) -> ModelInfo:
-        """Read ``metadata.json`` and the label table, failing with the file that is wrong."""
-        meta_file = directory / "metadata.json"
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            inp = meta["input"]
-            norm = inp["normalization"]
-            labels_file = directory / meta["labels"]
-            rows = [line.rstrip("\n").split("\t")
-                    for line in labels_file.read_text(encoding="utf-8").splitlines()[1:]]
-            if len(rows) != NUM_CLASSES:  # a lost line would shift every later label
-                raise ValueError(f"{labels_file} has {len(rows)} classes, not {NUM_CLASSES}")
-            return cls(
-                name=meta["name"],
-                directory=directory,
-                onnx_file=directory / meta["file"],
-                sha256=meta["sha256"],
-                input_name=inp["name"],
-                prep=Preprocessing(size=int(inp["size"][0]),
-                                   resize_shorter_side=int(inp["resize_shorter_side"])),
-                mean=np.asarray(norm["mean"], dtype=np.float32).reshape(1, 3, 1, 1),
-                std=np.asarray(norm["std"], dtype=np.float32).reshape(1, 3, 1, 1),
-                labels=tuple(row[2] for row in rows),
-                wnids=tuple(row[1] for row in rows),
-                embedding_dim=int(meta["embedding_dim"]),
-                metadata=meta,
-            )
-        except FileNotFoundError as exc:
-            raise ModelError(f"model file missing: {exc.filename}; re-clone the repository or "
-                             f"run scripts/export_model.py") from exc
-        except (KeyError, ValueError, IndexError, TypeError) as exc:
-            raise ModelError(f"model metadata in {directory} is invalid: {exc!r}") from exc
-
-
-@dataclass(frozen=True)
 class Classification:
-    """Top-k classes of one image (probability descending) and its L2-normalized embedding."""
+    """Top-k classes of one image (probability descending) and its L2-normalized embedding
+    (empty for a model without an embedding output)."""
 
     indices: np.ndarray
     probabilities: np.ndarray
     embedding: np.ndarray
     #: A small JPEG of the image, when ``classify`` was asked for thumbnails.
     thumbnail: bytes | None = None
-
-
-def verify_sha256(path: Path, expected: str) -> None:
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError as exc:
-        raise ModelError(f"model file missing: {path}; re-clone the repository or run "
-                         f"scripts/export_model.py") from exc
-    except OSError as exc:
-        raise ModelError(f"model file {path} cannot be read: {exc.strerror}") from exc
-    if digest != expected:
-        raise ModelError(f"model file {path} is corrupt: sha256 {digest} does not match the "
-                         f"recorded {expected}; restore it from the repository")
 
 
 def default_threads() -> int:
@@ -151,6 +87,7 @@ class _SessionSlot:
 
     def __init__(self) -> None:
         self.session = None
+        self.provider: str | None = None
         self.lock = threading.Lock()
 
 
@@ -163,11 +100,13 @@ class Classifier:
     """
 
     def __init__(self, info: ModelInfo, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                 run_batch: int = DEFAULT_RUN_BATCH,
-                 threads: int | None = None, limits: DecodeLimits = DecodeLimits()) -> None:
+                 run_batch: int = DEFAULT_RUN_BATCH, threads: int | None = None,
+                 limits: DecodeLimits = DecodeLimits(), device: str = "cpu") -> None:
         if batch_size < 1 or run_batch < 1:
             raise ValueError("batch_size and run_batch must be >= 1")
+        providers_for(device, ())  # an unknown device fails here, not at first use
         self.info = info
+        self.device = device
         self.batch_size = batch_size
         self.run_batch = run_batch
         self.threads = threads or default_threads()
@@ -176,6 +115,7 @@ class Classifier:
         self._run_lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(max_workers=self.threads,
                                            thread_name_prefix="vgi-decode")
+        self._budget = DecodeBudget(limits.pool_bytes)  # the pool's memory, shared by callers
 
     @property
     def session(self):
@@ -187,31 +127,45 @@ class Classifier:
                     slot.session = self._create_session()
         return slot.session
 
+    @property
+    def provider(self) -> str:
+        """The execution provider the session runs on (creating the session if need be)."""
+        if self._slot.provider is None:
+            self.session  # noqa: B018 - creating the session is what picks the provider
+        assert self._slot.provider is not None
+        return self._slot.provider
+
     def with_limits(self, limits: DecodeLimits) -> Classifier:
         """This classifier with other decode limits, sharing its session, locks and decode pool.
 
         A process holds one classifier per model (``load_classifier``): a second onnxruntime
         session would double the memory and fight the first over the cores. A worker's own
-        ``--max-image-mb`` / ``--max-pixels`` are applied through a view made here.
+        ``--max-image-mb`` / ``--max-pixels`` are applied through a view made here, with a
+        decode budget of its own (``--decode-pool-mb``).
         """
         view = copy.copy(self)
         view.limits = limits
+        view._budget = DecodeBudget(limits.pool_bytes)
         return view
 
     def _create_session(self):
         import onnxruntime as ort
 
         verify_sha256(self.info.onnx_file, self.info.sha256)
+        providers = providers_for(self.device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            return ort.InferenceSession(str(self.info.onnx_file), sess_options=options,
-                                        providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(self.info.onnx_file), sess_options=options,
+                                           providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"onnxruntime cannot load {self.info.onnx_file}: {exc}") from exc
+        self._slot.provider = check_provider(self.device, session.get_providers())
+        check_graph(self.info, session)
+        return session
 
     def warm_up(self) -> None:
         """Create the session and run one batch so the first real query is not the slow one."""
@@ -220,24 +174,35 @@ class Classifier:
 
     def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the model on ``N x H x W x 3`` uint8 pixels: (probabilities, unit embeddings)."""
-        # One strided pass into a contiguous NCHW float array, then in-place arithmetic on
-        # contiguous memory: same values, ~4x cheaper than normalizing a transposed view
-        # (and onnxruntime no longer has to copy a non-contiguous input).
-        batch = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
-        batch -= self.info.mean
-        batch /= self.info.std
+        batch = self.model_input(pixels)
         session = self.session
+        names = [self.info.logits_output]
+        if self.info.embedding_output:
+            names.append(self.info.embedding_output)
         outputs = []
         with self._run_lock:
             for start in range(0, len(batch), self.run_batch):
-                outputs.append(session.run(None, {self.info.input_name:
-                                                  batch[start:start + self.run_batch]}))
+                outputs.append(session.run(names, {self.info.input_name:
+                                                   batch[start:start + self.run_batch]}))
         logits = np.concatenate([o[0] for o in outputs])
+        if not self.info.embedding_output:
+            return softmax(logits), np.zeros((len(logits), 0), dtype=np.float32)
         embedding = np.concatenate([o[1] for o in outputs])
         return softmax(logits), l2_normalize(embedding)
 
+    def model_input(self, pixels: np.ndarray) -> np.ndarray:
+        """``N x H x W x 3`` uint8 pixels as the normalized float32 tensor the graph takes."""
+        # One strided pass into a contiguous NCHW float array, then in-place arithmetic on
+        # contiguous memory: same values, ~4x cheaper than normalizing a transposed view
+        # (and onnxruntime no longer has to copy a non-contiguous input).
+        layout = (0, 3, 1, 2) if self.info.layout == "NCHW" else (0, 1, 2, 3)
+        batch = np.ascontiguousarray(pixels.transpose(layout), dtype=np.float32)
+        batch -= self.info.mean
+        batch /= self.info.std
+        return batch
+
     def decode(self, source: ImageSource) -> np.ndarray | None:
-        return decode(source, self.limits, self.info.prep)
+        return decode(source, self.limits, self.info.prep, self._budget)
 
     def classify(self, sources: Sequence[ImageSource], top_k: int = 5,
                  thumbnails: bool = False) -> list[Classification | None]:
@@ -246,7 +211,7 @@ class Classifier:
         With ``thumbnails`` each result also carries a small JPEG of its image, made on the
         decode pool from the pixels decoded for the model.
         """
-        top_k = validate_top_k(top_k)
+        top_k = validate_top_k(top_k, self.info.num_classes)
         results: list[Classification | None] = []
         for decoded in self._decoded_batches(sources, thumbnails):
             results.extend(self._classify_decoded(decoded, top_k))
@@ -258,7 +223,7 @@ class Classifier:
         starts = range(0, len(sources), self.batch_size)
         pending: list[Future] | None = None
         decode_one = functools.partial(decode_image, limits=self.limits, prep=self.info.prep,
-                                       thumbnail=thumbnails)
+                                       thumbnail=thumbnails, budget=self._budget)
         for start in starts:
             submitted = [self._decoder.submit(decode_one, s)
                          for s in sources[start:start + self.batch_size]]
@@ -304,7 +269,12 @@ def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
+def load_classifier(model: str = DEFAULT_MODEL, device: str = "cpu") -> Classifier:
+    """The process-wide classifier for a shipped model's name or a model directory (one
+    onnxruntime session per model and device per process)."""
+    return _load_classifier(resolve_model(model), device)
+
+
 @functools.cache
-def load_classifier(name: str = DEFAULT_MODEL) -> Classifier:
-    """The process-wide classifier for a shipped model (one onnxruntime session per process)."""
-    return Classifier(ModelInfo.load(models_root() / name))
+def _load_classifier(directory: Path, device: str) -> Classifier:
+    return Classifier(ModelInfo.load(directory), device=device)

@@ -14,7 +14,7 @@ from vgi_vision import __version__
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.imaging import DecodeLimits
 from vgi_vision.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
-from vgi_vision.model import DEFAULT_MODEL, load_classifier
+from vgi_vision.model import DEFAULT_MODEL, Classifier, ModelError, load_classifier
 from vgi_vision.paths import PathPolicy
 from vgi_vision.server import Dispatcher, ServerLimits
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WorkerConfig:
     transport: str = "stdio"  # "stdio" | "unix" | "http"
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # a shipped model's name or a model directory
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
     data_root: str | None = None
     limits: ServerLimits = ServerLimits()
     decode_limits: DecodeLimits = DecodeLimits()  # per image: --max-image-mb, --max-pixels
@@ -47,22 +48,45 @@ class Worker:
 
 
 def build_worker(config: WorkerConfig) -> Worker:
-    classifier = load_classifier(config.model).with_limits(config.decode_limits)
+    classifier = load_classifier(config.model, config.device).with_limits(config.decode_limits)
+    # The session is created (and the model checked against its metadata) now, so a bad
+    # model or device fails the start, not the first query; warming up also runs it once.
     if config.warm_up:
-        classifier.warm_up()  # the first query should not pay for session creation
+        classifier.warm_up()
+    log.info("model %s (%s) on %s", classifier.info.name, classifier.info.precision,
+             classifier.provider)
+    embedding_dim = classifier.info.embedding_dim
+    if config.lance and not embedding_dim:
+        raise ModelError(f"write-back stores image embeddings, but model "
+                         f"{classifier.info.name} has no embedding output "
+                         f"(outputs.embedding in its metadata.json)")
     if config.transport == "stdio" and config.data_root is None:
         paths = PathPolicy.unrestricted()
     else:
         paths = PathPolicy.confined(config.data_root)
-    sink = WriteBack(config.lance, classifier.info.embedding_dim,
-                     max_in_flight=config.max_in_flight,
-                     recovery_grace_seconds=config.lance_recovery_grace) if config.lance else None
+    sink = None
+    if config.lance:
+        try:
+            sink = WriteBack(config.lance, embedding_dim, max_in_flight=config.max_in_flight,
+                             recovery_grace_seconds=config.lance_recovery_grace)
+        except ValueError as exc:  # LanceDB refuses a table whose schema differs
+            raise ModelError(f"the write-back store {config.lance} does not fit model "
+                             f"{classifier.info.name} (embeddings of {embedding_dim} floats): "
+                             f"{exc}; give this model its own --lance URI") from None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
-    info = {"version": __version__, "model": classifier.info.name, "pid": os.getpid(),
-            "transport": config.transport, "lance": config.lance,
+    info = {"version": __version__, "model": classifier.info.name, **model_summary(classifier),
+            "pid": os.getpid(), "transport": config.transport, "lance": config.lance,
             # What one request may hold: clients size their sub-batches by these.
             "limits": {"max_request_bytes": config.limits.max_request_bytes,
                        "max_rows_per_call": config.limits.max_rows_per_call,
                        "max_image_bytes": config.decode_limits.max_bytes}}
     log.info("worker ready: %s", info)
     return Worker(Dispatcher(registry, config.limits, worker_info=info), sink)
+
+
+def model_summary(classifier: Classifier) -> dict[str, object]:
+    """What the worker info (``describe`` replies) says about the serving model."""
+    info = classifier.info
+    return {"model_precision": info.precision, "model_sha256": info.sha256,
+            "model_classes": info.num_classes, "device": classifier.device,
+            "provider": classifier.provider}

@@ -8,17 +8,19 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from vgi_vision.functions.categories import ancestor_columns, taxonomy_of
 from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick, top_k_column
 from vgi_vision.functions.stored import RunState, finish_run, rolled_back_on_error, write_back
-from vgi_vision.model import NUM_CLASSES, Classification, Classifier
+from vgi_vision.model import Classification, Classifier
 from vgi_vision.registry import INPUT_ROW, ROWS_PER_TICK, Args, Column, Output
 from vgi_vision.state import CursorState
 
 CLASSIFY_COLUMNS = (
     Column("rank", "INTEGER", "1 for the most likely class, then 2, 3, ..."),
-    Column("idx", "INTEGER", "ImageNet-1k class index, 0..999"),
-    Column("label", "VARCHAR", "human-readable class name, unique across the 1000 classes"),
-    Column("wnid", "VARCHAR", "WordNet id of the class, e.g. n07920052"),
+    Column("idx", "INTEGER", "class index, 0..999 for the shipped ImageNet-1k models"),
+    Column("label", "VARCHAR", "human-readable class name, unique across the model's classes"),
+    Column("wnid", "VARCHAR", "WordNet id of the class, e.g. n07920052 (NULL if the model's "
+                              "labels have none)"),
     Column("confidence", "DOUBLE", "softmax probability in [0, 1], descending by rank"),
 )
 
@@ -38,12 +40,12 @@ class Classify:
         self.ctx = ctx
 
     def initial_state(self, args: Args) -> RunState:
-        top_k_column(args)
+        top_k_column(self.ctx, args)
         return RunState(run_id=uuid.uuid4().hex if self.ctx.sink else "")
 
     def process(self, args: Args, state: RunState, out: Output) -> None:
         with rolled_back_on_error(self.ctx, state):
-            ks = top_k_column(args)
+            ks = top_k_column(self.ctx, args)
             rows = state.advance(args.num_rows, images_per_tick(ks))
             if rows:
                 sources = image_sources(self.ctx, args, rows)
@@ -89,7 +91,7 @@ def prediction_batch(classifier: Classifier, rows: range,
 
 
 class ImageClasses:
-    """``image_classes()``: the model's 1000 classes, recomputed from a cursor.
+    """``image_classes()``: the serving model's classes, recomputed from a cursor.
 
     The result is a pure function of the position, so the state is one integer however many
     ticks the scan takes.
@@ -104,17 +106,19 @@ class ImageClasses:
         return CursorState()
 
     def process(self, args: Args, state: CursorState, out: Output) -> None:
-        total = NUM_CLASSES * args.num_rows
+        info = self.ctx.classifier.info
+        total = info.num_classes * args.num_rows
         rows = state.advance(total, ROWS_PER_TICK)
         positions = np.arange(rows.start, rows.stop)
         if len(positions):
-            idx = positions % NUM_CLASSES
-            info = self.ctx.classifier.info
+            idx = positions % info.num_classes
             out.emit(pa.RecordBatch.from_arrays(
-                [pa.array(positions // NUM_CLASSES, pa.int32()), pa.array(idx, pa.int32()),
+                [pa.array(positions // info.num_classes, pa.int32()),
+                 pa.array(idx, pa.int32()),
                  pa.array([info.labels[i] for i in idx], pa.string()),
-                 pa.array([info.wnids[i] for i in idx], pa.string())],
-                names=[INPUT_ROW, "idx", "label", "wnid"]))
+                 pa.array([info.wnids[i] for i in idx], pa.string()),
+                 *ancestor_columns(taxonomy_of(self.ctx), idx.tolist())],
+                names=[INPUT_ROW, "idx", "label", "wnid", "ancestors", "ancestor_wnids"]))
         if state.offset >= total:
             out.finish()
 

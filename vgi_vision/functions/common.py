@@ -1,16 +1,18 @@
 """What every vision function shares: the context a worker gives them and argument helpers.
 
-``VisionContext`` is all a function may touch of its worker: the classifier, the path policy
-and, when write-back is on, the LanceDB sink. No transport code lives in this package.
+``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
+the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
+package.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vgi_vision.imaging import ImageSource, read_source
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import Classifier, TopKError, validate_top_k
+from vgi_vision.ocr import TextReader, load_text_reader
 from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import Args, FunctionError, Overload, Param
 
@@ -32,6 +34,7 @@ class VisionContext:
     classifier: Classifier
     paths: PathPolicy
     sink: WriteBack | None = None
+    reader: TextReader = field(default_factory=load_text_reader)
 
     def store(self) -> WriteBack:
         if self.sink is None:
@@ -73,13 +76,14 @@ def images_per_tick(ks: list[int | None]) -> int:
     return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
 
 
-def top_k_column(args: Args) -> list[int | None]:
-    """Per-row top_k, validated up front so a bad value fails the call before any work."""
+def top_k_column(ctx: VisionContext, args: Args) -> list[int | None]:
+    """Per-row top_k, validated up front (against the serving model's class count) so a bad
+    value fails the call before any work."""
     values = args["top_k"].to_pylist()
     try:
         for k in values:
             if k is not None:
-                validate_top_k(k)
+                validate_top_k(k, ctx.classifier.info.num_classes)
     except TopKError as exc:
         raise FunctionError(str(exc)) from None
     return values

@@ -68,23 +68,25 @@ def phash(ctx: VisionContext) -> Callable[[Args], pa.Array]:
 
 def register(registry: Registry, ctx: VisionContext) -> None:
     """Declare ``embed``, ``image_info`` and ``phash`` on ``registry``."""
-    registry.add(FunctionSpec(
-        name="embed",
-        kind="scalar",
-        overloads=image_overloads(),
-        columns=(Column("embedding", embedding_type(ctx),
-                        "unit-length (L2-normalized) image embedding of the model, the vector "
-                        "write-back stores; NULL if the image cannot be decoded"),),
-        description="The model's embedding of an image: a fixed-size FLOAT array of unit "
-                    "length, so array_cosine_similarity and array_distance compare images. "
-                    "NULL when the image is NULL or cannot be decoded.",
-        example="SELECT a.filename, b.filename, array_cosine_similarity(vision.embed(a.content), "
-                "vision.embed(b.content)) AS similarity FROM read_blob('test/sql/data/*') a, "
-                "read_blob('test/sql/data/*') b WHERE a.filename < b.filename "
-                "ORDER BY similarity DESC LIMIT 3",
-        impl=embed(ctx),
-        input_rows_per_call=256,
-    ))
+    if ctx.classifier.info.embedding_dim:  # a model without an embedding output has no embed
+        registry.add(FunctionSpec(
+            name="embed",
+            kind="scalar",
+            overloads=image_overloads(),
+            columns=(Column("embedding", embedding_type(ctx),
+                            "unit-length (L2-normalized) image embedding of the model, the vector "
+                            "write-back stores; NULL if the image cannot be decoded"),),
+            description="The model's embedding of an image: a fixed-size FLOAT array of unit "
+                        "length, so array_cosine_similarity and array_distance compare images. "
+                        "NULL when the image is NULL or cannot be decoded.",
+            example="SELECT a.filename, b.filename, array_cosine_similarity("
+                    "vision.embed(a.content), vision.embed(b.content)) AS similarity "
+                    "FROM read_blob('test/sql/data/*') a, "
+                    "read_blob('test/sql/data/*') b WHERE a.filename < b.filename "
+                    "ORDER BY similarity DESC LIMIT 3",
+            impl=embed(ctx),
+            input_rows_per_call=256,
+        ))
     registry.add(FunctionSpec(
         name="image_info",
         kind="scalar",

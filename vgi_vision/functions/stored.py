@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick
 from vgi_vision.imaging import ImageSource
@@ -28,8 +30,7 @@ class RunState(CursorState):
 
     kind: ClassVar[str] = "run"
     run_id: str = ""
-    predictions: int = 0
-    embeddings: int = 0
+    images: int = 0
 
 
 @dataclass
@@ -44,34 +45,35 @@ class PageState(CursorState):
 def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
                sources: list[ImageSource], results: list[Classification | None],
                ks: list[int | None]) -> None:
-    """Hand one batch of a run's rows to LanceDB (counted before the batch is emitted).
+    """Stage one batch of a run's rows in LanceDB (counted before the batch is emitted).
 
     ``sources`` are the image bytes (``image_sources`` reads files when write-back is on).
+    A continuation of a run that already committed (a replayed or retried request) writes
+    nothing: the stored rows stay exactly as they were.
     """
+    store = ctx.store()
+    if rows.start and store.committed(state.run_id):
+        return
     classifier = ctx.classifier
     is_path = args.overload.params[0].type == "VARCHAR"
     given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
     now = utc_now()
-    predictions: list[dict[str, Any]] = []
-    embeddings: list[dict[str, Any]] = []
-    for source, original, result, k in zip(sources, given, results, ks, strict=True):
+    staged: list[dict[str, Any]] = []
+    for row, source, original, result, k in zip(rows, sources, given, results, ks, strict=True):
         if result is None or k is None:
             continue
         assert isinstance(source, bytes)  # image_sources reads files when write-back is on
-        common = {"image_key": hashlib.sha256(source).hexdigest(),
-                  "path": original if is_path else None, "model": classifier.info.name,
-                  "run_id": state.run_id, "created_at": now, "committed": False}
-        ranked = zip(result.indices[:k].tolist(), result.probabilities[:k].tolist(), strict=True)
-        for rank, (idx, p) in enumerate(ranked, start=1):
-            predictions.append({**common, "rank": rank, "idx": idx,
-                                "label": classifier.info.labels[idx], "confidence": p})
-        embeddings.append({**common, "label": classifier.info.labels[int(result.indices[0])],
-                           "confidence": float(result.probabilities[0]),
-                           "vector": result.embedding.tolist(),
-                           "thumbnail": result.thumbnail})
-    state.predictions += len(predictions)
-    state.embeddings += len(embeddings)
-    ctx.store().write(state.run_id, predictions, embeddings)
+        idxs = result.indices[:k].tolist()
+        staged.append({"image_key": hashlib.sha256(source).hexdigest(),
+                       "model": classifier.info.name, "path": original if is_path else None,
+                       "top_k": len(idxs), "idx": idxs,
+                       "label": [classifier.info.labels[i] for i in idxs],
+                       "confidence": result.probabilities[:len(idxs)].tolist(),
+                       "run_id": state.run_id, "created_at": now,
+                       "vector": result.embedding.tolist(), "thumbnail": result.thumbnail,
+                       "input_row": row})
+    state.images += len(staged)
+    store.write(state.run_id, staged)
 
 
 @contextlib.contextmanager
@@ -89,7 +91,7 @@ def finish_run(ctx: VisionContext, state: RunState) -> None:
     if ctx.sink is None or not state.run_id:
         return
     try:
-        ctx.sink.finish(state.run_id, state.predictions, state.embeddings)
+        ctx.sink.finish(state.run_id, state.images)
     except RunError as exc:
         raise FunctionError(str(exc), kind="write_failed") from None
 
@@ -108,7 +110,11 @@ PREDICTION_COLUMNS = (
 
 
 class Predictions:
-    """``predictions()``: every stored prediction, paged from one pinned table version."""
+    """``predictions()``: every stored image's ranked classes, paged from one pinned version.
+
+    A page is up to ``PAGE_ROWS`` prediction rows made of whole images (at least one image,
+    so an image stored with more ranks than a page still comes back in one response).
+    """
 
     state_type = PageState
 
@@ -122,19 +128,35 @@ class Predictions:
         if state.row >= args.num_rows:
             out.finish()
             return
-        page = self.ctx.store().page(state.version, state.offset, PAGE_ROWS)
+        read = self.ctx.store().page(state.version, state.offset, PAGE_ROWS)
+        widths = read.column("top_k").to_numpy(zero_copy_only=False)
+        fitting = int(np.searchsorted(np.cumsum(widths), PAGE_ROWS, side="right"))
+        page = read.slice(0, max(1, fitting))
         row = state.row
         state.offset += page.num_rows
-        if page.num_rows < PAGE_ROWS:
+        if page.num_rows == read.num_rows < PAGE_ROWS:  # the last stored image was read
             state.row, state.offset = state.row + 1, 0
         if page.num_rows:
-            columns = [c.name for c in PREDICTION_COLUMNS]
-            out.emit(pa.RecordBatch.from_arrays(
-                [pa.array([row] * page.num_rows, pa.int32())]
-                + [page.column(c).combine_chunks() for c in columns],
-                names=[INPUT_ROW] + columns))
+            out.emit(prediction_rows(page, row))
         if state.row >= args.num_rows:
             out.finish()
+
+
+def prediction_rows(images: pa.Table, row: int) -> pa.RecordBatch:
+    """One row per stored image and rank (the image's list columns unnested), for ``row``."""
+    images = images.combine_chunks()
+    column = {name: images.column(name).chunk(0) for name in images.column_names}
+    parents = pc.list_parent_indices(column["idx"])
+    widths = column["top_k"].to_numpy(zero_copy_only=False)
+    starts = np.repeat(np.cumsum(widths) - widths, widths)
+    unnested = {name: column[name].take(parents)
+                for name in ("image_key", "path", "model", "run_id", "created_at")}
+    unnested |= {name: pc.list_flatten(column[name]) for name in ("idx", "label", "confidence")}
+    unnested["rank"] = pa.array(np.arange(len(starts)) - starts + 1, pa.int32())
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.full(len(starts), row), pa.int32())]
+        + [unnested[c.name] for c in PREDICTION_COLUMNS],
+        names=[INPUT_ROW] + [c.name for c in PREDICTION_COLUMNS])
 
 
 class Similar:
@@ -164,8 +186,10 @@ class Similar:
             hits = self.ctx.store().nearest(result.embedding.tolist(), ks[row])
             found[INPUT_ROW] += [row] * hits.num_rows
             found["rank"] += list(range(1, hits.num_rows + 1))
-            for name in ("image_key", "path", "label", "confidence"):
+            for name in ("image_key", "path"):
                 found[name] += hits.column(name).to_pylist()
+            for name in ("label", "confidence"):  # the stored top-1
+                found[name] += pc.list_element(hits.column(name), 0).to_pylist()
             found["distance"] += hits.column("_distance").to_pylist()
         batch = pa.RecordBatch.from_pydict(found, schema=out.schema)
         if batch.num_rows:

@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
 
 NEIGHBOURS = 8
@@ -109,6 +109,7 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         return render("grid.html", flt=flt, count=count, tiles=tiles, pages=pages,
                       total=(await catalog.snapshot()).total,
                       labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
+                      categories=await catalog.category_facet(flt),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 
@@ -136,5 +137,5 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
-        exception_handlers={LookupError: store_changed},
+        exception_handlers={StoreChanged: store_changed},
     )

@@ -1,17 +1,30 @@
-"""LanceDB tables for stored predictions and embeddings, with all-or-nothing runs.
+"""LanceDB tables for stored results: one row per (image, model), written in all-or-nothing runs.
 
-A *run* is one function call's worth of rows. Rows are appended with ``committed = false``
-(invisible to readers, which always filter on ``committed``), in as many batches as the write
-queue makes. Committing a run is:
+A *run* is one function call's worth of results. Three tables:
 
-1. check that both tables hold exactly the rows the run wrote (nothing lost on the way);
-2. append a row to ``runs``: the commit record, written only once all children exist;
-3. flip the run's rows to ``committed = true`` (one ``update`` per table, each atomic).
+* ``images``: what readers see. One row per (``image_key``, ``model``) holding the image's
+  ranked predictions (list columns) and its embedding, so a prediction and its embedding
+  become visible in the same table version: a reader can never see one without the other.
+* ``staged``: rows of runs still being written, appended in as many batches as the write
+  queue makes (over HTTP, by several replicas). Nobody reads them but the commit.
+* ``runs``: one record per committed run, so a replayed or retried request of a run that
+  already committed writes nothing and commits nothing again.
 
-A failed run is rolled back by deleting its rows. On open, recovery finishes what a crash
-interrupted: runs with a commit record are rolled forward (step 3 again), uncommitted rows
-without one are deleted. So no reader ever sees part of a run, and nothing is left pending
-that no one will finish.
+Committing a run is:
+
+1. check that ``staged`` holds a row for every argument row the run classified (nothing lost
+   on the way; a replayed batch stages the same argument rows again, which does not count);
+2. merge the run's rows into ``images`` on (``image_key``, ``model``): one atomic table version.
+   An image already stored keeps its row, unless this run ranked more classes (a larger
+   ``top_k``), in which case the wider row replaces it. So re-classifying stored images (a
+   retried request, a re-run query, a sub-batch retried on another worker) never duplicates
+   them, and nothing stored is ever removed;
+3. append the run's record to ``runs``, then delete its staged rows.
+
+The merge key is declared an (unenforced) primary key, which makes Lance detect two concurrent
+merges inserting the same new image and retry one, so replicas committing the same image at
+the same time still store it once. A failed run is rolled back by deleting its staged rows,
+which never touches ``images``. On open, recovery deletes staged rows left by a crash.
 
 Everything here is async and must run on one event loop (see :mod:`vgi_vision.lance.writeback`
 for the thread that owns it). The URI goes straight to ``lancedb.connect_async``, so object
@@ -28,41 +41,47 @@ from typing import Any
 
 import lancedb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions"
-EMBEDDINGS = "embeddings"
+IMAGES = "images"
+STAGED = "staged"
 RUNS = "runs"
+
+#: The identity of a stored result: the image's content hash and the model that classified it.
+IMAGE_IDENTITY = ["image_key", "model"]
 
 #: A small JPEG per stored image (see :func:`vgi_vision.imaging.jpeg_thumbnail`), so a
 #: gallery can show images classified from BLOBs. NULL in rows written before it existed.
 THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
 
 
-def prediction_schema() -> pa.Schema:
-    return pa.schema([
-        ("image_key", pa.string()), ("path", pa.string()), ("model", pa.string()),
-        ("rank", pa.int32()), ("idx", pa.int32()), ("label", pa.string()),
-        ("confidence", pa.float64()), ("run_id", pa.string()),
-        ("created_at", pa.timestamp("us")), ("committed", pa.bool_()),
+def image_schema(dim: int) -> pa.Schema:
+    """Columns of ``images``: one stored image per (image_key, model)."""
+    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+                  for name in IMAGE_IDENTITY]
+    return pa.schema(key_fields + [
+        ("path", pa.string()), ("top_k", pa.int32()),
+        ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
+        ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), dim)),
+        THUMBNAIL_FIELD,
     ])
 
 
-def embedding_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        ("image_key", pa.string()), ("path", pa.string()), ("model", pa.string()),
-        ("label", pa.string()), ("confidence", pa.float64()), ("run_id", pa.string()),
-        ("created_at", pa.timestamp("us")), ("committed", pa.bool_()),
-        ("vector", pa.list_(pa.float32(), dim)), THUMBNAIL_FIELD,
-    ])
+def staged_schema(dim: int) -> pa.Schema:
+    """Columns of ``staged``: an image row plus the argument row it answers."""
+    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in image_schema(dim)]
+    return pa.schema([*plain, pa.field("input_row", pa.int32())])
 
 
 def runs_schema() -> pa.Schema:
-    return pa.schema([("run_id", pa.string()), ("predictions", pa.int64()),
-                      ("embeddings", pa.int64()), ("committed_at", pa.timestamp("us"))])
+    return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
+                      ("committed_at", pa.timestamp("us"))])
 
 
 def utc_now() -> datetime:
@@ -78,6 +97,22 @@ def run_filter(run_id: str) -> str:
     if not _RUN_ID.match(run_id):  # ids are ours, but never splice unchecked text into SQL
         raise ValueError(f"invalid run id {run_id!r}")
     return f"run_id = '{run_id}'"
+
+
+def one_row_per_image(staged: pa.Table) -> pa.Table:
+    """The widest row (largest top_k) of each (image_key, model) in ``staged``, as image rows.
+
+    A run stages an image twice when it appears in two argument rows or when a batch was
+    replayed; the merge needs each identity once.
+    """
+    keys = zip(staged.column("image_key").to_pylist(), staged.column("model").to_pylist(),
+               strict=True)
+    widths = staged.column("top_k").to_pylist()
+    widest: dict[tuple[str, str], int] = {}
+    for row, key in enumerate(keys):
+        if key not in widest or widths[row] > widths[widest[key]]:
+            widest[key] = row
+    return staged.take(pa.array(sorted(widest.values()), pa.int64())).drop_columns(["input_row"])
 
 
 async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
@@ -100,97 +135,93 @@ async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
 @dataclass
 class PredictionStore:
     db: Any
-    predictions: Any
-    embeddings: Any
+    images: Any
+    staged: Any
     runs: Any
+    embedding_dim: int
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
                    ) -> PredictionStore:
-        db = await lancedb.connect_async(uri)
+        # Every read checks for the latest version: other replicas commit to the same tables.
+        db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
         store = cls(
             db=db,
-            predictions=await db.create_table(PREDICTIONS, schema=prediction_schema(),
-                                              exist_ok=True),
-            embeddings=await open_or_create(db, EMBEDDINGS, embedding_schema(embedding_dim)),
+            images=await open_or_create(db, IMAGES, image_schema(embedding_dim)),
+            staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
+            embedding_dim=embedding_dim,
         )
         await store.recover(recovery_grace_seconds)
         return store
 
     async def recover(self, grace_seconds: float = 0.0) -> None:
-        """Roll committed-but-unflipped runs forward and uncommitted leftovers back.
+        """Delete staged rows a crash left behind: their runs were never acknowledged.
 
-        Uncommitted rows written less than ``grace_seconds`` ago are left alone: with replicas
+        Staged rows written less than ``grace_seconds`` ago are left alone: with replicas
         sharing the tables they may belong to a run another worker is still writing.
         """
         newest: dict[str, datetime] = {}
-        for table in (self.predictions, self.embeddings):
-            pending = await table.query().where("NOT committed") \
-                .select(["run_id", "created_at"]).to_arrow()
-            for run_id, created in zip(pending.column("run_id").to_pylist(),
-                                       pending.column("created_at").to_pylist(), strict=True):
-                newest[run_id] = max(created, newest.get(run_id, created))
+        pending = await self.staged.query().select(["run_id", "created_at"]).to_arrow()
+        for run_id, created in zip(pending.column("run_id").to_pylist(),
+                                   pending.column("created_at").to_pylist(), strict=True):
+            newest[run_id] = max(created, newest.get(run_id, created))
         cutoff = utc_now() - timedelta(seconds=grace_seconds)
         for run_id in sorted(newest):
-            if await self.runs.count_rows(run_filter(run_id)):
-                await self._flip(run_id)
-                log.warning("recovered run %s: rolled forward", run_id)
-            elif newest[run_id] <= cutoff:
+            if newest[run_id] <= cutoff:
                 await self.rollback(run_id)
-                log.warning("recovered run %s: rolled back (never committed)", run_id)
+                log.warning("recovered run %s: staged rows deleted (never committed)", run_id)
 
-    async def append(self, table: str, rows: list[dict[str, Any]]) -> None:
-        target = self.predictions if table == PREDICTIONS else self.embeddings
-        await target.add(pa.Table.from_pylist(rows, schema=await target.schema()))
+    async def append(self, rows: list[dict[str, Any]]) -> None:
+        """Stage one batch of a run's rows (invisible to readers until the run commits)."""
+        await self.staged.add(pa.Table.from_pylist(rows, schema=staged_schema(self.embedding_dim)))
 
-    async def commit(self, run_id: str, predictions: int, embeddings: int) -> None:
+    async def committed(self, run_id: str) -> bool:
+        return await self.runs.count_rows(run_filter(run_id)) > 0
+
+    async def commit(self, run_id: str, images: int) -> None:
+        """Make the run visible: merge its staged rows into ``images`` (see the module doc)."""
         where = run_filter(run_id)
-        stored = (await self.predictions.count_rows(where),
-                  await self.embeddings.count_rows(where))
-        if stored != (predictions, embeddings):
-            raise RunError(f"run {run_id} holds {stored[0]} prediction and {stored[1]} "
-                           f"embedding rows, expected {predictions} and {embeddings}")
+        staged = await self.staged.query().where(where).to_arrow()
+        answered = len(pc.unique(staged.column("input_row")))
+        if answered != images:
+            raise RunError(f"run {run_id} staged {answered} of its {images} images")
+        if images:
+            await self.images.merge_insert(IMAGE_IDENTITY) \
+                .when_matched_update_all(where="target.top_k < source.top_k") \
+                .when_not_matched_insert_all().execute(one_row_per_image(staged))
         await self.runs.add(pa.Table.from_pylist(
-            [{"run_id": run_id, "predictions": predictions, "embeddings": embeddings,
-              "committed_at": utc_now()}], schema=runs_schema()))
-        await self._flip(run_id)
-
-    async def _flip(self, run_id: str) -> None:
-        where = f"{run_filter(run_id)} AND NOT committed"
-        await self.embeddings.update(updates={"committed": True}, where=where)
-        await self.predictions.update(updates={"committed": True}, where=where)
+            [{"run_id": run_id, "images": images, "committed_at": utc_now()}],
+            schema=runs_schema()))
+        await self.staged.delete(where)
 
     async def rollback(self, run_id: str) -> None:
-        """Remove every trace of an unacknowledged run, its commit record first."""
-        where = run_filter(run_id)
-        await self.runs.delete(where)
-        await self.predictions.delete(where)
-        await self.embeddings.delete(where)
+        """Remove the staged rows of an unacknowledged run; stored images are never touched."""
+        await self.staged.delete(run_filter(run_id))
 
     async def version(self) -> int:
-        return await self.predictions.version()
+        return await self.images.version()
 
     async def page(self, version: int, offset: int, limit: int) -> pa.Table:
-        """Committed prediction rows ``offset..offset+limit`` as of table ``version``.
+        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors.
 
         Paging a pinned version keeps every page of one scan consistent even while other
-        runs commit (a commit rewrites rows, which would shift plain offsets).
+        runs commit (a merge that widens a row rewrites it, which would shift plain offsets).
         """
-        table = await self.db.open_table(PREDICTIONS, version=version)
+        table = await self.db.open_table(IMAGES, version=version)
         try:
-            return await table.query().where("committed").offset(offset).limit(limit) \
-                .select([f.name for f in prediction_schema() if f.name != "committed"]) \
+            return await table.query().offset(offset).limit(limit) \
+                .select([f.name for f in image_schema(self.embedding_dim) if f.name != "vector"]) \
                 .to_arrow()
         finally:
             table.close()
 
     async def nearest(self, vector: list[float], k: int) -> pa.Table:
-        return await self.embeddings.vector_search(vector).column("vector") \
-            .distance_type("cosine").where("committed").limit(k) \
+        return await self.images.vector_search(vector).column("vector") \
+            .distance_type("cosine").limit(k) \
             .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
 
     def close(self) -> None:
-        for table in (self.predictions, self.embeddings, self.runs):
+        for table in (self.images, self.staged, self.runs):
             table.close()
         self.db.close()

@@ -4,7 +4,8 @@ Function ticks run on the dispatcher's threads; LanceDB's async API and the coal
 live on one event loop owned by a background thread here. A tick hands over one batch of a
 run's rows and goes on inferring, but at most ``max_in_flight`` batches may be unwritten at
 once: a slow LanceDB slows inference down instead of growing memory. ``finish`` makes a run
-durable and visible, or rolls it back and raises.
+durable and visible, or rolls it back and raises. A run that already committed (its request
+replayed or retried) is left exactly as it is.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.lance.store import EMBEDDINGS, PREDICTIONS, PredictionStore, RunError
+from vgi_vision.lance.store import PredictionStore, RunError
 from vgi_vision.lance.write_queue import CoalescingWriteQueue
 
 log = logging.getLogger(__name__)
@@ -54,30 +55,23 @@ class WriteBack:
         except BaseException:
             self._stop_loop()
             raise
-        self._queues = {name: CoalescingWriteQueue(self._appender(name),
-                                                   window_seconds=window_seconds,
-                                                   max_batch=max_batch,
-                                                   max_queue_size=max_queue_size)
-                        for name in (PREDICTIONS, EMBEDDINGS)}
+        self._queue: CoalescingWriteQueue[dict[str, Any]] = CoalescingWriteQueue(
+            self._append, window_seconds=window_seconds, max_batch=max_batch,
+            max_queue_size=max_queue_size)
 
-    def _appender(self, table: str) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
-        async def append(rows: list[dict[str, Any]]) -> None:
-            await self.store.append(table, rows)  # looked up per batch: the store is the sink
-
-        return append
+    async def _append(self, rows: list[dict[str, Any]]) -> None:
+        await self.store.append(rows)  # looked up per batch: the store is the sink
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def write(self, run_id: str, predictions: list[dict[str, Any]],
-              embeddings: list[dict[str, Any]]) -> None:
+    def write(self, run_id: str, rows: list[dict[str, Any]]) -> None:
         """Queue one batch of a run's rows; blocks while ``max_in_flight`` are unwritten."""
         if self._closed:
             raise RunError("write-back is shut down")
         self._in_flight.acquire()
         try:
-            future = asyncio.run_coroutine_threadsafe(self._write(predictions, embeddings),
-                                                      self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._write(rows), self._loop)
         except BaseException:
             self._in_flight.release()
             raise
@@ -101,11 +95,12 @@ class WriteBack:
             if not batches:
                 self._pending.pop(run_id, None)
 
-    async def _write(self, predictions: list[dict[str, Any]],
-                     embeddings: list[dict[str, Any]]) -> None:
-        futures = [await self._queues[PREDICTIONS].enqueue(r) for r in predictions]
-        futures += [await self._queues[EMBEDDINGS].enqueue(r) for r in embeddings]
-        await asyncio.gather(*futures)
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*[await self._queue.enqueue(row) for row in rows])
+
+    def committed(self, run_id: str) -> bool:
+        """Whether the run already committed: then its requests must not write again."""
+        return self._run(self.store.committed(run_id))
 
     def _settle(self, run_id: str) -> list[concurrent.futures.Future]:
         """This worker's batches of the run, once each has landed or failed.
@@ -126,23 +121,33 @@ class WriteBack:
         except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
             log.exception("rollback of run %s failed", run_id)
 
-    def finish(self, run_id: str, predictions: int, embeddings: int) -> None:
-        """Commit the run once every row is stored; otherwise roll it back and raise."""
+    def finish(self, run_id: str, images: int) -> None:
+        """Commit the run once every row is staged; otherwise roll it back and raise.
+
+        A run that is already committed (its last request replayed or retried) stays as it is.
+        """
         futures = self._settle(run_id)
         try:
             for future in futures:
                 future.result()
-            self._run(self._commit_when_settled(run_id, predictions, embeddings))
+            self._run(self._commit_when_settled(run_id, images))
         except Exception as exc:
             self.abort(run_id)
             raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
 
-    async def _commit_when_settled(self, run_id: str, predictions: int, embeddings: int) -> None:
-        """Over HTTP a run's batches may come from several replicas: give theirs time to land."""
+    async def _commit_when_settled(self, run_id: str, images: int) -> None:
+        """Over HTTP a run's batches may come from several replicas: give theirs time to land.
+
+        Checked each round: the run may have committed meanwhile through a concurrent replay
+        of this request, which is then success, not a missing batch.
+        """
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
+            if await self.store.committed(run_id):
+                await self.store.rollback(run_id)  # rows a replay staged after the commit
+                return
             try:
-                return await self.store.commit(run_id, predictions, embeddings)
+                return await self.store.commit(run_id, images)
             except RunError:
                 if time.monotonic() > deadline:
                     raise
@@ -163,8 +168,7 @@ class WriteBack:
             return
         self._closed = True
         try:
-            for queue in self._queues.values():
-                self._run(queue.stop())
+            self._run(self._queue.stop())
             self.store.close()
         finally:
             self._stop_loop()

@@ -1,0 +1,107 @@
+"""Throughput of embed, category_score, is_a, phash and image_info against top_label.
+
+A worker is started on one transport and attached to DuckDB; each function is run over a table
+of N distinct real 512x512 JPEGs (``bench/images.py``) as ``SELECT count(vision.f(image))``,
+and its rate is divided by ``top_label``'s rate measured in the same rounds, so the ratio says
+what a function costs next to plain classification on this machine at this moment. Every
+query runs once untimed first; each number is the best of ``--repeats`` rounds, the queries of a
+round run back to back. ``image_info`` reads headers only, so it is also timed in this process
+(``read_info`` per image) and reported in microseconds per image.
+
+Usage: python bench/bench_functions.py [--images 64] [--repeats 3] [--transport subprocess]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+import duckdb  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+import vgi_vision  # noqa: E402
+from bench.images import make_jpegs  # noqa: E402
+from vgi_vision.facts import read_info  # noqa: E402
+from vgi_vision.launch import TRANSPORTS, running_worker  # noqa: E402
+
+BASELINE = "top_label"
+QUERIES = {
+    BASELINE: "SELECT count(vision.top_label(image)) FROM photos",
+    "embed": "SELECT count(vision.embed(image)) FROM photos",
+    "category_score": "SELECT count(vision.category_score(image, 'dog')) FROM photos",
+    "is_a": "SELECT count(vision.is_a(image, 'vehicle')) FROM photos",
+    "phash": "SELECT count(vision.phash(image)) FROM photos",
+    "image_info": "SELECT count(vision.image_info(image)) FROM photos",
+}
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=64, help="number of images (64)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (3)")
+    parser.add_argument("--transport", default="subprocess", choices=TRANSPORTS)
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.repeats < 1:
+        parser.error("--images and --repeats must be >= 1")
+    images = make_jpegs(args.images)
+
+    con = duckdb.connect()
+    con.register("photos_arrow", pa.table({"image": pa.array(images, pa.binary())}))
+    con.execute("CREATE TABLE photos AS SELECT image FROM photos_arrow")
+    con.unregister("photos_arrow")
+
+    def query(sql: str) -> None:
+        (count,), = con.execute(sql).fetchall()
+        if count != args.images:
+            raise RuntimeError(f"{sql!r} gave {count} non-NULL values for {args.images} images")
+
+    samples: dict[str, list[float]] = {name: [] for name in QUERIES}
+    with running_worker(args.transport) as worker:
+        vgi_vision.attach(con, worker.location)
+        try:
+            for sql in QUERIES.values():  # warm-up, untimed
+                query(sql)
+            for _ in range(args.repeats):
+                for name, sql in QUERIES.items():
+                    started = time.perf_counter()
+                    query(sql)
+                    samples[name].append(time.perf_counter() - started)
+        finally:
+            vgi_vision.detach(con)
+    con.close()
+    in_process = best_seconds(lambda: [read_info(i) for i in images], args.repeats)
+
+    rates = {name: args.images / min(times) for name, times in samples.items()}
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    print(f"command: {command}")
+    print(f"machine: {len(os.sched_getaffinity(0))} cores; {args.images} distinct 512x512 "
+          f"JPEGs; transport {args.transport}; best of {args.repeats} rounds")
+    print(f"{'function':<15} {'images/s':>9} {'vs top_label':>12}")
+    for name, rate in rates.items():
+        print(f"{name:<15} {rate:>9.1f} {rate / rates[BASELINE]:>11.2f}x")
+    print(f"image_info in-process (read_info): {1e6 * in_process / args.images:.0f} us/image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

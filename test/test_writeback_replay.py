@@ -1,0 +1,149 @@
+"""Write-back under replays and retries: a committed run never changes, and every (image,
+model) is stored once however often it is classified, by whichever worker.
+
+Real HTTP worker, real LanceDB, real model, distinct real photographs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from test_lance import classify_args, distinct_photos, registry_with, stored, table_counts
+
+from vgi_vision.client import Client
+from vgi_vision.harness import invoke_table_function
+from vgi_vision.lance.store import IMAGES, RUNS, STAGED
+from vgi_vision.lance.writeback import WriteBack
+from vgi_vision.launch import running_worker
+from vgi_vision.registry import FunctionError, argument_rows
+
+
+def snapshot(table: pa.Table) -> list[tuple]:
+    """Every stored prediction row, all columns, in a stable order."""
+    return sorted(tuple(row.values()) for row in table.drop_columns(["input_row"]).to_pylist())
+
+
+def scan_request(client: Client, args: pa.RecordBatch, token: str | None
+                 ) -> tuple[dict, pa.RecordBatch | None]:
+    return client.request({"op": "scan", "function": "classify", "token": token}, args)
+
+
+def test_replayed_tokens_never_change_a_committed_run(tmp_path: Path,
+                                                      fixture_bytes: dict[str, bytes]) -> None:
+    """A replayed continuation answers the same page again and writes nothing: before the
+    run commits (its rows are merged once) and after it (mid-scan and final tokens)."""
+    args = classify_args(distinct_photos(fixture_bytes, 70))  # three requests of 32, 32, 6
+    with running_worker("http", "--lance", str(tmp_path / "db"), workdir=tmp_path) as worker:
+        with Client(worker.location) as client:
+            first, page1 = scan_request(client, args, None)
+            mid = first["token"]
+            second, page2 = scan_request(client, args, mid)
+            # Replayed while the run is still open: the same page, the same next position.
+            again, page2_again = scan_request(client, args, mid)
+            assert not again["done"] and page2_again == page2
+            final_token = second["token"]
+            last, page3 = scan_request(client, args, final_token)
+            assert last["done"] and not first["done"] and not second["done"]
+            assert sum(p.num_rows for p in (page1, page2, page3)) == 70 * 5
+            committed = snapshot(client.table("predictions"))
+            assert len(committed) == 70 * 5
+            assert len({row[0] for row in committed}) == 70
+
+            # After the commit: the mid-scan and the final token, each replayed twice.
+            for token, page, done in [(mid, page2, False), (final_token, page3, True)] * 2:
+                header, replayed = scan_request(client, args, token)
+                assert header["done"] is done and replayed == page
+                assert snapshot(client.table("predictions")) == committed
+            counts = table_counts(tmp_path / "db")
+            assert counts == {IMAGES: 70, STAGED: 0, RUNS: 1}
+
+
+def test_reclassifying_stored_images_stores_each_once(tmp_path: Path,
+                                                      fixture_bytes: dict[str, bytes]) -> None:
+    """Re-run queries, a query that failed half-way and is run again, duplicates within one
+    call, and another worker on the same tables: one set of rows per image and model."""
+    photos = distinct_photos(fixture_bytes, 40)
+    uri = str(tmp_path / "db")
+    sink = WriteBack(uri, 1280)
+    registry = registry_with(sink)
+    classify = registry.get("classify")
+    invoke_table_function(classify, classify_args(photos[:10], top_k=3))
+    once = snapshot(stored(registry))
+    assert len(once) == 30
+
+    invoke_table_function(classify, classify_args(photos[:10], top_k=3))  # the same query
+    invoke_table_function(classify, classify_args(photos[:10] * 3, top_k=2))  # narrower
+    assert snapshot(stored(registry)) == once
+
+    real_append, calls = sink.store.append, []
+
+    async def failing_second_batch(rows: list) -> None:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OSError("lost connection to storage (injected)")
+        await real_append(rows)
+
+    sink.store.append = failing_second_batch  # a query over all 40 fails half-way ...
+    with pytest.raises(FunctionError, match="rolled back"):
+        invoke_table_function(classify, classify_args(photos, top_k=3))
+    sink.store.append = real_append
+    assert snapshot(stored(registry)) == once
+    invoke_table_function(classify, classify_args(photos, top_k=3))  # ... and is run again
+    rows = stored(registry)
+    assert rows.num_rows == 40 * 3
+    assert snapshot(rows.filter(pa.compute.is_in(rows.column("image_key"), pa.array(
+        [r[0] for r in once])))) == once  # the first ten kept their rows and run
+
+    # A second worker on the same tables (a sub-batch retried elsewhere) stores nothing new;
+    # a wider top_k replaces an image's set instead of adding a second one.
+    other = WriteBack(uri, 1280)
+    other_registry = registry_with(other)
+    invoke_table_function(other_registry.get("classify"), classify_args(photos[:20], top_k=3))
+    invoke_table_function(other_registry.get("classify"), classify_args(photos[:1], top_k=7))
+    other.close()
+    rows = stored(registry)
+    assert rows.num_rows == 39 * 3 + 7
+    keys = list(zip(rows.column("image_key").to_pylist(), rows.column("rank").to_pylist(),
+                    strict=True))
+    assert len(set(keys)) == len(keys)
+    similar = invoke_table_function(registry.get("similar"), argument_rows(
+        [pa.array(photos[:1], pa.binary()), pa.array([40], pa.int32())]))
+    assert similar.num_rows == 40  # one embedding per image
+    assert len(set(similar.column("image_key").to_pylist())) == 40
+    sink.close()
+    assert table_counts(tmp_path / "db")[IMAGES] == 40
+
+
+def test_workers_committing_the_same_images_at_once_store_them_once(
+        tmp_path: Path, fixture_bytes: dict[str, bytes]) -> None:
+    """Two workers on one store commit overlapping runs concurrently: each image once."""
+    photos = distinct_photos(fixture_bytes, 64)
+    uri = str(tmp_path / "db")
+    sinks = [WriteBack(uri, 1280) for _ in range(2)]
+    registries = [registry_with(sink) for sink in sinks]
+    errors: list[BaseException] = []
+
+    def classify_all(registry, rounds: int) -> None:
+        try:
+            for start in range(0, rounds * 8, 8):
+                invoke_table_function(registry.get("classify"),
+                                      classify_args(photos[start:start + 16], top_k=2))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=classify_all, args=(r, 6)) for r in registries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors
+    rows = stored(registries[0])
+    keys = list(zip(rows.column("image_key").to_pylist(), rows.column("rank").to_pylist(),
+                    strict=True))
+    assert len(keys) == len(set(keys)) == 56 * 2
+    for sink in sinks:
+        sink.close()
+    assert table_counts(tmp_path / "db")[IMAGES] == 56
