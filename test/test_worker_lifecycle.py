@@ -13,10 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 from test_lance import classify_args, distinct_photos, table_counts
 
+import vgi_vision
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.lance.store import STAGED
 from vgi_vision.launch import running_worker
@@ -158,3 +160,28 @@ def test_a_path_swapped_to_a_fifo_never_hangs_the_worker(tmp_path: Path, transpo
         swapper.join(timeout=10)
     labels = {label for batch in results for label in batch}
     assert len(results) == 40 and labels <= {None, "tiger cat"} and "tiger cat" in labels
+
+
+def test_attach_on_a_second_cursor_leaves_the_first_attachment_working() -> None:
+    """Catalogs and UDFs belong to the database: a cursor already sees the worker attached
+    through its connection. Attaching again under the same name is refused and touches
+    nothing; under another name it works."""
+    coffee = "test/sql/data/coffee.png"
+    con = duckdb.connect()
+    vgi_vision.attach(con)
+    cursor = con.cursor()
+    try:
+        with pytest.raises(ValueError, match="already has a catalog"):
+            vgi_vision.attach(cursor)
+        for user in (con, cursor):
+            assert user.execute(f"SELECT vision.top_label('{coffee}')").fetchone() == \
+                ("espresso",)
+        vgi_vision.attach(cursor, name="second")
+        assert cursor.execute(f"SELECT second.top_label('{coffee}')").fetchone() == \
+            ("espresso",)
+        vgi_vision.detach(cursor, name="second")
+        assert con.execute(f"SELECT vision.top_label('{coffee}')").fetchone() == ("espresso",)
+    finally:
+        vgi_vision.detach(con)
+        cursor.close()
+        con.close()
