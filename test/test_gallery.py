@@ -231,7 +231,7 @@ def test_image_facts_read_exif_and_survive_garbage() -> None:
     Image.new("RGB", (64, 48), (10, 200, 30)).save(out, "JPEG", exif=exif)
     facts = dict(image_facts(out.getvalue()))
     assert facts["format"] == "JPEG" and facts["size"] == "64 x 48 px"
-    assert facts["Make"] == "Acme <Camera>"
+    assert facts["camera"] == "Acme <Camera> Model 9"
     assert image_facts(b"\xff\xd8\xff\xe1 broken") == []
     assert image_facts(out.getvalue()[:40]) == []
 

@@ -8,6 +8,7 @@ network: the CSS and JavaScript ship in the package.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from collections.abc import Awaitable, Callable
@@ -119,7 +120,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
             return render("missing.html", 404)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
-                      facts=files.facts(tile.path), path=files.shown_path(tile.path))
+                      facts=await asyncio.to_thread(files.facts, tile.path),
+                      path=files.shown_path(tile.path))
 
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
