@@ -8,6 +8,7 @@ network: the CSS and JavaScript ship in the package.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
 
 NEIGHBOURS = 8
@@ -119,7 +120,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
             return render("missing.html", 404)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
-                      facts=files.facts(tile.path), path=files.shown_path(tile.path))
+                      facts=await asyncio.to_thread(files.facts, tile.path),
+                      path=files.shown_path(tile.path))
 
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
@@ -137,5 +139,5 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
-        exception_handlers={LookupError: store_changed},
+        exception_handlers={StoreChanged: store_changed},
     )
