@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -118,7 +118,10 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         tile = await catalog.tile(request.path_params["key"], request.query_params.get("run", ""))
         if tile is None:
             return render("missing.html", 404)
-        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
+        # The grid this came from, re-parsed: only a valid filter ever reaches the back link.
+        came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
+        back = came_from.link(page=came_from.page)
+        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
                       facts=await asyncio.to_thread(files.facts, tile.path),
                       path=files.shown_path(tile.path))
