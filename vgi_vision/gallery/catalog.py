@@ -54,6 +54,10 @@ class StoreMissing(RuntimeError):
     """The URI holds no write-back store."""
 
 
+class StoreChanged(RuntimeError):
+    """Rows read by row id are not the rows the snapshot expected (say, after compaction)."""
+
+
 def _number(text: str | None, default: float, low: float, high: float) -> float:
     try:
         value = float(text) if text not in (None, "") else default
@@ -292,8 +296,10 @@ class Catalog:
     # -- one image -----------------------------------------------------------------------
 
     async def tile(self, image_key: str, run_id: str = "") -> Tile | None:
-        if not IMAGE_KEY.match(image_key) or (run_id and not RUN_ID.match(run_id)):
+        """The image's tile: from run ``run_id`` when that is a run id, else its newest."""
+        if not IMAGE_KEY.match(image_key):
             return None
+        run_id = run_id if RUN_ID.match(run_id) else ""
         snap = await self.snapshot()
         which, params = ("run_id = ?", [run_id]) if run_id else ("true", [])
         rows = await snap.query(f"SELECT {_TILE_COLUMNS} FROM images WHERE image_key = ? AND "
@@ -301,21 +307,15 @@ class Catalog:
         return Tile(*rows[0]) if rows else None
 
     async def top_k(self, tile: Tile) -> list[tuple[int, str, float]]:
-        """The stored ranked predictions of one image."""
-        table = await self._db.open_table(IMAGES)
-        try:
-            rows = await table.query().where(
-                f"image_key = '{_checked(IMAGE_KEY, tile.image_key)}' "
-                f"AND run_id = '{_checked(RUN_ID, tile.run_id)}'"
-            ).select(["label", "confidence"]).to_arrow()
-        finally:
-            table.close()
+        """The stored ranked predictions of one image (by row id: no stored text is ever
+        spliced into a filter)."""
+        _, rows = await self._rows_of(tile.image_key, ["label", "confidence"], tile.model)
         if not rows.num_rows:
             return []
-        ranked = zip(rows.column("label")[0].as_py(), rows.column("confidence")[0].as_py(),
-                     strict=True)
-        return [(rank, label, confidence)
-                for rank, (label, confidence) in enumerate(ranked, start=1)]
+        labels = rows.column("label")[0].as_py() or []
+        confidences = rows.column("confidence")[0].as_py() or []
+        return [(rank, label, confidence) for rank, (label, confidence)
+                in enumerate(zip(labels, confidences, strict=False), start=1)]
 
     async def _rows_of(self, image_key: str, columns: list[str], model: str | None = None
                        ) -> tuple[Snapshot, pa.Table]:
@@ -331,7 +331,7 @@ class Catalog:
         rows = await snap.images.take_row_ids(ids).select(["image_key", *columns]) \
             .to_arrow()
         if set(rows.column("image_key").to_pylist()) != {image_key}:
-            raise LookupError("the store changed under the snapshot")  # never show the wrong one
+            raise StoreChanged("the store changed under the snapshot")  # never the wrong image
         return snap, rows
 
     async def thumbnail(self, image_key: str) -> bytes | None:
@@ -359,7 +359,8 @@ class Catalog:
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
-            if hit["image_key"] in seen or hit["model"] != tile.model:
+            if hit["image_key"] in seen or hit["model"] != tile.model \
+                    or not hit["label"] or not hit["confidence"]:
                 continue
             seen.add(hit["image_key"])
             found.append(Neighbour(hit["image_key"], hit["run_id"], hit["label"][0],
@@ -374,7 +375,8 @@ class Catalog:
 
 def summarize(light: pa.Table) -> tuple[duckdb.DuckDBPyConnection, int]:
     """The in-memory DuckDB tables the page queries: ``images`` (one row per stored image and
-    model: top-1 label and confidence, top-1/top-2 margin, row id) and ``label_categories``."""
+    model: top-1 label and confidence, top-1/top-2 margin, row id; rows without a top-1, which
+    write-back never stores, are left out) and ``label_categories``."""
     con = duckdb.connect()
     con.register("light", light)
     con.execute("""
@@ -382,7 +384,8 @@ def summarize(light: pa.Table) -> tuple[duckdb.DuckDBPyConnection, int]:
         SELECT image_key, run_id, model, label[1] AS label, confidence[1] AS confidence,
                confidence[1] - coalesce(confidence[2], 0.0) AS margin, path, created_at,
                _rowid
-        FROM light""")
+        FROM light
+        WHERE label[1] IS NOT NULL AND confidence[1] IS NOT NULL""")
     con.unregister("light")
     models = [m for (m,) in con.execute("SELECT DISTINCT model FROM images").fetchall()]
     con.register("categories", label_categories(models))
@@ -424,9 +427,3 @@ def label_categories(models: list[str]) -> pa.Table:
     return pa.table(rows, schema=pa.schema([
         ("model", pa.string()), ("label", pa.string()), ("category", pa.string()),
         ("name", pa.string()), ("classes", pa.int64())]))
-
-
-def _checked(pattern: re.Pattern[str], value: str) -> str:
-    if not pattern.match(value):  # values are ours, but never splice unchecked text into SQL
-        raise ValueError(f"invalid identifier {value!r}")
-    return value
