@@ -8,12 +8,13 @@ network: the CSS and JavaScript ship in the package.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -24,7 +25,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
 
 NEIGHBOURS = 8
@@ -117,9 +118,13 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         tile = await catalog.tile(request.path_params["key"], request.query_params.get("run", ""))
         if tile is None:
             return render("missing.html", 404)
-        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
+        # The grid this came from, re-parsed: only a valid filter ever reaches the back link.
+        came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
+        back = came_from.link(page=came_from.page)
+        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
-                      facts=files.facts(tile.path), path=files.shown_path(tile.path))
+                      facts=await asyncio.to_thread(files.facts, tile.path),
+                      path=files.shown_path(tile.path))
 
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
@@ -137,5 +142,5 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
-        exception_handlers={LookupError: store_changed},
+        exception_handlers={StoreChanged: store_changed},
     )
