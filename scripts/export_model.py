@@ -131,7 +131,12 @@ def export(out_dir: Path) -> None:
             "0.2.1 (MIT)."
         ),
     }
-    (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    metadata_file = out_dir / "metadata.json"
+    if metadata_file.is_file():  # keep what scripts/build_categories.py recorded
+        previous = json.loads(metadata_file.read_text(encoding="utf-8"))
+        if "categories" in previous:
+            metadata["categories"] = previous["categories"]
+    metadata_file.write_text(json.dumps(metadata, indent=2) + "\n")
     print(f"wrote {onnx_path} sha256={metadata['sha256']}")
 
 

@@ -97,12 +97,84 @@ MUTATIONS = (
              "if entry is None or entry[0] != call_digest:",
              "if entry is None:",
              (f"{SECURITY}::test_a_continuation_is_refused_for_any_other_call",)),
+    Mutation("scan-handle-reusable",
+             "LiveStates.load leaves a resumed scan's handle valid (replays run a tick twice)",
+             "vgi_vision/server.py", "            del self._scans[token]\n", "",
+             (f"{SECURITY}::test_a_scan_handle_resumes_once",)),
+    Mutation("worker-held-scans-unbounded",
+             "LiveStates keeps every unfinished scan (no eviction of the oldest)",
+             "vgi_vision/server.py",
+             "            while len(self._scans) > self._max_scans:\n"
+             "                self._scans.popitem(last=False)\n", "",
+             (f"{SECURITY}::test_worker_held_scans_are_bounded",)),
     Mutation("token-mac-unchecked",
              "continuation tokens are opened without checking their HMAC tag",
              "vgi_vision/tokens.py",
              "if not hmac.compare_digest(tag, hmac.new(self._key, body, hashlib.sha256).digest()):",
              "if False:",
              ("test/test_http.py::test_damaged_tokens_are_rejected_before_deserializing",)),
+    Mutation("token-call-unchecked",
+             "continuation tokens (HTTP) are opened without comparing their call digest",
+             "vgi_vision/tokens.py",
+             "if not hmac.compare_digest(digest, call_digest):", "if False:",
+             ("test/test_http.py::test_token_is_bound_to_its_call",
+              f"{SECURITY}::test_a_continuation_is_refused_for_any_other_call")),
+    Mutation("token-expiry-unchecked",
+             "expired continuation tokens are still accepted",
+             "vgi_vision/tokens.py", "if expiry < time.time():", "if False:",
+             ("test/test_registry.py::test_tokens_open_only_what_they_sealed",)),
+    Mutation("bearer-token-unchecked",
+             "HTTP accepts any bearer token",
+             "vgi_vision/transports/http.py",
+             'return scheme.lower() == "bearer" and hmac.compare_digest(',
+             'return scheme.lower() == "bearer" or hmac.compare_digest(',
+             (f"{SECURITY}::test_missing_or_wrong_token_is_refused_before_any_work",)),
+    Mutation("public-bind-without-token",
+             "serve --http on a public address starts without a bearer token",
+             "vgi_vision/cli.py",
+             "if is_loopback(args.host) or args.insecure_no_auth:", "if True:",
+             (f"{SECURITY}::test_public_bind_without_token_is_refused",)),
+    Mutation("nul-byte-accepted",
+             "a path containing a NUL byte is not refused up front",
+             "vgi_vision/paths.py", 'if "\\x00" in path:', "if False:",
+             (f"{SECURITY}::test_paths_escaping_the_root_are_refused",)),
+    Mutation("unix-socket-open-to-all",
+             "the unix socket is created without the owner-only umask",
+             "vgi_vision/transports/unix.py", "os.umask(0o177)", "os.umask(0o000)",
+             (f"{SECURITY}::test_unix_socket_is_owner_only",)),
+    Mutation("unix-connections-uncapped",
+             "a unix worker serves any number of connections at once",
+             "vgi_vision/transports/unix.py",
+             "if not self.server.slots.acquire(blocking=False):", "if False:",
+             (f"{SECURITY}::test_connections_over_the_cap_get_a_clear_error",)),
+    Mutation("unix-idle-unbounded",
+             "a unix worker waits forever on an idle or stalled connection",
+             "vgi_vision/transports/unix.py",
+             "self.request.settimeout(self.server.idle_timeout)", "pass",
+             (f"{SECURITY}::test_idle_and_stalled_connections_are_closed",)),
+    Mutation("request-size-unbounded",
+             "the dispatcher no longer bounds a request's size",
+             "vgi_vision/server.py",
+             "if len(data) > self.limits.max_request_bytes:", "if False:",
+             (f"{SECURITY}::test_oversized_request_is_refused_and_the_worker_serves_on",
+              f"{SECURITY}::test_the_dispatcher_bounds_a_request_on_its_own")),
+    Mutation("frame-size-unbounded",
+             "stdio and unix read a frame of any size (only the dispatcher bounds it)",
+             "vgi_vision/transports/framing.py",
+             "read_frame(reader, dispatcher.limits.max_request_bytes)",
+             "read_frame(reader, 1 << 62)",
+             (f"{SECURITY}::test_oversized_request_is_refused_and_the_worker_serves_on",
+              f"{SECURITY}::test_an_oversized_request_is_refused_before_it_is_dispatched")),
+    Mutation("rows-per-call-unbounded",
+             "the dispatcher no longer bounds argument rows per call",
+             "vgi_vision/server.py",
+             "if batch.num_rows > self.limits.max_rows_per_call:", "if False:",
+             (f"{SECURITY}::test_too_many_rows_per_call_is_refused",)),
+    Mutation("pixel-limit-unchecked",
+             "images are decoded whatever their pixel count",
+             "vgi_vision/imaging.py",
+             "width * height > limits.max_pixels", "False",
+             (f"{SECURITY}::test_per_image_byte_and_pixel_limits",)),
     Mutation("writeback-recovery-skipped",
              "a LanceDB store opens without rolling back runs a killed worker left unfinished",
              "vgi_vision/lance/store.py",
@@ -123,8 +195,10 @@ def copy_repo(into: Path) -> Path:
     return tree
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, list[str]]:
-    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed."""
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float, show_failures: bool = False
+              ) -> tuple[int, list[str]]:
+    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed (with pytest's
+    report when ``show_failures``: for the baseline, where a failure is not expected)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
     try:
@@ -132,9 +206,9 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         return -1, ["(timed out)"]
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, re.MULTILINE)
-    if done.returncode not in (0, 1):  # collection or usage error: nothing was judged
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
+    if done.returncode not in (0, 1) or (failed and show_failures):
+        sys.stderr.write(done.stdout[-6000:] + done.stderr[-4000:])
     return done.returncode, failed
 
 
@@ -170,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         print(f"baseline: {len(tests)} test selection(s) on the unmutated copy ...", flush=True)
-        status, failed = run_tests(pristine, tests, options.timeout)
+        status, failed = run_tests(pristine, tests, options.timeout, show_failures=True)
         if status != 0:
             print(f"baseline FAILED (pytest exit {status}): {failed}; fix that first")
             return 1

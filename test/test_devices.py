@@ -121,3 +121,27 @@ def test_worker_info_names_the_serving_model() -> None:
     assert info["model_classes"] == 1000
     assert info["device"] == "cpu" and info["provider"] == CPU
     assert len(info["model_sha256"]) == 64
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vgi_vision", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_cli_commands_take_model_and_device() -> None:
+    rows = cli("classify", "--model", "efficientnet-lite0-int8", "--device", "auto",
+               "--top-k", "1", "--format", "csv", "test/sql/data/coffee.png")
+    assert rows.returncode == 0, rows.stderr
+    assert "espresso" in rows.stdout
+    serving = cli("sql", "--model", "efficientnet-lite0-int8",
+                  "SELECT name, provider FROM vision.models() WHERE serving")
+    assert serving.returncode == 0, serving.stderr
+    assert "efficientnet-lite0-int8" in serving.stdout and CPU in serving.stdout
+
+
+def test_cli_model_flags_are_refused_for_a_running_worker() -> None:
+    for command in (("classify", "test/sql/data/coffee.png"), ("sql", "SELECT 1")):
+        result = cli(*command, "--location", "unix:///nowhere.sock", "--model",
+                     "efficientnet-lite0-int8")
+        assert result.returncode == 2
+        assert "configure" in result.stderr and "--model" in result.stderr, result.stderr

@@ -110,6 +110,12 @@ def test_label_facet_filters(browser: WebDriver, gallery: str, store: GallerySto
     shown = tiles(browser)
     assert shown == {k: v for k, v in store.labels.items() if v == wanted}
     assert browser.find_element(By.ID, "summary").text.startswith(f"{len(shown)} of ")
+    # a detail and back: the grid comes back filtered as it was
+    browser.find_element(By.CSS_SELECTOR, ".tile a").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "detail"))
+    browser.find_element(By.CSS_SELECTOR, "a.back").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "grid"))
+    assert tiles(browser) == shown
 
 
 def test_category_facet_counts_and_filters(browser: WebDriver, gallery: str,

@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,11 +28,14 @@ from PIL import Image
 
 import vgi_vision
 from vgi_vision.client import Client, WorkerError
+from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.imaging import decode as decode_image
 from vgi_vision.launch import RunningWorker, running_worker, start_http
+from vgi_vision.model import load_classifier
 from vgi_vision.paths import PathPolicy
 from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import FunctionError, argument_rows
+from vgi_vision.registry import FunctionError, Registry, argument_rows
+from vgi_vision.server import Dispatcher, LiveStates, ServerLimits
 from vgi_vision.transports.framing import read_frame, write_frame
 
 TOKEN = "s3cret-bearer-token-for-tests"
@@ -321,16 +325,40 @@ def test_oversized_request_is_refused_and_the_worker_serves_on(confined: Running
         with pytest.raises(WorkerError) as info:
             client.table("classify", big)
         assert info.value.kind == "limit_exceeded"
-        if confined.location.startswith("unix"):
-            assert f"exceeds the limit of {MB}" in str(info.value)
-        else:  # waitress refuses it from the Content-Length, before reading the body
-            assert "too large" in str(info.value)
+        assert f"exceeds the limit of {MB}" in str(info.value)
+        if confined.location.startswith("http"):  # refused from the Content-Length alone
             over = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * (MB + 1))
             assert over.status_code == 413
             at_limit = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * MB)
             assert at_limit.status_code == 400  # read and dispatched: the limit is inclusive
         # The same client (over unix, the same pooled connection) keeps working.
         assert client.table("image_classes").num_rows == 1000
+
+
+# The request bound is kept twice: by each transport, which refuses an oversized request before
+# buffering it, and by the dispatcher, whichever transport hands it a request. Each alone:
+
+@pytest.mark.parametrize("transport", ["unix", "http"])
+def test_an_oversized_request_is_refused_before_it_is_dispatched(tmp_path: Path,
+                                                                 transport: str) -> None:
+    with running_worker(transport, "--max-request-mb", "1", workdir=tmp_path) as worker, \
+            Client(worker.location) as client:
+        client.describe()
+        before = dispatched(tmp_path)
+        with pytest.raises(WorkerError) as info:
+            client.table("classify", pa.array([b"\xff" * (MB + 1024)], pa.binary()))
+        assert info.value.kind == "limit_exceeded"
+        assert dispatched(tmp_path) == before  # the transport refused it, unread
+        assert client.table("image_classes").num_rows == 1000
+        assert dispatched(tmp_path) > before  # the count does see dispatched requests
+
+
+def test_the_dispatcher_bounds_a_request_on_its_own() -> None:
+    dispatcher = Dispatcher(Registry(), ServerLimits(max_request_bytes=1024))
+    over = dispatcher.reply(b"x" * 1025, LiveStates())
+    assert over.error_kind == "limit_exceeded"
+    assert "1025 bytes exceeds the limit of 1024" in decode(over.data).header["error"]["message"]
+    assert dispatcher.reply(b"x" * 1024, LiveStates()).error_kind == "bad_request"  # inclusive
 
 
 def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
@@ -378,6 +406,17 @@ def serves_a_new_connection(worker: RunningWorker) -> bool:
         return False
 
 
+def eventually(condition: Callable[[], bool], seconds: float = 120) -> bool:
+    """Whether ``condition`` holds within ``seconds``, polled: for what a worker does once it
+    notices a close, which a loaded machine delays by more than any fixed number of tries."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_connections_over_the_cap_get_a_clear_error(tmp_path: Path) -> None:
     with running_worker("unix", "--max-connections", "3", workdir=tmp_path) as worker:
         held = [connect(worker) for _ in range(3)]
@@ -393,7 +432,7 @@ def test_connections_over_the_cap_get_a_clear_error(tmp_path: Path) -> None:
                 assert exchange(sock, DESCRIBE)["ok"]  # the others keep working
             held.pop().close()
             # The worker frees the slot once it sees the close; a new connection then fits.
-            assert any(serves_a_new_connection(worker) for _ in range(1000))
+            assert eventually(lambda: serves_a_new_connection(worker))
         finally:
             for sock in held:
                 sock.close()
@@ -510,6 +549,37 @@ def test_a_continuation_is_refused_for_any_other_call(transport: str, worker_poo
             header, batch = scan_page(owner, "image_classes", one_row, header["token"])
             rows += batch.column("idx").to_pylist() if batch is not None else []
         assert rows == list(range(1000))
+
+
+@pytest.mark.parametrize("transport", ["subprocess", "unix"])
+def test_a_scan_handle_resumes_once(transport: str, worker_pool) -> None:
+    """A worker-held scan moves on when it resumes: its old handle, replayed even for the same
+    call, is refused instead of running the same tick (and any write-back of it) twice."""
+    args = argument_rows([], 1)
+    with Client(worker_pool.get(transport).location) as client:
+        first, _ = scan_page(client, "image_classes", args, None)
+        second, batch = scan_page(client, "image_classes", args, first["token"])
+        assert batch is not None and batch.column("idx").to_pylist()[0] == 64
+        with pytest.raises(WorkerError) as info:
+            scan_page(client, "image_classes", args, first["token"])
+        assert info.value.kind == "invalid_token"
+        _, batch = scan_page(client, "image_classes", args, second["token"])
+        assert batch is not None and batch.column("idx").to_pylist()[0] == 128
+
+
+def test_worker_held_scans_are_bounded() -> None:
+    """A client that opens scans and never finishes them cannot grow the worker without
+    bound: past ``max_scans`` the oldest are dropped (and refused if they come back)."""
+    registry = build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted()))
+    dispatcher, states = Dispatcher(registry), LiveStates(max_scans=3)
+    scan = encode({"op": "scan", "function": "image_classes", "token": None},
+                  argument_rows([], 1))
+    handles = [decode(dispatcher.handle(scan, states)).header["token"] for _ in range(4)]
+    replies = [decode(dispatcher.handle(encode(
+        {"op": "scan", "function": "image_classes", "token": handle}, argument_rows([], 1)),
+        states)).header for handle in handles]
+    assert replies[0]["error"]["kind"] == "invalid_token"  # the oldest, dropped
+    assert all(reply["ok"] for reply in replies[1:])
 
 
 def test_a_second_unix_worker_does_not_steal_a_live_socket(tmp_path: Path) -> None:

@@ -91,6 +91,11 @@ def big(args: Args) -> pa.Array:
                     pa.uint64())
 
 
+def norm(args: Args) -> pa.Array:
+    return pa.array([None if v is None else sum(x * x for x in v) ** 0.5
+                     for v in args["x"].to_pylist()], pa.float64())
+
+
 class Rows:
     """A table function whose rows carry a LIST and a STRUCT column."""
 
@@ -130,6 +135,7 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
     registry.add(scalar_spec("vector", "FLOAT[3]", vector))
     registry.add(scalar_spec("info", INFO, info))
     registry.add(scalar_spec("big", "UBIGINT", big))
+    registry.add(scalar_spec("norm", "DOUBLE", norm, param_type="FLOAT[3]"))
     registry.add(FunctionSpec(name="rows", kind="table",
                               overloads=(Overload((Param("x", "INTEGER"),)),),
                               columns=(Column("tags", "VARCHAR[]"), Column("info", INFO)),
@@ -162,3 +168,8 @@ def test_table_function_keeps_list_and_struct_columns_whole(con: duckdb.DuckDBPy
     assert rows == [(0, [], 0), (1, ["1"], 1), (2, ["2", "2"], 2)]
     assert [d[1] for d in con.execute("SELECT * FROM toy.rows(2)").description] == \
         ["VARCHAR[]", INFO]
+
+
+def test_nested_parameters_travel_too(con: duckdb.DuckDBPyConnection) -> None:
+    assert con.execute("SELECT toy.norm([3, 4, 0]::FLOAT[3]), toy.norm(toy.vector(0)), "
+                       "toy.norm(NULL)").fetchone() == (5.0, 1.0, None)

@@ -135,8 +135,10 @@ def test_a_path_swapped_to_a_fifo_never_hangs_the_worker(tmp_path: Path, transpo
         while not stop.is_set():
             regular.write_bytes(photo)
             os.replace(regular, target)
+            time.sleep(0.002)  # a regular file about half of the time
             os.mkfifo(fifo)
             os.replace(fifo, target)
+            time.sleep(0.002)
 
     swapper = threading.Thread(target=swap)
     swapper.start()

@@ -6,7 +6,7 @@ is on, a LanceDB sink), so one worker process can serve them over any transport.
 
 from __future__ import annotations
 
-from vgi_vision.functions import categories, facts
+from vgi_vision.functions import categories, facts, ocr
 from vgi_vision.functions.classify import CLASSIFY_COLUMNS, Classify, ImageClasses, top_label
 from vgi_vision.functions.common import (
     DEFAULT_TOP_K,
@@ -109,4 +109,5 @@ def build_registry(ctx: VisionContext) -> Registry:
     ))
     facts.register(registry, ctx)
     categories.register(registry, ctx)
+    ocr.register(registry, ctx)
     return registry

@@ -1,16 +1,18 @@
 """What every vision function shares: the context a worker gives them and argument helpers.
 
-``VisionContext`` is all a function may touch of its worker: the classifier, the path policy
-and, when write-back is on, the LanceDB sink. No transport code lives in this package.
+``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
+the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
+package.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vgi_vision.imaging import ImageSource, read_source
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.model import Classifier, TopKError, validate_top_k
+from vgi_vision.ocr import TextReader, load_text_reader
 from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import Args, FunctionError, Overload, Param
 
@@ -32,6 +34,7 @@ class VisionContext:
     classifier: Classifier
     paths: PathPolicy
     sink: WriteBack | None = None
+    reader: TextReader = field(default_factory=load_text_reader)
 
     def store(self) -> WriteBack:
         if self.sink is None:
