@@ -195,8 +195,10 @@ def copy_repo(into: Path) -> Path:
     return tree
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, list[str]]:
-    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed."""
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float, show_failures: bool = False
+              ) -> tuple[int, list[str]]:
+    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed (with pytest's
+    report when ``show_failures``: for the baseline, where a failure is not expected)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
     try:
@@ -205,8 +207,8 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
     except subprocess.TimeoutExpired:
         return -1, ["(timed out)"]
     failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
-    if done.returncode not in (0, 1):  # collection or usage error: nothing was judged
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+    if done.returncode not in (0, 1) or (failed and show_failures):
+        sys.stderr.write(done.stdout[-6000:] + done.stderr[-4000:])
     return done.returncode, failed
 
 
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         print(f"baseline: {len(tests)} test selection(s) on the unmutated copy ...", flush=True)
-        status, failed = run_tests(pristine, tests, options.timeout)
+        status, failed = run_tests(pristine, tests, options.timeout, show_failures=True)
         if status != 0:
             print(f"baseline FAILED (pytest exit {status}): {failed}; fix that first")
             return 1

@@ -98,12 +98,16 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
             "/?label=" + "x" * 60_000, "/?search=%00%27%22;--", "/?min_confidence=0.9"
             "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88",
             "/?category=n0' OR 1=1", "/?category=n99999999"]
+    grid += [f"/image/{store.hostile_key}?from=javascript:alert(1)",
+             f"/image/{store.hostile_key}?from=%2F%2Fevil.example%2F&run=x"]
     missing = ["/image/not-a-key", "/image/" + "0" * 64, "/image/" + "0" * 64 + "?run=zz",
                "/thumb/..%2F..%2Fetc%2Fpasswd", "/thumb/" + "A" * 64, "/static/../cli.py"]
     got = asyncio.run(responses(store.uri, grid + missing))
     for url, response in zip(grid, got, strict=False):
         assert response.status_code == 200, url
         assert "Content-Security-Policy" in response.headers
+        back = re.findall(r'<a class="back" href="([^"]*)"', response.text)
+        assert all(link.startswith("/?") for link in back), (url, back)  # never elsewhere
     for url, response in zip(missing, got[len(grid):], strict=True):
         assert response.status_code == 404, url
     # stored thumbnail bytes are data: always served as a JPEG the browser may not sniff

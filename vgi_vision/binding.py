@@ -153,6 +153,7 @@ class Attachment:
     name: str
     client: Client
     udfs: list[str] = field(default_factory=list)
+    attached: bool = False  # the catalog is ours to detach
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -162,7 +163,16 @@ class Attachment:
         return con
 
     def register(self) -> None:
-        self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+        try:
+            self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+        except duckdb.Error as exc:
+            # Catalogs (and UDFs) belong to the database, so every cursor already sees a
+            # worker attached through another connection of it; that one is left as it is.
+            raise ValueError(f"cannot attach a worker as {self.name!r}: this database already "
+                             f"has a catalog of that name (a worker attached through another "
+                             f"connection or cursor of the same database serves every cursor;"
+                             f" or pass name=...): {exc}") from None
+        self.attached = True
         for spec in self.client.describe():
             self._register_function(spec)
 
@@ -203,7 +213,8 @@ class Attachment:
         con = self.connection()
         try:
             if con is not None:
-                con.execute(f"DETACH {quote(self.name)}")
+                if self.attached:
+                    con.execute(f"DETACH {quote(self.name)}")
                 for udf in self.udfs:
                     con.remove_function(udf)
         except duckdb.Error:

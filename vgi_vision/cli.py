@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,7 +164,12 @@ def run_serve(args: argparse.Namespace) -> int:
             from vgi_vision.transports.stdio import serve_stdio
 
             assert frames is not None
-            serve_stdio(dispatcher, frames)
+            # Served off the main thread, so SIGTERM (raised in the main thread) never lands
+            # inside a request: worker.close() below lets the request in flight finish.
+            serving = threading.Thread(target=serve_stdio, args=(dispatcher, frames),
+                                       name="vgi-stdio", daemon=True)
+            serving.start()
+            serving.join()
         elif transport == "unix":
             from vgi_vision.transports.unix import UnixServer
 

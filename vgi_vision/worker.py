@@ -20,6 +20,9 @@ from vgi_vision.server import Dispatcher, ServerLimits
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping worker waits for the requests in flight to be answered.
+DRAIN_SECONDS = 120.0
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -37,12 +40,19 @@ class WorkerConfig:
 
 @dataclass
 class Worker:
-    """A dispatcher and the resources it owns; ``close`` drains write-back."""
+    """A dispatcher and the resources it owns; ``close`` drains requests, then write-back."""
 
     dispatcher: Dispatcher
     sink: WriteBack | None = None
 
     def close(self) -> None:
+        """Answer the requests in flight (new ones are refused), then flush write-back.
+
+        Closing the store under a request still writing would fail it half-way, and exiting
+        with threads inside onnxruntime or LanceDB aborts the process.
+        """
+        if not self.dispatcher.drain(DRAIN_SECONDS):
+            log.warning("requests still running after %.0f s; stopping anyway", DRAIN_SECONDS)
         if self.sink is not None:
             self.sink.close()
 
