@@ -85,7 +85,11 @@ def build_worker(config: WorkerConfig) -> Worker:
                              f"{exc}; give this model its own --lance URI") from None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
     info = {"version": __version__, "model": classifier.info.name, **model_summary(classifier),
-            "pid": os.getpid(), "transport": config.transport, "lance": config.lance}
+            "pid": os.getpid(), "transport": config.transport, "lance": config.lance,
+            # What one request may hold: clients size their sub-batches by these.
+            "limits": {"max_request_bytes": config.limits.max_request_bytes,
+                       "max_rows_per_call": config.limits.max_rows_per_call,
+                       "max_image_bytes": config.decode_limits.max_bytes}}
     log.info("worker ready: %s", info)
     return Worker(Dispatcher(registry, config.limits, worker_info=info), sink)
 
