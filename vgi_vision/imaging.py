@@ -22,11 +22,11 @@ import io
 import logging
 import math
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -147,8 +147,8 @@ class Preprocessing:
 def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
     """Return the encoded bytes of ``source``, or None if there is nothing usable to read.
 
-    A path that is missing, a directory, unreadable or larger than the byte limit is "no
-    image", never an error: paths arrive from SQL rows and are as untrusted as bytes.
+    A path that is missing, not a regular file, unreadable or larger than the byte limit is
+    "no image", never an error: paths arrive from SQL rows and are as untrusted as bytes.
     """
     if source is None:
         return None
@@ -156,13 +156,33 @@ def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
         data = bytes(source)
         return data if 0 < len(data) <= limits.max_bytes else None
     try:
-        path = Path(os.fsdecode(source))
-        if not path.is_file() or path.stat().st_size > limits.max_bytes:
-            return None
-        data = path.read_bytes()
+        fd = os.open(os.fsdecode(source), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (OSError, ValueError):
         return None
-    return data or None
+    try:
+        return read_regular_file(fd, limits.max_bytes)
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(fd: int, max_bytes: int) -> bytes | None:
+    """The contents of the opened file ``fd``, if it is a regular file of at most ``max_bytes``.
+
+    The checks are made on the descriptor, not on a path, so a path swapped for a FIFO or a
+    device after any earlier check cannot make the worker block or read without end: the file
+    is opened once (non-blocking, so opening a FIFO never waits for a writer) and what was
+    opened is what is checked and read, at most ``max_bytes + 1`` bytes (a file still growing
+    past the limit is refused).
+    """
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError:
+        return None
+    return data if 0 < len(data) <= max_bytes else None
 
 
 def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
