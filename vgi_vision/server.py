@@ -114,9 +114,10 @@ class SealedStates:
         return spec.impl.state_type.from_bytes(self.sealer.open(token, call_digest))
 
 
-def call_digest(function: str, batch: pa.RecordBatch) -> bytes:
-    """Identity of a call: the function and its exact arguments (types and values)."""
-    digest = hashlib.sha256(function.encode() + b"\x00")
+def call_digest(function: str, batch: pa.RecordBatch, model: str = "") -> bytes:
+    """Identity of a call: the function, its exact arguments (types and values) and the
+    serving model (sha256), so a replica serving another model cannot resume the scan."""
+    digest = hashlib.sha256(function.encode() + b"\x00" + model.encode() + b"\x00")
     digest.update(batch.schema.serialize())
     digest.update(batch.serialize())
     return digest.digest()
@@ -140,6 +141,7 @@ class Dispatcher:
         self.registry = registry
         self.limits = limits
         self.worker_info = worker_info or {}
+        self._model = str(self.worker_info.get("model_sha256", ""))
         self._in_flight = 0
         self._stopping = False
         self._idle = threading.Condition()
@@ -227,12 +229,12 @@ class Dispatcher:
         token = header.get("token")
         # Hashing the arguments costs a pass over every image's bytes: only when a token is
         # checked or minted, not for the many calls that finish in one response.
-        state = states.load(spec, call_digest(spec.name, batch), token) if token \
+        state = states.load(spec, call_digest(spec.name, batch, self._model), token) if token \
             else spec.impl.initial_state(args)
         try:
             out = run_ticks(spec, args, state, MAX_TICKS_PER_REQUEST)
         except TickGuardError as exc:
             raise FunctionError(str(exc), kind="internal") from None
         next_token = None if out.finished else \
-            states.save(spec, call_digest(spec.name, batch), state)
+            states.save(spec, call_digest(spec.name, batch, self._model), state)
         return encode({"ok": True, "done": out.finished, "token": next_token}, out.batch)
