@@ -22,6 +22,8 @@ unzip -l "$wheel" | grep "vgi_vision/models/efficientnet-lite0/model.onnx" >/dev
   || { echo "the wheel does not carry the model" >&2; exit 1; }
 tar tzf "$work"/dist/*.tar.gz | grep "vgi_vision/models/efficientnet-lite0/model.onnx" >/dev/null \
   || { echo "the sdist does not carry the model" >&2; exit 1; }
+unzip -l "$wheel" | grep "vgi_vision/gallery/templates/grid.html" >/dev/null \
+  || { echo "the wheel does not carry the gallery's templates" >&2; exit 1; }
 
 echo "+ install $(basename "$wheel") into a fresh environment"
 "$python" -m venv "$work/user-env"

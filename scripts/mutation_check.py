@@ -142,6 +142,16 @@ MUTATIONS = (
              "the unix socket is created without the owner-only umask",
              "vgi_vision/transports/unix.py", "os.umask(0o177)", "os.umask(0o000)",
              (f"{SECURITY}::test_unix_socket_is_owner_only",)),
+    Mutation("unix-connections-uncapped",
+             "a unix worker serves any number of connections at once",
+             "vgi_vision/transports/unix.py",
+             "if not self.server.slots.acquire(blocking=False):", "if False:",
+             (f"{SECURITY}::test_connections_over_the_cap_get_a_clear_error",)),
+    Mutation("unix-idle-unbounded",
+             "a unix worker waits forever on an idle or stalled connection",
+             "vgi_vision/transports/unix.py",
+             "self.request.settimeout(self.server.idle_timeout)", "pass",
+             (f"{SECURITY}::test_idle_and_stalled_connections_are_closed",)),
     Mutation("request-size-unbounded",
              "the dispatcher no longer bounds a request's size",
              "vgi_vision/server.py",
@@ -185,8 +195,10 @@ def copy_repo(into: Path) -> Path:
     return tree
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, list[str]]:
-    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed."""
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float, show_failures: bool = False
+              ) -> tuple[int, list[str]]:
+    """pytest's exit status on ``tests`` in ``tree``, and the tests that failed (with pytest's
+    report when ``show_failures``: for the baseline, where a failure is not expected)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests]
     try:
@@ -195,8 +207,8 @@ def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
     except subprocess.TimeoutExpired:
         return -1, ["(timed out)"]
     failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", done.stdout, re.MULTILINE)
-    if done.returncode not in (0, 1):  # collection or usage error: nothing was judged
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+    if done.returncode not in (0, 1) or (failed and show_failures):
+        sys.stderr.write(done.stdout[-6000:] + done.stderr[-4000:])
     return done.returncode, failed
 
 
@@ -232,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         print(f"baseline: {len(tests)} test selection(s) on the unmutated copy ...", flush=True)
-        status, failed = run_tests(pristine, tests, options.timeout)
+        status, failed = run_tests(pristine, tests, options.timeout, show_failures=True)
         if status != 0:
             print(f"baseline FAILED (pytest exit {status}): {failed}; fix that first")
             return 1

@@ -122,3 +122,5 @@ def running_gallery(uri: Path, folder: Path, *extra: str, env: dict[str, str] | 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    log_text = (folder / "gallery.log").read_text(errors="replace")
+    assert process.returncode == 0, f"browse ended with {process.returncode}: {log_text}"

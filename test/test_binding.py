@@ -176,3 +176,15 @@ def test_two_attachments_under_different_names() -> None:
         vgi_vision.attach(con, name="a")
     vgi_vision.detach(con, "a")
     vgi_vision.detach(con, "b")
+
+
+def test_nullary_table_function_in_a_correlated_subquery(con: duckdb.DuckDBPyConnection
+                                                         ) -> None:
+    """DuckDB asks for one result per outer row; each gets the whole table."""
+    rows = con.execute("SELECT t.x, (SELECT count(*) FROM vision.image_classes() i "
+                       "WHERE i.idx <= t.x) FROM range(3) t(x) ORDER BY t.x").fetchall()
+    assert rows == [(0, 1), (1, 2), (2, 3)]
+    assert con.execute("SELECT c.name, (SELECT count(*) FROM vision.image_classes() i "
+                       "WHERE list_contains(i.ancestor_wnids, c.wnid)) FROM vision.categories() c "
+                       "WHERE c.name IN ('dog', 'cat') ORDER BY 1").fetchall() == \
+        [("cat", 7), ("dog", 118)]

@@ -300,7 +300,7 @@ def test_bombs_and_garbage_over_sql_give_null_and_the_worker_serves_on(transport
     sof = jpeg_bomb.index(b"\xff\xc0")
     jpeg_bomb[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
     rows = [handmade_png(100_000, 100_000), bytes(jpeg_bomb), b"GIF89a" + b"\xff" * 64,
-            (DATA / "coffee.png").read_bytes()]
+            (DATA / "coffee.png").read_bytes(), with_exif(photo("rocket.jpg"))]
     con = duckdb.connect()
     vgi_vision.attach(con, worker_pool.get(transport).location)
     try:
@@ -310,8 +310,14 @@ def test_bombs_and_garbage_over_sql_give_null_and_the_worker_serves_on(transport
             "SELECT id, vision.embed(image) IS NULL, vision.phash(image) IS NULL, "
             "vision.category_score(image, 'beverage') > 0.5, vision.is_a(image, 'cat'), "
             "vision.image_info(image).width FROM t ORDER BY id").fetchall()
+        exif = con.execute("SELECT i.taken_at, i.make, i.model, i.orientation, i.latitude, "
+                           "i.longitude FROM (SELECT vision.image_info(image) AS i FROM t "
+                           "WHERE id = 4)").fetchone()
     finally:
         vgi_vision.detach(con)
         con.close()
     assert got == [(0, True, True, None, None, 100_000), (1, True, True, None, None, 60000),
-                   (2, True, True, None, None, None), (3, False, False, True, False, 600)]
+                   (2, True, True, None, None, None), (3, False, False, True, False, 600),
+                   (4, False, False, False, False, 640)]
+    assert exif[:4] == (datetime(2024, 5, 17, 8, 30, 15), "Acme", "Pinhole 2", 6)
+    assert exif[4:] == (pytest.approx(-33.865), pytest.approx(151.21))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import lancedb
 import pyarrow as pa
 import pytest
 from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
@@ -20,7 +22,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
-from vgi_vision.lance.store import STAGED
+from vgi_vision.lance.store import IMAGES, STAGED
 from vgi_vision.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"
@@ -96,18 +98,94 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
             "/?label=" + "x" * 60_000, "/?search=%00%27%22;--", "/?min_confidence=0.9"
             "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88",
             "/?category=n0' OR 1=1", "/?category=n99999999"]
-    missing = ["/image/not-a-key", "/image/" + "0" * 64, f"/image/{store.hostile_key}?run=zz",
+    grid += [f"/image/{store.hostile_key}?from=javascript:alert(1)",
+             f"/image/{store.hostile_key}?from=%2F%2Fevil.example%2F&run=x"]
+    missing = ["/image/not-a-key", "/image/" + "0" * 64, "/image/" + "0" * 64 + "?run=zz",
                "/thumb/..%2F..%2Fetc%2Fpasswd", "/thumb/" + "A" * 64, "/static/../cli.py"]
     got = asyncio.run(responses(store.uri, grid + missing))
     for url, response in zip(grid, got, strict=False):
         assert response.status_code == 200, url
         assert "Content-Security-Policy" in response.headers
+        back = re.findall(r'<a class="back" href="([^"]*)"', response.text)
+        assert all(link.startswith("/?") for link in back), (url, back)  # never elsewhere
     for url, response in zip(missing, got[len(grid):], strict=True):
         assert response.status_code == 404, url
     # stored thumbnail bytes are data: always served as a JPEG the browser may not sniff
     thumb, = asyncio.run(responses(store.uri, [f"/thumb/{store.hostile_key}"]))
     assert thumb.headers["content-type"] == "image/jpeg"
     assert thumb.headers["x-content-type-options"] == "nosniff"
+
+
+def test_malformed_stored_rows_never_break_a_page(tmp_path: Path,
+                                                  store: GalleryStore) -> None:
+    """Rows write-back would never store: a run id that is SQL, empty and NULL predictions."""
+    uri = tmp_path / "odd.lance"
+    sink = WriteBack(str(uri), 1280)
+    sink.close()  # an empty store with the current schema
+    base = {"model": "efficientnet-lite0", "path": None, "top_k": 2, "idx": [0, 1],
+            "created_at": None, "vector": [0.03] * 1280, "thumbnail": None}
+    odd = {"sql-run": {"run_id": "'; DROP TABLE images; --", "label": ["tench", "goldfish"],
+                       "confidence": [0.6, 0.3]},
+           "empty": {"run_id": "1" * 32, "label": [], "confidence": []},
+           "nulls": {"run_id": None, "label": None, "confidence": None}}
+    keys = {name: hashlib.sha256(name.encode()).hexdigest() for name in odd}
+
+    async def write() -> None:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table(IMAGES)
+        await table.add(pa.Table.from_pylist(
+            [{**base, "image_key": keys[name], **row} for name, row in odd.items()],
+            schema=await table.schema()))
+        table.close()
+        db.close()
+
+    asyncio.run(write())
+    grid, detail, empty = asyncio.run(responses(uri, [
+        "/", f"/image/{keys['sql-run']}?run='; DROP TABLE images; --", f"/image/{keys['empty']}"]))
+    assert grid.status_code == 200
+    assert re.findall(r'class="tile" data-key="([0-9a-f]{64})"', grid.text) == [keys["sql-run"]]
+    assert detail.status_code == 200
+    assert re.findall(r'<td class="label">([^<]*)</td>', detail.text) == ["tench", "goldfish"]
+    assert empty.status_code == 404
+
+
+def test_thumbnails_stay_right_when_the_store_is_compacted(tmp_path: Path) -> None:
+    """Compaction renumbers rows: a reader must never serve one image's thumbnail for
+    another's, whether its snapshot is refreshed or still pinned to the old version."""
+    uri = tmp_path / "compact.lance"
+    sink = WriteBack(str(uri), 1280)
+    sink.close()
+    pictures = {}
+    for shade in range(0, 250, 50):
+        out = io.BytesIO()
+        Image.new("RGB", (32, 24), (shade, 100, 200)).save(out, "JPEG")
+        pictures[hashlib.sha256(out.getvalue()).hexdigest()] = out.getvalue()
+
+    async def scenario(refresh_seconds: float) -> None:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table(IMAGES)
+        for key, jpeg in pictures.items():  # one fragment per image
+            await table.add(pa.Table.from_pylist([{
+                "image_key": key, "model": "m", "path": None, "top_k": 1, "idx": [0],
+                "label": ["tench"], "confidence": [0.5], "run_id": "2" * 32,
+                "created_at": None, "vector": [0.1] * 1280, "thumbnail": jpeg}],
+                schema=await table.schema()))
+        catalog = await Catalog.open(str(uri), refresh_seconds=refresh_seconds)
+        try:
+            assert {k: await catalog.thumbnail(k) for k in pictures} == pictures
+            await table.delete(f"image_key = '{next(iter(pictures))}'")
+            await table.optimize()
+            survivors = dict(list(pictures.items())[1:])
+            got = {k: await catalog.thumbnail(k) for k in survivors}
+            assert got == survivors
+        finally:
+            catalog.close()
+            await table.delete("true")
+            table.close()
+            db.close()
+
+    asyncio.run(scenario(0))
+    asyncio.run(scenario(3600))
 
 
 def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> None:
@@ -119,6 +197,21 @@ def test_per_page_and_confidence_range_bound_the_page(store: GalleryStore) -> No
     page, = asyncio.run(responses(store.uri, ["/?min_confidence=0.9"]))
     shown = {k for k in confident if f'data-key="{k}"' in page.text}
     assert shown == {k for k, name in store.names.items() if name == "coffee.png"}
+
+
+def test_smallest_margin_first_follows_the_stored_top_two(store: GalleryStore) -> None:
+    async def margins() -> dict[str, float]:
+        db = await lancedb.connect_async(str(store.uri))
+        table = await db.open_table(IMAGES)
+        rows = (await table.query().select(["image_key", "confidence"]).to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {r["image_key"]: r["confidence"][0] - r["confidence"][1] for r in rows}
+
+    expected = sorted((margin, key) for key, margin in asyncio.run(margins()).items())
+    page, = asyncio.run(responses(store.uri, ["/?order=margin"]))
+    shown = re.findall(r'class="tile" data-key="([0-9a-f]{64})"', page.text)
+    assert shown == [key for _, key in expected]
 
 
 def test_paths_and_files_only_under_the_data_root(store: GalleryStore, tmp_path: Path) -> None:
@@ -142,7 +235,7 @@ def test_image_facts_read_exif_and_survive_garbage() -> None:
     Image.new("RGB", (64, 48), (10, 200, 30)).save(out, "JPEG", exif=exif)
     facts = dict(image_facts(out.getvalue()))
     assert facts["format"] == "JPEG" and facts["size"] == "64 x 48 px"
-    assert facts["Make"] == "Acme <Camera>"
+    assert facts["camera"] == "Acme <Camera> Model 9"
     assert image_facts(b"\xff\xd8\xff\xe1 broken") == []
     assert image_facts(out.getvalue()[:40]) == []
 

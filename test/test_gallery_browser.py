@@ -90,6 +90,9 @@ def test_grid_shows_every_image_with_its_label(browser: WebDriver, gallery: str,
         "return [...document.querySelectorAll('.tile img')].filter(i => !i.naturalWidth)"
         ".map(i => i.src)")
     assert broken == []  # every thumbnail, BLOB-classified ones too, decoded in the browser
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(url.startswith(gallery + "/") for url in fetched)  # works offline
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "gallery-grid.png"
     browser.save_screenshot(str(shot))
@@ -110,6 +113,12 @@ def test_label_facet_filters(browser: WebDriver, gallery: str, store: GallerySto
     shown = tiles(browser)
     assert shown == {k: v for k, v in store.labels.items() if v == wanted}
     assert browser.find_element(By.ID, "summary").text.startswith(f"{len(shown)} of ")
+    # a detail and back: the grid comes back filtered as it was
+    browser.find_element(By.CSS_SELECTOR, ".tile a").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "detail"))
+    browser.find_element(By.CSS_SELECTOR, "a.back").click()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "grid"))
+    assert tiles(browser) == shown
 
 
 def test_category_facet_counts_and_filters(browser: WebDriver, gallery: str,

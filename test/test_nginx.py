@@ -51,6 +51,7 @@ http {{
         server {upstream_a};
         server {upstream_b};
         keepalive 16;
+        keepalive_timeout 5s;
     }}
 
     server {{

@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -324,10 +325,8 @@ def test_oversized_request_is_refused_and_the_worker_serves_on(confined: Running
         with pytest.raises(WorkerError) as info:
             client.table("classify", big)
         assert info.value.kind == "limit_exceeded"
-        if confined.location.startswith("unix"):
-            assert f"exceeds the limit of {MB}" in str(info.value)
-        else:  # waitress refuses it from the Content-Length, before reading the body
-            assert "too large" in str(info.value)
+        assert f"exceeds the limit of {MB}" in str(info.value)
+        if confined.location.startswith("http"):  # refused from the Content-Length alone
             over = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * (MB + 1))
             assert over.status_code == 413
             at_limit = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * MB)
@@ -407,6 +406,17 @@ def serves_a_new_connection(worker: RunningWorker) -> bool:
         return False
 
 
+def eventually(condition: Callable[[], bool], seconds: float = 120) -> bool:
+    """Whether ``condition`` holds within ``seconds``, polled: for what a worker does once it
+    notices a close, which a loaded machine delays by more than any fixed number of tries."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_connections_over_the_cap_get_a_clear_error(tmp_path: Path) -> None:
     with running_worker("unix", "--max-connections", "3", workdir=tmp_path) as worker:
         held = [connect(worker) for _ in range(3)]
@@ -422,7 +432,7 @@ def test_connections_over_the_cap_get_a_clear_error(tmp_path: Path) -> None:
                 assert exchange(sock, DESCRIBE)["ok"]  # the others keep working
             held.pop().close()
             # The worker frees the slot once it sees the close; a new connection then fits.
-            assert any(serves_a_new_connection(worker) for _ in range(1000))
+            assert eventually(lambda: serves_a_new_connection(worker))
         finally:
             for sock in held:
                 sock.close()

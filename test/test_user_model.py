@@ -145,6 +145,8 @@ def damage(folder: Path, problem: str) -> None:
         edit_metadata(folder, outputs__logits="logits")
     elif problem == "normalization not 3 numbers":
         edit_metadata(folder, input__normalization={"mean": [0], "std": [1, 1, 1]})
+    elif problem == "input size absurd":
+        edit_metadata(folder, input__size=[100_000, 100_000])
     elif problem == "labels out of order":
         (folder / "labels.tsv").write_text("idx\tlabel\n1\tgreen\n0\tred\n2\tblue\n3\tgray\n")
     elif problem == "duplicate labels":
@@ -170,6 +172,7 @@ PROBLEMS = {
     "wrong embedding_dim": ["embedding output 'means' has shape [1, 3]", "embedding_dim 1280"],
     "no such logits output": ["names the logits output 'logits'"],
     "normalization not 3 numbers": ["'input.normalization.mean' must be three numbers"],
+    "input size absurd": ["input.size must be a square [n, n] with n in 1..4096"],
     "labels out of order": ["line 2: expected idx 0"],
     "duplicate labels": ["labels must be unique"],
 }
@@ -209,6 +212,27 @@ def test_write_back_needs_an_embedding_output(broken: Path, tmp_path: Path) -> N
                            ).fetchone() == ("blue",)
     finally:
         vgi_vision.detach(con)
+
+
+def test_write_back_with_a_user_model(model_dir: Path, tmp_path: Path) -> None:
+    """Its predictions and 3-float embeddings are stored under its name; a store made for
+    another model's embeddings is refused at start-up, not at the first write."""
+    store = tmp_path / "store"
+    con = duckdb.connect()
+    vgi_vision.attach(con, model=str(model_dir), lance=str(store))
+    try:
+        for rgb in COLOURS.values():
+            con.execute(f"SELECT vision.top_label({sql_blob(png(rgb))})").fetchone()
+        assert con.execute("SELECT model, label FROM vision.predictions() ORDER BY label"
+                           ).fetchall() == [("colours", c) for c in sorted(COLOURS)]
+        nearest = con.execute(f"SELECT label FROM vision.similar("
+                              f"{sql_blob(png((200, 40, 40)))}, k := 1)").fetchone()
+        assert nearest == ("red",)
+    finally:
+        vgi_vision.detach(con)
+    with pytest.raises(Exception, match="does not fit model efficientnet-lite0 .embeddings of "
+                                        "1280 floats.*its own --lance URI"):
+        vgi_vision.attach(con, lance=str(store))
 
 
 def sql_blob(data: bytes) -> str:

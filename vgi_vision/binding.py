@@ -172,11 +172,14 @@ class Attachment:
         params = [s.type for s in fn.slots]
         if spec["kind"] == "table":
             names = [c["name"] for c in spec["columns"]]
-            self._create_udf(udf, table_udf(self.client, spec["name"], fn, names), params,
-                             duckdb_row_type(spec["columns"]))
+            # A UDF without arguments cannot tell how many rows DuckDB wants (one per outer
+            # row in a correlated subquery): a nullary table function's UDF takes a constant.
+            args = fn.udf_args() or "true"
+            self._create_udf(udf, table_udf(self.client, spec["name"], fn, names),
+                             params or ["BOOLEAN"], duckdb_row_type(spec["columns"]))
             # Depth 2: the list of rows, then each row struct into columns; a LIST or STRUCT
             # result column stays one column.
-            body = f"TABLE (SELECT unnest({udf}({fn.udf_args()}), max_depth := 2))"
+            body = f"TABLE (SELECT unnest({udf}({args}), max_depth := 2))"
             comment_kind = "MACRO TABLE"
         else:
             self._create_udf(udf, scalar_udf(self.client, spec["name"], fn), params,
@@ -214,11 +217,11 @@ def table_udf(client: Client, function: str, fn: SqlFunction, names: list[str]
     """The UDF behind a table macro: per argument row, the list of its result rows."""
 
     def udf(*columns: pa.ChunkedArray) -> pa.Array:
-        num_rows = len(columns[0]) if columns else 1
+        num_rows = len(columns[0])  # a nullary function's UDF gets one constant column
         table = client.table(function, *fn.arguments(columns), num_rows=num_rows)
         return group_rows(table, names, num_rows)
 
-    return with_arity(udf, len(fn.slots))
+    return with_arity(udf, max(1, len(fn.slots)))
 
 
 def scalar_udf(client: Client, function: str, fn: SqlFunction) -> Callable[..., pa.Array]:

@@ -93,7 +93,8 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                    help="allow HTTP on a non-loopback address without a bearer token")
     p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
     p.add_argument("--max-connections", type=int, default=64,
-                   help="concurrent unix/HTTP connections")
+                   help="concurrent unix connections; HTTP requests received or "
+                        "served at once")
     p.add_argument("--max-request-mb", type=int, default=256, help="largest request body")
     p.add_argument("--max-rows-per-call", type=int, default=4096,
                    help="most argument rows (images) in one call")
@@ -102,8 +103,17 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=positive(int), default=64_000_000,
                    help="images with more pixels get no prediction (checked from the header, "
                         "before decoding)")
+    p.add_argument("--max-decode-mb", type=positive(float), default=256,
+                   help="images whose decode needs more memory (pixels x bytes per pixel, "
+                        "from the header) get no prediction")
+    p.add_argument("--decode-pool-mb", type=positive(float), default=512,
+                   help="memory all concurrent decodes may hold together; decodes wait for it")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="seconds before an idle connection is closed")
+    p.add_argument("--header-timeout", type=positive(float), default=10.0,
+                   help="HTTP: seconds a connection may take to send its request headers")
+    p.add_argument("--frame-timeout", type=positive(float), default=60.0,
+                   help="unix: seconds a request may take from its first byte to its last")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run_serve)
@@ -133,8 +143,11 @@ def run_serve(args: argparse.Namespace) -> int:
     config = WorkerConfig(transport=transport, data_root=args.data_root, limits=limits,
                           model=args.model or DEFAULT_MODEL, device=args.device or "cpu",
                           lance=args.lance,
-                          decode_limits=DecodeLimits(max_pixels=args.max_pixels,
-                                                     max_bytes=int(args.max_image_mb * (1 << 20))),
+                          decode_limits=DecodeLimits(
+                              max_pixels=args.max_pixels,
+                              max_bytes=int(args.max_image_mb * (1 << 20)),
+                              max_decode_bytes=int(args.max_decode_mb * (1 << 20)),
+                              pool_bytes=int(args.decode_pool_mb * (1 << 20))),
                           max_in_flight=args.lance_max_in_flight,
                           lance_recovery_grace=args.lance_recovery_grace)
     try:
@@ -155,18 +168,18 @@ def run_serve(args: argparse.Namespace) -> int:
             from vgi_vision.transports.unix import UnixServer
 
             with UnixServer(args.unix, dispatcher, max_connections=args.max_connections,
-                            idle_timeout=args.idle_timeout) as server:
+                            idle_timeout=args.idle_timeout,
+                            frame_timeout=args.frame_timeout) as server:
                 logging.getLogger(__name__).info("serving on unix://%s", args.unix)
                 server.serve_forever()
         else:
             from vgi_vision.transports.http import make_app, serve_http
 
             assert sealer is not None
-            app = make_app(dispatcher, SealedStates(sealer), auth_token)
-            serve_http(app, args.host, args.port, args.port_file, threads=args.threads,
-                       connection_limit=args.max_connections,
-                       channel_timeout=int(args.idle_timeout),
-                       max_request_bytes=limits.max_request_bytes)
+            app = make_app(dispatcher, SealedStates(sealer), auth_token, threads=args.threads,
+                           max_requests=args.max_connections)
+            serve_http(app, args.host, args.port, args.port_file,
+                       header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the socket path or port is taken, or not ours to bind

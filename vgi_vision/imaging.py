@@ -1,17 +1,28 @@
-"""Turning untrusted image bytes or paths into model-ready pixels.
+"""Turning untrusted image bytes or paths into model-ready pixels (and thumbnails).
 
 Everything here is total on hostile input: any image that cannot be decoded safely becomes
 ``None`` ("no prediction") instead of an exception, because one bad row in a table must never
 fail a whole query. Limits are checked from the header *before* pixels are decoded, so a
 decompression bomb costs a header parse, not gigabytes of memory.
+
+Memory is bounded twice: one image may need at most ``DecodeLimits.max_decode_bytes`` (its
+pixels times the bytes per pixel this module holds for its mode, see :func:`decode_cost`),
+and all decodes running at once share a :class:`DecodeBudget`. The pixels that the output
+does not cover are never converted: the centre region is box-reduced straight from the
+decoded frame, so colour conversion and resampling run on an image a few times the output
+size, however large the input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import math
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +40,77 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_PACKED_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+MiB = 1 << 20
+
+#: Resampling first box-reduces by an integer factor while the source stays at least this
+#: many times the output size (Pillow's ``reducing_gap``): quality is that of a direct resize.
+REDUCING_GAP = 3.0
+
+#: Bytes a decode holds per pixel of the frame, by mode (measured peaks): Pillow's storage (1
+#: byte for "1", "L", "P"; 2 for packed 16-bit; 4 for everything else, RGB included), plus the
+#: full-size copies made on the way to a reduced image: a widening for the modes Pillow
+#: cannot box-reduce ("1" -> L, "P" -> RGBA, 16-bit -> 32-bit "I") and the premultiplied copy
+#: that reducing an image with straight alpha makes.
+_BYTES_PER_PIXEL = {"1": 2, "L": 1, "P": 9, "RGBA": 8, "LA": 8, "PA": 8,
+                    **{mode: 6 for mode in _PACKED_SIXTEEN_BIT}}
+_DEFAULT_BYTES_PER_PIXEL = 4
+
+#: What a decode holds besides the frame: decoder row buffers and the reduced working image
+#: (at most ``(REDUCING_GAP * 2 * 256) ** 2`` pixels of 4 bytes), rounded up.
+DECODE_OVERHEAD_BYTES = 16 * MiB
 
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Bounds that keep one hostile image from exhausting the worker."""
+    """Bounds that keep one hostile image, or many at once, from exhausting the worker."""
 
     max_pixels: int = 64_000_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 64 * MiB
+    #: Memory one image's decode may need (:func:`decode_cost`), judged from the header: a
+    #: 64-megapixel RGB image fits, a 64-megapixel 16-bit one (6 bytes a pixel) does not.
+    max_decode_bytes: int = 256 * MiB
+    #: Memory all decodes of one classifier may hold at once (:class:`DecodeBudget`).
+    pool_bytes: int = 512 * MiB
+
+
+def decode_cost(mode: str, width: int, height: int) -> int:
+    """The most memory decoding a ``width x height`` frame of ``mode`` holds at once.
+
+    Only the first frame of an animated or multi-page file is ever decoded, so it is the
+    frame that counts.
+    """
+    per_pixel = _BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
+    return width * height * per_pixel + DECODE_OVERHEAD_BYTES
+
+
+class DecodeBudget:
+    """A byte budget shared by concurrent decodes: a decode waits until its cost fits.
+
+    Any single cost up to the capacity is admitted (alone if need be), so nothing starves
+    and a waiting decode holds no memory; a cost above the capacity is refused at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, cost: int) -> Iterator[bool]:
+        """Hold ``cost`` bytes for the block; yields False (holding nothing) if it never fits."""
+        if cost > self.capacity:
+            yield False
+            return
+        with self._changed:
+            self._changed.wait_for(lambda: self._used + cost <= self.capacity)
+            self._used += cost
+        try:
+            yield True
+        finally:
+            with self._changed:
+                self._used -= cost
+                self._changed.notify_all()
 
 
 #: Longest side of the stored thumbnails: enough for a gallery tile or a detail view.
@@ -83,19 +157,21 @@ def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
 
 
 def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
-           prep: Preprocessing = Preprocessing()) -> np.ndarray | None:
+           prep: Preprocessing = Preprocessing(), budget: DecodeBudget | None = None
+           ) -> np.ndarray | None:
     """Decode ``source`` into a ``size x size x 3`` uint8 RGB array, or None."""
-    decoded = decode_image(source, limits, prep)
+    decoded = decode_image(source, limits, prep, budget=budget)
     return None if decoded is None else decoded.pixels
 
 
 def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
-                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False
-                 ) -> Decoded | None:
+                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False,
+                 budget: DecodeBudget | None = None) -> Decoded | None:
     """Decode ``source`` into model pixels and, if ``thumbnail``, a JPEG thumbnail; or None.
 
-    The thumbnail is made from the image already decoded for the model (at JPEG draft scale),
-    so it costs a small resize and encode, not a second decode.
+    The thumbnail is made from the frame already decoded for the model (at JPEG draft scale),
+    so it costs a reduce and a small encode, not a second decode. Without a ``budget`` the
+    decode is bounded by ``limits.max_decode_bytes`` alone.
     """
     data = read_source(source, limits)
     if data is None:
@@ -103,38 +179,78 @@ def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode_bytes(data, limits, prep, thumbnail)
+            return _decode_bytes(data, limits, prep, thumbnail, budget)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
         log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
         return None
 
 
-def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing,
-                  thumbnail: bool) -> Decoded | None:
-    rgb = load_rgb(data, limits, prep.resize_shorter_side)
-    if rgb is None:
-        return None
-    pixels = resize_center_crop(rgb, prep)
-    return Decoded(pixels, jpeg_thumbnail(rgb) if thumbnail else None)
+def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbnail: bool,
+                  budget: DecodeBudget | None) -> Decoded | None:
+    with decoded_frame(data, limits, prep.resize_shorter_side, budget) as image:
+        if image is None:
+            return None
+        orientation = image.getexif().get(ORIENTATION_TAG)
+        pixels = upright(resize_center_crop(image, prep), orientation)
+        small = None
+        if thumbnail:
+            factor = int(max(image.size) // (THUMBNAIL_SIDE * 2))
+            small = jpeg_thumbnail(whole_picture(image, factor, orientation))
+    return Decoded(pixels, small)
 
 
-def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
-    """The first frame of ``data`` as upright RGB, None if over the pixel limit.
+@contextlib.contextmanager
+def decoded_frame(data: bytes, limits: DecodeLimits, shorter_side: int,
+                  budget: DecodeBudget | None = None) -> Iterator[Image.Image | None]:
+    """The first frame of ``data``, loaded, while its decode cost is held; None over a limit.
 
     Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
     1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
-    ``shorter_side`` pixels are all the caller needs.
+    ``shorter_side`` pixels are all the caller needs; the cost is judged at that scale.
     """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
-            return None
+            yield None
+            return
         image.seek(0)  # animated formats: the first frame
         scale = max(shorter_side / min(width, height), 1e-9)
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        image.load()
-        oriented = ImageOps.exif_transpose(image)
-        return to_rgb(oriented)
+        cost = decode_cost(image.mode, *image.size)  # the size and mode draft will decode
+        if cost > limits.max_decode_bytes:
+            yield None
+            return
+        with (budget or DecodeBudget(cost)).reserve(cost) as admitted:
+            if not admitted:
+                yield None
+                return
+            image.load()
+            yield image
+
+
+def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Image | None:
+    """The whole first frame of ``data`` as upright RGB, None if over a limit.
+
+    Box-reduced while its shorter side stays at least ``REDUCING_GAP x shorter_side``, so
+    callers resizing to ``shorter_side`` lose nothing. Raises on undecodable bytes.
+    """
+    with decoded_frame(data, limits, shorter_side) as image:
+        if image is None:
+            return None
+        factor = int(min(image.size) // (shorter_side * REDUCING_GAP))
+        return whole_picture(image, factor, image.getexif().get(ORIENTATION_TAG))
+
+
+def whole_picture(image: Image.Image, factor: int, orientation: object) -> Image.Image:
+    """The whole ``image`` box-reduced by ``factor`` (if >= 2), as upright RGB, in a new image
+    that outlives the file it was decoded from."""
+    stored_mode = image.mode
+    small = reducible(image).reduce(factor) if factor >= 2 else image
+    rgb = to_rgb(small, stored_mode)
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    if method is not None:
+        return rgb.transpose(method)
+    return rgb.copy() if rgb is image else rgb
 
 
 def jpeg_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
@@ -149,16 +265,37 @@ def jpeg_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE,
     return out.getvalue()
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+ORIENTATION_TAG = 0x0112
+#: EXIF orientation -> the transposition that shows the picture upright (as ImageOps does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def upright(pixels: np.ndarray, orientation: object) -> np.ndarray:
+    """Apply EXIF orientation to the square output.
+
+    The centred square the output is cut from is the same set of pixels in every
+    orientation, so turning the small result equals turning the whole decoded image first.
+    """
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    if method is None:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).transpose(method), dtype=np.uint8)
+
+
+def to_rgb(image: Image.Image, stored_mode: str | None = None) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB without losing what the picture shows.
 
     Transparency is composited onto white (dropping alpha would turn transparent pixels into
     whatever colour happens to be stored under them), and 16-bit images are rescaled rather than
-    clipped (a plain convert would saturate everything above 255 to white).
+    clipped (a plain convert would saturate everything above 255 to white). ``stored_mode`` is
+    the mode the file stored, when ``image`` was widened to be reduced (16-bit to "I").
     """
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
-        top = full_scale(image.mode, float(pixels.max(initial=0.0)))
+        top = full_scale(stored_mode or image.mode, float(pixels.max(initial=0.0)))
         scaled = np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
@@ -189,16 +326,37 @@ def resize_center_crop(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """Resize the shorter side to ``resize_shorter_side`` and take the centered square crop.
 
     Done as one resample of the source region that the crop covers, which gives the same
-    pixels as resize-then-crop for a fraction of the work.
+    pixels as resize-then-crop for a fraction of the work. A large region is first
+    box-reduced straight out of the decoded frame, so conversion to RGB only ever sees a
+    small image.
     """
     width, height = image.size
     side = min(width, height) * prep.size / prep.resize_shorter_side
-    left = (width - side) / 2
-    top = (height - side) / 2
-    box = (left, top, left + side, top + side)
-    resized = image.resize((prep.size, prep.size), Image.Resampling.BICUBIC, box=box,
-                           reducing_gap=3.0)
+    left, top = (width - side) / 2, (height - side) / 2
+    region = (math.floor(left), math.floor(top), math.ceil(left + side), math.ceil(top + side))
+    box = (left - region[0], top - region[1], left - region[0] + side, top - region[1] + side)
+    factor = int(side // (prep.size * REDUCING_GAP))
+    stored_mode = image.mode
+    if factor >= 2:
+        image = reducible(image).reduce(factor, box=region)
+        box = tuple(edge / factor for edge in box)  # type: ignore[assignment]
+    else:
+        image = image.crop(region)  # small: the whole region is under 3x the output size
+    rgb = to_rgb(image, stored_mode)
+    resized = rgb.resize((prep.size, prep.size), Image.Resampling.BICUBIC, box=box,
+                         reducing_gap=REDUCING_GAP)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def reducible(image: Image.Image) -> Image.Image:
+    """``image`` in a mode Pillow can box-reduce ("1", "P" and packed 16-bit it cannot)."""
+    if image.mode in _PACKED_SIXTEEN_BIT:
+        return image.convert("I")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode == "P":
+        return image.convert("RGBA")  # keeps the palette's transparency, if any
+    return image
 
 
 @dataclass(frozen=True)
@@ -245,6 +403,8 @@ def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> Oriente
         image.seek(0)
         scale = min(1.0, max_side / max(width, height))
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        if decode_cost(image.mode, *image.size) > limits.max_decode_bytes:
+            return None
         image.load()
         oriented = ImageOps.exif_transpose(image)
         # libjpeg may have decoded at 1/2..1/8 size; a 90-degree orientation swaps the sides

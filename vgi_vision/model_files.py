@@ -23,6 +23,9 @@ from vgi_vision.imaging import Preprocessing
 
 DEFAULT_MODEL = "efficientnet-lite0"
 LAYOUTS = ("NCHW", "NHWC")
+#: Largest input side accepted: every decoded image becomes a size x size x 3 array, so a
+#: mistyped size must not make each image (and the start-up probe) cost gigabytes.
+MAX_INPUT_SIZE = 4096
 
 
 class ModelError(RuntimeError):
@@ -40,7 +43,7 @@ def resolve_model(ref: str | os.PathLike[str]) -> Path:
     """The directory ``ref`` names: a shipped model's name, or a path to a model directory."""
     text = os.fspath(ref)
     shipped = models_root() / text
-    if os.sep not in text and "/" not in text and shipped.is_dir():
+    if os.sep not in text and "/" not in text and (shipped / "metadata.json").is_file():
         return shipped
     path = Path(text).expanduser()
     if path.is_dir():
@@ -115,9 +118,10 @@ class ModelInfo:
             raise ModelError(f"{directory / 'metadata.json'}: num_classes is {declared} but "
                              f"the label table has {len(labels)} classes")
         size = field.get("input.size", list)
-        if len(size) != 2 or size[0] != size[1] or not isinstance(size[0], int) or size[0] < 1:
+        if len(size) != 2 or size[0] != size[1] or not isinstance(size[0], int) \
+                or not 1 <= size[0] <= MAX_INPUT_SIZE:
             raise ModelError(f"{directory / 'metadata.json'}: input.size must be a square "
-                             f"[n, n] of positive integers, got {size!r}")
+                             f"[n, n] with n in 1..{MAX_INPUT_SIZE}, got {size!r}")
         layout = field.get("input.layout", str, "NCHW")
         if layout not in LAYOUTS:
             raise ModelError(f"{directory / 'metadata.json'}: input.layout must be one of "

@@ -64,9 +64,15 @@ def build_worker(config: WorkerConfig) -> Worker:
         paths = PathPolicy.unrestricted()
     else:
         paths = PathPolicy.confined(config.data_root)
-    sink = WriteBack(config.lance, embedding_dim,
-                     max_in_flight=config.max_in_flight,
-                     recovery_grace_seconds=config.lance_recovery_grace) if config.lance else None
+    sink = None
+    if config.lance:
+        try:
+            sink = WriteBack(config.lance, embedding_dim, max_in_flight=config.max_in_flight,
+                             recovery_grace_seconds=config.lance_recovery_grace)
+        except ValueError as exc:  # LanceDB refuses a table whose schema differs
+            raise ModelError(f"the write-back store {config.lance} does not fit model "
+                             f"{classifier.info.name} (embeddings of {embedding_dim} floats): "
+                             f"{exc}; give this model its own --lance URI") from None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
     info = {"version": __version__, "model": classifier.info.name, **model_summary(classifier),
             "pid": os.getpid(), "transport": config.transport, "lance": config.lance}

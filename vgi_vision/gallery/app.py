@@ -8,12 +8,13 @@ network: the CSS and JavaScript ship in the package.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -24,8 +25,9 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
+from vgi_vision.transports.http import bearer_matches
 
 NEIGHBOURS = 8
 TOKEN_COOKIE = "vgi_gallery_token"
@@ -84,9 +86,8 @@ class Guard(BaseHTTPMiddleware):
             response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
             return response
-        header = request.headers.get("authorization", "")
-        bearer = header[7:] if header[:7].lower() == "bearer " else ""
-        if self.matches(bearer) or self.matches(request.cookies.get(TOKEN_COOKIE, "")):
+        if bearer_matches(request.headers.get("authorization", ""), self.token) \
+                or self.matches(request.cookies.get(TOKEN_COOKIE, "")):
             return await call_next(request)
         return PlainTextResponse("unauthorized: open the gallery with ?token=<token>", 401,
                                  headers={"WWW-Authenticate": "Bearer"})
@@ -117,9 +118,13 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         tile = await catalog.tile(request.path_params["key"], request.query_params.get("run", ""))
         if tile is None:
             return render("missing.html", 404)
-        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile),
+        # The grid this came from, re-parsed: only a valid filter ever reaches the back link.
+        came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
+        back = came_from.link(page=came_from.page)
+        return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
-                      facts=files.facts(tile.path), path=files.shown_path(tile.path))
+                      facts=await asyncio.to_thread(files.facts, tile.path),
+                      path=files.shown_path(tile.path))
 
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
@@ -137,5 +142,5 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
-        exception_handlers={LookupError: store_changed},
+        exception_handlers={StoreChanged: store_changed},
     )

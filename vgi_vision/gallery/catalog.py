@@ -54,6 +54,10 @@ class StoreMissing(RuntimeError):
     """The URI holds no write-back store."""
 
 
+class StoreChanged(RuntimeError):
+    """Rows read by row id are not the rows the snapshot expected (say, after compaction)."""
+
+
 def _number(text: str | None, default: float, low: float, high: float) -> float:
     try:
         value = float(text) if text not in (None, "") else default
@@ -155,8 +159,13 @@ class Snapshot:
     images: Any
     total: int
 
-    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
-        return self.con.cursor().execute(sql, params or []).fetchall()
+    async def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """Rows of ``sql``, run on a worker thread (a cursor each) so that a slow query never
+        stalls the thumbnails the event loop is serving meanwhile."""
+        return await asyncio.to_thread(self._fetch, sql, params or [])
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[tuple]:
+        return self.con.cursor().execute(sql, params).fetchall()
 
 
 class Catalog:
@@ -180,7 +189,15 @@ class Catalog:
         return cls(db, refresh_seconds)
 
     async def snapshot(self) -> Snapshot:
-        """The current snapshot, reloaded first if the store has a newer version."""
+        """The current snapshot, reloaded first if the store has a newer version.
+
+        While one request reloads, the others go on with the snapshot they have: only the
+        very first load is waited for.
+        """
+        current = self._snapshot
+        if current is not None and (self._lock.locked() or
+                                    time.monotonic() - self._checked < self._refresh_seconds):
+            return current
         async with self._lock:
             now = time.monotonic()
             if self._snapshot is None or now - self._checked >= self._refresh_seconds:
@@ -198,20 +215,7 @@ class Catalog:
         light = await images.query().with_row_id().select(
             ["image_key", "run_id", "model", "label", "confidence", "path", "created_at"]
         ).to_arrow()
-        con = duckdb.connect()
-        con.register("light", light)
-        con.execute("""
-            CREATE TABLE images AS
-            SELECT image_key, run_id, model, label[1] AS label, confidence[1] AS confidence,
-                   confidence[1] - coalesce(confidence[2], 0.0) AS margin, path, created_at,
-                   _rowid
-            FROM light""")
-        con.unregister("light")
-        models = [m for (m,) in con.execute("SELECT DISTINCT model FROM images").fetchall()]
-        con.register("categories", label_categories(models))
-        con.execute("CREATE TABLE label_categories AS SELECT * FROM categories")
-        con.unregister("categories")
-        total = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+        con, total = await asyncio.to_thread(summarize, light)
         return Snapshot(version=version, con=con, images=images, total=int(total))
 
     # -- the grid ------------------------------------------------------------------------
@@ -220,9 +224,9 @@ class Catalog:
         """How many images match, and the tiles of the filter's page."""
         snap = await self.snapshot()
         where, params = flt.where()
-        (count,), = snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
+        (count,), = await snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
         order = ORDERS[flt.order][1]
-        rows = snap.query(
+        rows = await snap.query(
             f"SELECT {_TILE_COLUMNS} FROM images WHERE {where} "
             f"ORDER BY {order}, image_key, run_id LIMIT ? OFFSET ?",
             params + [flt.per_page, (flt.page - 1) * flt.per_page])
@@ -232,13 +236,13 @@ class Catalog:
         """Labels with their image counts under every filter but the label itself."""
         snap = await self.snapshot()
         where, params = flt.where(without="label")
-        rows = snap.query(f"SELECT label, count(*) AS n FROM images WHERE {where} "
+        rows = await snap.query(f"SELECT label, count(*) AS n FROM images WHERE {where} "
                           f"GROUP BY label ORDER BY n DESC, label LIMIT ?",
                           params + [LABEL_FACETS])
         facet = [(label, int(n)) for label, n in rows]
         if flt.label and flt.label not in {label for label, _ in facet}:
             where, params = flt.where()
-            (n,), = snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
+            (n,), = await snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
             facet.insert(0, (flt.label, int(n)))
         return facet
 
@@ -246,7 +250,7 @@ class Catalog:
         """The most frequent labels under the full filter, the rest summed as one bar."""
         snap = await self.snapshot()
         where, params = flt.where()
-        rows = snap.query(f"SELECT label, count(*) AS n FROM images WHERE {where} "
+        rows = await snap.query(f"SELECT label, count(*) AS n FROM images WHERE {where} "
                           f"GROUP BY label ORDER BY n DESC, label", params)
         bars = [(label, int(n)) for label, n in rows[:HISTOGRAM_BARS]]
         rest = sum(int(n) for _, n in rows[HISTOGRAM_BARS:])
@@ -261,10 +265,10 @@ class Catalog:
         view tells nothing and is left out. The chosen category always shows."""
         snap = await self.snapshot()
         where, params = flt.where(without="category")
-        (total,), = snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
+        (total,), = await snap.query(f"SELECT count(*) FROM images WHERE {where}", params)
         # Counted per label first, then summed up the taxonomy: joining every image to its
         # ~20 categories took ~0.5 s at 100,000 images. XOR of member hashes sums the same way.
-        rows = snap.query(
+        rows = await snap.query(
             f"WITH per_label AS (SELECT model, label, count(*) AS n, "
             f"bit_xor(hash(image_key, run_id, model)) AS members FROM images WHERE {where} "
             f"GROUP BY model, label) "
@@ -284,7 +288,7 @@ class Catalog:
         """The newest runs with their image counts under every filter but the run."""
         snap = await self.snapshot()
         where, params = flt.where(without="run")
-        rows = snap.query(f"SELECT run_id, count(*), max(created_at) AS newest FROM images "
+        rows = await snap.query(f"SELECT run_id, count(*), max(created_at) AS newest FROM images "
                           f"WHERE {where} GROUP BY run_id ORDER BY newest DESC NULLS LAST, run_id "
                           f"LIMIT ?", params + [RUN_FACETS])
         return [(run, int(n), at) for run, n, at in rows]
@@ -292,30 +296,26 @@ class Catalog:
     # -- one image -----------------------------------------------------------------------
 
     async def tile(self, image_key: str, run_id: str = "") -> Tile | None:
-        if not IMAGE_KEY.match(image_key) or (run_id and not RUN_ID.match(run_id)):
+        """The image's tile: from run ``run_id`` when that is a run id, else its newest."""
+        if not IMAGE_KEY.match(image_key):
             return None
+        run_id = run_id if RUN_ID.match(run_id) else ""
         snap = await self.snapshot()
         which, params = ("run_id = ?", [run_id]) if run_id else ("true", [])
-        rows = snap.query(f"SELECT {_TILE_COLUMNS} FROM images WHERE image_key = ? AND "
+        rows = await snap.query(f"SELECT {_TILE_COLUMNS} FROM images WHERE image_key = ? AND "
                           f"{which} ORDER BY created_at DESC LIMIT 1", [image_key] + params)
         return Tile(*rows[0]) if rows else None
 
     async def top_k(self, tile: Tile) -> list[tuple[int, str, float]]:
-        """The stored ranked predictions of one image."""
-        table = await self._db.open_table(IMAGES)
-        try:
-            rows = await table.query().where(
-                f"image_key = '{_checked(IMAGE_KEY, tile.image_key)}' "
-                f"AND run_id = '{_checked(RUN_ID, tile.run_id)}'"
-            ).select(["label", "confidence"]).to_arrow()
-        finally:
-            table.close()
+        """The stored ranked predictions of one image (by row id: no stored text is ever
+        spliced into a filter)."""
+        _, rows = await self._rows_of(tile.image_key, ["label", "confidence"], tile.model)
         if not rows.num_rows:
             return []
-        ranked = zip(rows.column("label")[0].as_py(), rows.column("confidence")[0].as_py(),
-                     strict=True)
-        return [(rank, label, confidence)
-                for rank, (label, confidence) in enumerate(ranked, start=1)]
+        labels = rows.column("label")[0].as_py() or []
+        confidences = rows.column("confidence")[0].as_py() or []
+        return [(rank, label, confidence) for rank, (label, confidence)
+                in enumerate(zip(labels, confidences, strict=False), start=1)]
 
     async def _rows_of(self, image_key: str, columns: list[str], model: str | None = None
                        ) -> tuple[Snapshot, pa.Table]:
@@ -323,7 +323,7 @@ class Catalog:
         the snapshot's version."""
         snap = await self.snapshot()
         which, params = ("model = ?", [model]) if model is not None else ("true", [])
-        ids = [row[0] for row in snap.query(
+        ids = [row[0] for row in await snap.query(
             f"SELECT _rowid FROM images WHERE image_key = ? AND {which} "
             f"ORDER BY created_at DESC", [image_key, *params])]
         if not ids:
@@ -331,7 +331,7 @@ class Catalog:
         rows = await snap.images.take_row_ids(ids).select(["image_key", *columns]) \
             .to_arrow()
         if set(rows.column("image_key").to_pylist()) != {image_key}:
-            raise LookupError("the store changed under the snapshot")  # never show the wrong one
+            raise StoreChanged("the store changed under the snapshot")  # never the wrong image
         return snap, rows
 
     async def thumbnail(self, image_key: str) -> bytes | None:
@@ -359,7 +359,8 @@ class Catalog:
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
-            if hit["image_key"] in seen or hit["model"] != tile.model:
+            if hit["image_key"] in seen or hit["model"] != tile.model \
+                    or not hit["label"] or not hit["confidence"]:
                 continue
             seen.add(hit["image_key"])
             found.append(Neighbour(hit["image_key"], hit["run_id"], hit["label"][0],
@@ -370,6 +371,28 @@ class Catalog:
         if self._snapshot is not None:
             self._snapshot.images.close()
         self._db.close()
+
+
+def summarize(light: pa.Table) -> tuple[duckdb.DuckDBPyConnection, int]:
+    """The in-memory DuckDB tables the page queries: ``images`` (one row per stored image and
+    model: top-1 label and confidence, top-1/top-2 margin, row id; rows without a top-1, which
+    write-back never stores, are left out) and ``label_categories``."""
+    con = duckdb.connect()
+    con.register("light", light)
+    con.execute("""
+        CREATE TABLE images AS
+        SELECT image_key, run_id, model, label[1] AS label, confidence[1] AS confidence,
+               confidence[1] - coalesce(confidence[2], 0.0) AS margin, path, created_at,
+               _rowid
+        FROM light
+        WHERE label[1] IS NOT NULL AND confidence[1] IS NOT NULL""")
+    con.unregister("light")
+    models = [m for (m,) in con.execute("SELECT DISTINCT model FROM images").fetchall()]
+    con.register("categories", label_categories(models))
+    con.execute("CREATE TABLE label_categories AS SELECT * FROM categories")
+    con.unregister("categories")
+    (total,), = con.execute("SELECT count(*) FROM images").fetchall()
+    return con, int(total)
 
 
 def label_categories(models: list[str]) -> pa.Table:
@@ -404,9 +427,3 @@ def label_categories(models: list[str]) -> pa.Table:
     return pa.table(rows, schema=pa.schema([
         ("model", pa.string()), ("label", pa.string()), ("category", pa.string()),
         ("name", pa.string()), ("classes", pa.int64())]))
-
-
-def _checked(pattern: re.Pattern[str], value: str) -> str:
-    if not pattern.match(value):  # values are ours, but never splice unchecked text into SQL
-        raise ValueError(f"invalid identifier {value!r}")
-    return value

@@ -1,4 +1,4 @@
-"""What the gallery may say about an image's file: its path and its EXIF facts.
+"""What the gallery may say about an image's file: its path and its header and EXIF facts.
 
 The same rule as a worker's ``--data-root``: with a data root, a stored path is shown (relative
 to the root) and its file read only if it resolves inside the root; without one, paths are
@@ -9,25 +9,19 @@ missing, refused or undecodable simply has no facts.
 
 from __future__ import annotations
 
-import io
-import warnings
-from fractions import Fraction
 from pathlib import Path
 
-from PIL import ExifTags, Image
-
+from vgi_vision.facts import read_info
 from vgi_vision.paths import PathPolicy
 from vgi_vision.registry import FunctionError
 
-#: Largest file read for its EXIF facts.
+#: Largest file read for its facts.
 MAX_FILE_BYTES = 64 << 20
-#: EXIF tags worth showing a reviewer, in display order.
-SHOWN_TAGS = ("Make", "Model", "LensModel", "DateTimeOriginal", "DateTime", "ExposureTime",
-              "FNumber", "ISOSpeedRatings", "FocalLength", "Orientation", "Software")
-MAX_VALUE_CHARS = 200
 
 
 class FilePolicy:
+    """The data-root rule for shown paths and file reads (no root: show, never read)."""
+
     def __init__(self, data_root: str | None) -> None:
         self.root = Path(data_root).resolve() if data_root else None
         self._paths = PathPolicy.confined(self.root) if self.root else None
@@ -56,28 +50,21 @@ class FilePolicy:
 
 
 def image_facts(data: bytes) -> list[tuple[str, str]]:
-    """(name, value) facts of encoded image bytes; empty if Pillow cannot parse them."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                facts = [("format", str(image.format)),
-                         ("size", f"{image.width} x {image.height} px")]
-                exif = image.getexif()
-                tags = {ExifTags.TAGS.get(tag, str(tag)): value
-                        for tag, value in {**exif, **exif.get_ifd(ExifTags.IFD.Exif)}.items()}
-    except Exception:  # noqa: BLE001 - hostile files raise anything; no facts then
+    """(name, value) facts of encoded image bytes, from the same header and EXIF reading as
+    SQL's ``image_info()``; empty if the bytes are not an image."""
+    info = read_info(data)
+    if info is None:
         return []
-    for name in SHOWN_TAGS:
-        if name in tags:
-            facts.append((name, readable(tags[name])))
-    return facts
-
-
-def readable(value: object) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    elif isinstance(value, float | Fraction) or type(value).__name__ == "IFDRational":
-        number = float(value)  # type: ignore[arg-type]
-        value = f"1/{round(1 / number)}" if 0 < number < 0.5 else f"{number:g}"
-    return str(value).strip("\x00 ")[:MAX_VALUE_CHARS]
+    camera = " ".join(part for part in (info.make, info.model) if part)
+    facts = [
+        ("format", info.format),
+        ("size", f"{info.width} x {info.height} px" if info.width and info.height else None),
+        ("mode", info.mode),
+        ("frames", str(info.frames) if info.frames and info.frames > 1 else None),
+        ("orientation", str(info.orientation) if info.orientation else None),
+        ("taken", info.taken_at.isoformat(" ") if info.taken_at else None),
+        ("camera", camera or None),
+        ("position", f"{info.latitude:.5f}, {info.longitude:.5f}"
+         if info.latitude is not None and info.longitude is not None else None),
+    ]
+    return [(name, value) for name, value in facts if value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from pathlib import Path
@@ -40,8 +41,11 @@ async def serve_gallery(uri: str, sock: socket.socket, *, token: str | None,
         await catalog.snapshot()  # a store that cannot be read fails here, not on first visit
         app = make_app(catalog, FilePolicy(data_root), token, loopback_only)
         config = Config()
-        config.bind = [f"fd://{sock.fileno()}"]
+        # Hypercorn closes the socket it is given on shutdown: give it its own descriptor.
+        config.bind = [f"fd://{os.dup(sock.fileno())}"]
         config.accesslog = None
+        config.errorlog = log
+        config.include_server_header = False
         config.graceful_timeout = 2.0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

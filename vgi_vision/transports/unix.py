@@ -1,9 +1,13 @@
 """Unix-socket transport: one worker serving many local clients, each connection a thread.
 
-The socket file is created with mode 0600 (only the owner may connect), the number of
-concurrent connections is capped, and an idle connection is closed after a timeout so a client
-that vanished cannot pin a thread forever. Scan state lives in the worker, in one store shared
-by all connections.
+The socket file is created with mode 0600 (only the owner may connect). Connections share a
+fixed number of slots: when all are taken, the connection that has waited longest for its
+next request is closed to make room (no work has started for it, so its client may simply
+send again), and only when every slot is inside a call or was answered within the last
+second is a newcomer refused. A request
+frame must arrive whole within a deadline from its first byte, and a connection that stalls
+for the idle timeout is closed, so neither silent nor trickling clients can keep the worker
+from serving. Scan state lives in the worker, in one store shared by all connections.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import queue
 import socket
 import socketserver
 import threading
+import time
 from pathlib import Path
 
 from vgi_vision.protocol import error_message
@@ -23,6 +28,97 @@ from vgi_vision.transports.framing import LENGTH, FrameError, read_frame, serve_
 MAX_RESPONSE_BYTES = 1 << 31
 
 
+class Connection:
+    """One client connection: the reader its frames come from, with their deadlines.
+
+    Reads wait at most ``idle_timeout``; once a frame's first byte has arrived, the whole
+    frame must arrive within ``frame_timeout``, however slowly it trickles.
+    """
+
+    def __init__(self, sock: socket.socket, slots: Slots, idle_timeout: float,
+                 frame_timeout: float) -> None:
+        self.sock = sock
+        self.slots = slots
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self._frame_deadline: float | None = None
+
+    def read(self, size: int, /) -> bytes:
+        timeout = self.idle_timeout
+        if self._frame_deadline is not None:
+            timeout = min(timeout, self._frame_deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("the request frame did not arrive in time")
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(size)
+        if data and self._frame_deadline is None:
+            self._frame_deadline = time.monotonic() + self.frame_timeout
+        return data
+
+    def awaiting_frame(self) -> None:
+        self._frame_deadline = None
+        self.sock.settimeout(self.idle_timeout)
+        self.slots.waiting(self)
+
+    def begin_call(self) -> bool:
+        self.sock.settimeout(self.idle_timeout)  # bounds writing the answer
+        return self.slots.in_call(self)
+
+    def close_for_room(self) -> None:
+        """Wake this connection's thread, blocked in a read, with an end of stream."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+
+
+class Slots:
+    """At most ``capacity`` connections; a full house makes room by closing the one that
+    has waited longest for a request, if it has waited at least ``grace`` seconds.
+
+    Connections inside a call are never closed. The grace keeps a burst of newcomers from
+    closing connections that have just been answered and are about to send again (a
+    client's pool), which would only make their clients reconnect.
+    """
+
+    def __init__(self, capacity: int, grace: float = 1.0) -> None:
+        self.capacity = capacity
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._waiting_since: dict[Connection, float | None] = {}  # None: inside a call
+
+    def admit(self, connection: Connection) -> bool:
+        with self._lock:
+            if len(self._waiting_since) >= self.capacity:
+                latest = time.monotonic() - self.grace
+                waiting = [(since, id(held), held) for held, since
+                           in self._waiting_since.items()
+                           if since is not None and since <= latest]
+                if not waiting:
+                    return False
+                _, _, longest = min(waiting)
+                del self._waiting_since[longest]
+                longest.close_for_room()
+            self._waiting_since[connection] = time.monotonic()
+            return True
+
+    def waiting(self, connection: Connection) -> None:
+        with self._lock:
+            if connection in self._waiting_since:
+                self._waiting_since[connection] = time.monotonic()
+
+    def in_call(self, connection: Connection) -> bool:
+        with self._lock:
+            if connection not in self._waiting_since:
+                return False  # closed to make room: its request is not served
+            self._waiting_since[connection] = None
+            return True
+
+    def release(self, connection: Connection) -> None:
+        with self._lock:
+            self._waiting_since.pop(connection, None)
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: UnixServer
 
@@ -31,19 +127,22 @@ class _Handler(socketserver.StreamRequestHandler):
         super().setup()
 
     def handle(self) -> None:
+        server = self.server
+        connection = Connection(self.request, server.slots, server.idle_timeout,
+                                server.frame_timeout)
         try:
-            if not self.server.slots.acquire(blocking=False):
+            if not server.slots.admit(connection):
                 write_frame(self.wfile, error_message(
-                    "limit_exceeded", f"the worker already serves "
-                                      f"{self.server.max_connections} connections; try again "
-                                      f"later"))
+                    "limit_exceeded", f"the worker already serves {server.max_connections} "
+                                      f"connections, all busy; try again later"))
                 return
             try:
-                serve_stream(self.rfile, self.wfile, self.server.dispatcher, self.server.states)
+                serve_stream(connection, self.wfile, server.dispatcher, server.states,
+                             gate=connection)
             finally:
-                self.server.slots.release()
+                server.slots.release(connection)
         except (OSError, FrameError):
-            pass  # the client went away or idled out (refused or not): nothing to answer
+            pass  # the client went away, idled out or was closed for room: nothing to answer
 
 
 def socket_is_live(path: Path) -> bool:
@@ -64,11 +163,13 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str | os.PathLike, dispatcher: Dispatcher, *,
-                 max_connections: int = 64, idle_timeout: float = 300.0) -> None:
+                 max_connections: int = 64, idle_timeout: float = 300.0,
+                 frame_timeout: float = 60.0) -> None:
         self.dispatcher = dispatcher
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self.slots = threading.BoundedSemaphore(max_connections)
+        self.frame_timeout = frame_timeout
+        self.slots = Slots(max_connections)
         # One store for all connections: a client's pool may send a scan's continuation over
         # another connection than the one that started it. Handles are random and bound to
         # their call, and only the socket's owner can connect.

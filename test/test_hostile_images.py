@@ -1,0 +1,174 @@
+"""Images built to exhaust memory: refused from their header, or decoded within a budget.
+
+The memory claims are measured on a real worker process (its peak RSS, ``VmHWM``), against
+the bound docs/security.md states.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import DATA
+from PIL import Image, ImageFile
+
+from vgi_vision.client import Client
+from vgi_vision.imaging import (
+    DECODE_OVERHEAD_BYTES,
+    DecodeBudget,
+    DecodeLimits,
+    decode,
+    decode_cost,
+)
+from vgi_vision.launch import running_worker
+
+MB = 1 << 20
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
+
+
+def gray16_png(width: int, height: int, value: int = 1000) -> bytes:
+    """A genuine 16-bit grayscale PNG of one value: tiny on disk, ``width*height*2`` decoded."""
+    row = b"\x00" + struct.pack(">H", value) * width
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """The 8000x7999 16-bit grayscale PNG: ~140 KB, 64 million pixels, 128 MB of samples."""
+    data = gray16_png(8000, 7999)
+    assert len(data) < 160_000
+    return data
+
+
+def test_sixteen_bit_bomb_is_refused_from_its_header(bomb: bytes, monkeypatch) -> None:
+    with Image.open(io.BytesIO(bomb)) as check:  # within the 64-megapixel cap
+        assert check.size == (8000, 7999) and check.mode.startswith("I;16")
+    loads = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self):
+        loads.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    assert decode(bomb) is None
+    assert loads == []  # no pixel was decoded
+    # Decoding it needs the 16-bit samples plus their 32-bit widening: over the default cap.
+    assert decode_cost("I;16", 8000, 7999) > DecodeLimits().max_decode_bytes
+
+
+def test_decode_byte_cap_is_exact() -> None:
+    image = Image.new("L", (100, 100), 128)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    cost = decode_cost("L", 100, 100)
+    assert cost == 100 * 100 + DECODE_OVERHEAD_BYTES
+    assert decode(out.getvalue(), DecodeLimits(max_decode_bytes=cost)) is not None
+    assert decode(out.getvalue(), DecodeLimits(max_decode_bytes=cost - 1)) is None
+
+
+def test_a_large_sixteen_bit_image_decodes_within_its_cost() -> None:
+    """Allowed through, the 16-bit path scales to 8 bits without clipping to white."""
+    data = gray16_png(3000, 2000, value=32768)
+    pixels = decode(data, DecodeLimits(max_decode_bytes=64 * MB))
+    assert pixels is not None and pixels.shape == (224, 224, 3)
+    assert abs(float(pixels.mean()) - 128) < 2
+
+
+def test_budget_admits_what_fits_and_refuses_what_never_can() -> None:
+    budget = DecodeBudget(100)
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def use(cost: int) -> None:
+        with budget.reserve(cost) as admitted:
+            assert admitted
+            with lock:
+                held[0] += cost
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.01)
+            with lock:
+                held[0] -= cost
+
+    threads = [threading.Thread(target=use, args=(cost,)) for cost in [60, 50, 40, 100, 30] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 0 < peak[0] <= 100
+    with budget.reserve(101) as admitted:
+        assert admitted is False
+
+
+def kilobytes(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_dozen_bombs_in_one_call_stay_within_the_stated_bound(bomb: bytes, tmp_path: Path
+                                                                 ) -> None:
+    """docs/security.md: peak RSS <= at rest + decode pool + 2 x the request + 64 MB."""
+    coffee = (DATA / "coffee.png").read_bytes()
+    with running_worker("unix", workdir=tmp_path) as worker, Client(worker.location) as client:
+        pid = worker.process.pid if worker.process else 0
+        assert client.call("top_label", pa.array([coffee], pa.binary())).to_pylist() == [
+            "espresso"]
+        at_rest = kilobytes(pid, "VmRSS")
+        images = pa.array([bomb] * 12 + [coffee], pa.binary())
+        assert client.call("top_label", images).to_pylist() == [None] * 12 + ["espresso"]
+        bound = at_rest + (512 * MB + 2 * images.nbytes + 64 * MB) // 1024
+        assert kilobytes(pid, "VmHWM") <= bound
+        assert client.call("top_label", pa.array([coffee], pa.binary())).to_pylist() == [
+            "espresso"]
+
+
+def test_sixteen_bit_images_let_through_share_the_decode_pool(tmp_path: Path) -> None:
+    """A dozen 15-megapixel 16-bit PNGs (~90 MB to decode each) in one call, decode pool
+    of 128 MB: at most one decodes at a time, and the peak stays within the bound."""
+    image = gray16_png(5000, 3000, value=40000)
+    assert decode_cost("I;16", 5000, 3000) < 128 * MB < 2 * decode_cost("I;16", 5000, 3000)
+    with running_worker("unix", "--decode-pool-mb", "128", workdir=tmp_path) as worker, \
+            Client(worker.location) as client:
+        pid = worker.process.pid if worker.process else 0
+        assert client.call("top_label", pa.array([image], pa.binary())).to_pylist()[0]
+        at_rest = kilobytes(pid, "VmRSS")
+        images = pa.array([image] * 12, pa.binary())
+        labels = client.call("top_label", images).to_pylist()
+        assert all(isinstance(label, str) for label in labels)  # every one was decoded
+        bound = at_rest + (128 * MB + 2 * images.nbytes + 64 * MB) // 1024
+        assert kilobytes(pid, "VmHWM") <= bound
+
+
+def test_decode_cost_covers_the_measured_peak_of_every_reducible_mode() -> None:
+    """Each mode's estimate is at least what Pillow really holds (checked on this process's
+    peak RSS, which only grows: run from the cheapest mode to the dearest)."""
+    for mode in ["L", "1", "RGB", "I;16"]:
+        image = Image.new(mode, (3000, 3000), 1 if mode == "1" else 100)
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        del image
+        before = kilobytes_self("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+        assert decode(out.getvalue(), DecodeLimits(max_decode_bytes=1 << 30)) is not None
+        peak = (kilobytes_self("VmHWM") - before) * 1024
+        assert peak <= decode_cost(mode, 3000, 3000), (mode, peak)
+
+
+def kilobytes_self(field: str) -> int:
+    return kilobytes(os.getpid(), field)
