@@ -203,7 +203,8 @@ class Similar:
                 found[name] += hits.column(name).to_pylist()
             for name in ("label", "confidence"):  # the stored top-1
                 found[name] += pc.list_element(hits.column(name), 0).to_pylist()
-            found["distance"] += hits.column("_distance").to_pylist()
+            # float32 rounding puts an image's distance to itself a hair below 0
+            found["distance"] += [max(0.0, d) for d in hits.column("_distance").to_pylist()]
         batch = pa.RecordBatch.from_pydict(found, schema=out.schema)
         if batch.num_rows:
             out.emit(batch)
