@@ -262,6 +262,27 @@ def test_kill_one_of_two_remote_workers_mid_query(tmp_path: Path) -> None:
         http.stop()
 
 
+def test_a_worker_stopped_mid_query_hands_its_work_to_the_other(tmp_path: Path) -> None:
+    """SIGTERM: the stopping worker answers what it holds, refuses the rest (`unavailable`),
+    and the other worker serves those; nothing is lost or doubled."""
+    first = start_unix(tmp_path / "a.sock", log_file=tmp_path / "a.log")
+    second = start_unix(tmp_path / "b.sock", log_file=tmp_path / "b.log")
+    con, client = connection_with([first.location, second.location], big_table(ROWS))
+    try:
+        expected = expected_labels(client, ROWS)
+        assert first.process is not None
+        thread, outcome = query_in_thread(con, SQL)
+        wait_until_busy([client.pool.members[0]], lambda _: first.process.pid)  # type: ignore[union-attr]
+        first.process.send_signal(signal.SIGTERM)
+        thread.join(timeout=600)
+        assert not thread.is_alive()
+        assert outcome.get("rows") == expected, outcome.get("error")
+        assert first.process.wait(timeout=60) == 0
+    finally:
+        vgi_vision.detach(con)
+        first.stop()
+        second.stop()
+
 # --- the same options on the command line -------------------------------------------------
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -41,6 +41,11 @@ class WorkerError(RuntimeError):
         self.kind = kind
 
 
+class WorkerUnavailable(WorkerError, TransportError):
+    """The worker is stopping and refused the request (kind ``unavailable``): it did no work,
+    so a pool sends the request to another worker."""
+
+
 class Client:
     """Calls worker functions over a pool of one or more workers.
 
@@ -102,8 +107,9 @@ class Client:
             raise TransportError(f"the worker sent an unreadable response: {exc}") from None
         if not message.header.get("ok"):
             error = message.header.get("error") or {}
-            raise WorkerError(str(error.get("kind", "internal")),
-                              str(error.get("message", "unknown worker error")))
+            kind = str(error.get("kind", "internal"))
+            raise (WorkerUnavailable if kind == "unavailable" else WorkerError)(
+                kind, str(error.get("message", "unknown worker error")))
         return message.header, message.batch
 
     def describe(self) -> list[dict[str, Any]]:

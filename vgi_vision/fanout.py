@@ -10,7 +10,8 @@ busy worker gets fewer), and the results come back in input order.
 A member that cannot be reached, dies or times out during a job (a ``TransportError``) is left
 out for the rest of that call and the job runs again on another member. The functions are pure
 and write-back is idempotent per (image, model), so running a sub-batch twice stores it once.
-The call fails only when no member can serve it, with a message naming every failed member.
+The call fails only when no member can serve it, with a message naming every failed member
+(a pool of one raises its worker's own error).
 Structured errors from a worker (a bad argument, a refused path) are answers, not faults: they
 are raised as they are, never retried.
 """
@@ -94,6 +95,8 @@ class WorkerPool:
             try:
                 return job(member.transport)
             except TransportError as exc:
+                if len(self.members) == 1:
+                    raise  # one worker: its own error says it best
                 failures.add(member, exc)
             finally:
                 self._checkin(member)
