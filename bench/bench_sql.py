@@ -215,8 +215,9 @@ def run(n_images: int, repeats: int, max_repeats: int, transports: list[str],
         phases.append(phase)
         with running_worker(transport) as worker:
             attachment = vgi_vision.attach(con, worker.location)
-            timed = TimedTransport(attachment.client.transport)
-            attachment.client.transport = timed
+            member = attachment.client.pool.members[0]
+            timed = TimedTransport(member.transport)
+            member.transport = timed
             if worker.process is not None:
                 worker_pid = lambda: worker.process.pid  # noqa: E731
             else:

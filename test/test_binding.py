@@ -102,7 +102,7 @@ def test_killed_subprocess_worker_fails_the_query_in_flight_only() -> None:
     # 20000 photographs to read and classify: minutes of work, so the query is provably still
     # running when the signal lands (a path per row keeps the table small).
     con.execute(f"CREATE TABLE big AS SELECT '{DATA}/coffee.png' AS path FROM range(20000)")
-    transport = attachment.client.transport
+    transport = attachment.client.pool.members[0].transport
     pid = transport.pid
     started = attachment.client.requests
     errors: list[Exception] = []
@@ -134,7 +134,7 @@ def test_detach_stops_the_worker_and_unregisters() -> None:
     con = duckdb.connect()
     attachment = vgi_vision.attach(con)
     con.execute("SELECT count(*) FROM vision.image_classes()").fetchall()
-    process = attachment.client.transport._process
+    process = attachment.client.pool.members[0].transport._process
     vgi_vision.detach(con)
     assert process.wait(timeout=10) == 0
     assert con.execute("SELECT count(*) FROM duckdb_functions() "
@@ -148,7 +148,7 @@ def test_detach_stops_the_worker_and_unregisters() -> None:
 
 def test_a_collected_connection_stops_its_worker() -> None:
     con = duckdb.connect()
-    process = vgi_vision.attach(con).client.transport._process
+    process = vgi_vision.attach(con).client.pool.members[0].transport._process
     assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
     del con
     gc.collect()
@@ -159,7 +159,7 @@ def test_a_collected_connection_stops_its_worker() -> None:
 def test_a_connection_collected_during_attach_does_not_deadlock() -> None:
     """Garbage collection may run the finalizer inside attach(), which holds the lock."""
     con = duckdb.connect()
-    process = vgi_vision.attach(con).client.transport._process
+    process = vgi_vision.attach(con).client.pool.members[0].transport._process
     with vgi_vision.binding._lock:
         del con
         gc.collect()

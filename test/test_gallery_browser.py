@@ -90,6 +90,9 @@ def test_grid_shows_every_image_with_its_label(browser: WebDriver, gallery: str,
         "return [...document.querySelectorAll('.tile img')].filter(i => !i.naturalWidth)"
         ".map(i => i.src)")
     assert broken == []  # every thumbnail, BLOB-classified ones too, decoded in the browser
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(url.startswith(gallery + "/") for url in fetched)  # works offline
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "gallery-grid.png"
     browser.save_screenshot(str(shot))

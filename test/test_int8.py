@@ -96,3 +96,27 @@ def test_attach_int8_classifies_the_photographs() -> None:
     assert len(rows) == 4
     for name, top3 in rows:
         assert set(top3) & EXPECTED_TOP5[name], (name, top3)
+
+
+def test_a_replica_serving_another_model_refuses_the_continuation(tmp_path) -> None:
+    """Replicas share a token key; one serving int8 must not resume an fp32 scan."""
+    import httpx
+
+    from vgi_vision.launch import running_worker
+    from vgi_vision.protocol import decode, encode
+    from vgi_vision.registry import argument_rows
+
+    env = {"VGI_VISION_TOKEN_KEY": "6b6579206f66207468652074657374207265706c69636173"}
+    with running_worker("http", env=env, workdir=tmp_path / "a") as fp32, \
+            running_worker("http", "--model", INT8, env=env, workdir=tmp_path / "b") as int8, \
+            running_worker("http", env=env, workdir=tmp_path / "c") as same:
+        def post(location: str | None, token: str | None) -> dict:
+            request = encode({"op": "scan", "function": "image_classes", "token": token},
+                             argument_rows([], 1))
+            return decode(httpx.post(f"{location}/v1/rpc", content=request).content).header
+
+        token = post(fp32.location, None)["token"]
+        assert token
+        refused = post(int8.location, token)
+        assert refused["ok"] is False and refused["error"]["kind"] == "invalid_token"
+        assert post(same.location, token)["ok"] is True  # a replica of the same model resumes

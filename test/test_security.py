@@ -322,8 +322,11 @@ def test_without_a_data_root_paths_are_disabled_and_blobs_work(rootless: Running
 def test_oversized_request_is_refused_and_the_worker_serves_on(confined: RunningWorker) -> None:
     big = pa.array([b"\xff" * (MB + 1024)], pa.binary())
     with Client(confined.location) as client:
-        with pytest.raises(WorkerError) as info:
-            client.table("classify", big)
+        # The client sends a value too large for any request as NULL: no rows for it.
+        assert client.table("classify", big).num_rows == 0
+        with pytest.raises(WorkerError) as info:  # sent as it is, the worker refuses it
+            client.request({"op": "scan", "function": "classify", "token": None},
+                           argument_rows([big]))
         assert info.value.kind == "limit_exceeded"
         assert f"exceeds the limit of {MB}" in str(info.value)
         if confined.location.startswith("http"):  # refused from the Content-Length alone
@@ -364,10 +367,14 @@ def test_the_dispatcher_bounds_a_request_on_its_own() -> None:
 def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
     blob = jpeg(300)  # small: 16 of them fit the 1 MB request limit
     with Client(confined.location) as client:
-        with pytest.raises(WorkerError) as info:  # the client sends classify 32 rows a call
-            client.table("classify", pa.array([blob] * 17, pa.binary()))
+        with pytest.raises(WorkerError) as info:  # 17 rows in one request
+            client.request({"op": "scan", "function": "classify", "token": None},
+                           argument_rows([pa.array([blob] * 17, pa.binary())]))
         assert info.value.kind == "limit_exceeded"
         assert "17 argument rows exceed the limit of 16 per call" in str(info.value)
+        # The client reads the worker's limit and sends at most 16 rows a request.
+        assert labels(client.table("classify", pa.array([blob] * 17, pa.binary()),
+                                   pa.array([1] * 17))) == ["espresso"] * 17
         table = client.table("classify", pa.array([blob] * 16, pa.binary()), pa.array([1] * 16))
         assert labels(table) == ["espresso"] * 16
 

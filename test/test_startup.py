@@ -103,7 +103,7 @@ def test_a_worker_that_dies_mid_call_is_named_with_its_exit() -> None:
     import pyarrow as pa
 
     with Client() as client:
-        pid = client.transport.pid  # type: ignore[attr-defined]
+        pid = client.pool.members[0].transport.pid  # type: ignore[attr-defined]
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(ConnectionError, match=rf"worker \(pid {pid}\) exited \(killed by "
                                                   r"SIGKILL\) during the call"):

@@ -150,7 +150,7 @@ sys.exit(main(["serve", "--log-level", "warning"]))
 
 
 def test_stdout_noise_in_a_subprocess_worker_cannot_corrupt_frames() -> None:
-    with Client([sys.executable, "-c", NOISY_WORKER]) as noisy:
+    with Client(command=[sys.executable, "-c", NOISY_WORKER]) as noisy:
         assert noisy.table("image_classes").num_rows == 1000
 
 

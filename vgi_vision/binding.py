@@ -31,6 +31,7 @@ import pyarrow as pa
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from vgi_vision.client import Client
+from vgi_vision.locations import Location, Workers
 from vgi_vision.registry import INPUT_ROW
 
 _attachments: dict[tuple[int, str], Attachment] = {}
@@ -153,6 +154,7 @@ class Attachment:
     name: str
     client: Client
     udfs: list[str] = field(default_factory=list)
+    attached: bool = False  # the catalog is ours to detach
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -162,7 +164,16 @@ class Attachment:
         return con
 
     def register(self) -> None:
-        self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+        try:
+            self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+        except duckdb.Error as exc:
+            # Catalogs (and UDFs) belong to the database, so every cursor already sees a
+            # worker attached through another connection of it; that one is left as it is.
+            raise ValueError(f"cannot attach a worker as {self.name!r}: this database already "
+                             f"has a catalog of that name (a worker attached through another "
+                             f"connection or cursor of the same database serves every cursor;"
+                             f" or pass name=...): {exc}") from None
+        self.attached = True
         for spec in self.client.describe():
             self._register_function(spec)
 
@@ -203,7 +214,8 @@ class Attachment:
         con = self.connection()
         try:
             if con is not None:
-                con.execute(f"DETACH {quote(self.name)}")
+                if self.attached:
+                    con.execute(f"DETACH {quote(self.name)}")
                 for udf in self.udfs:
                     con.remove_function(udf)
         except duckdb.Error:
@@ -259,14 +271,17 @@ def worker_flags(options: dict[str, Any]) -> list[str]:
     return flags
 
 
-def attach(con: duckdb.DuckDBPyConnection, location: str | None = None, name: str = "vision",
-           *, auth_token: str | None = None, client: Client | None = None,
+def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str = "vision",
+           *, workers: Workers = None, concurrency: int | None = None,
+           auth_token: str | None = None, client: Client | None = None,
            **options: Any) -> Attachment:
-    """Connect ``con`` to a worker and register its functions as ``name.<function>``.
+    """Connect ``con`` to workers and register their functions as ``name.<function>``.
 
-    ``location``: None spawns a private subprocess worker (``options`` become its ``serve``
-    flags, e.g. ``data_root="photos"``); ``unix:///path`` or ``http://host:port`` connect to
-    a running one.
+    ``location``: None spawns a private subprocess worker (``workers=N`` or ``"auto"``: a pool
+    of them, each pinned to its own cores; ``options`` become their ``serve`` flags, e.g.
+    ``data_root="photos"``); ``unix:///path`` or ``http://host:port`` connect to a running one
+    (``concurrency`` requests in flight to it, default 2); a list of addresses spreads every
+    query over all of them.
     """
     if options and location is not None:
         raise ValueError(f"worker options {sorted(options)} apply to a subprocess worker only")
@@ -274,8 +289,8 @@ def attach(con: duckdb.DuckDBPyConnection, location: str | None = None, name: st
     with _lock:
         if key in _attachments:
             raise ValueError(f"a worker is already attached as {name!r}; detach it first")
-        client = client or Client(location, auth_token=auth_token,
-                                  worker_args=worker_flags(options))
+        client = client or Client(location, workers=workers, concurrency=concurrency,
+                                  auth_token=auth_token, worker_args=worker_flags(options))
         attachment = Attachment(weakref.ref(con), name, client)
         try:
             attachment.register()

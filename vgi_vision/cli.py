@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,6 +68,20 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def cpu_list(text: str) -> set[int]:
+    """``0,2`` or ``0-3``: the cores a worker is pinned to."""
+    cores: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of cores: {text!r}") from None
+    if not cores or min(cores) < 0:
+        raise argparse.ArgumentTypeError(f"not a list of cores: {text!r}")
+    return cores
+
+
 def add_serve(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="run a worker (stdio by default)",
                             description="Serve the vision functions over stdio (default), a "
@@ -103,6 +118,9 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=positive(int), default=64_000_000,
                    help="images with more pixels get no prediction (checked from the header, "
                         "before decoding)")
+    p.add_argument("--cpus", type=cpu_list, metavar="LIST",
+                   help="run on these cores only, e.g. 0,1 (the model then uses one thread "
+                        "per core); private pool workers are started with their own group")
     p.add_argument("--max-decode-mb", type=positive(float), default=256,
                    help="images whose decode needs more memory (pixels x bytes per pixel, "
                         "from the header) get no prediction")
@@ -133,6 +151,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise CliError(f"--data-root {args.data_root} is not an existing folder")
     check_address_free(args)
+    if args.cpus:
+        try:
+            # Before the model loads: its thread count follows the cores it may use.
+            os.sched_setaffinity(0, args.cpus)
+        except OSError as exc:
+            raise CliError(f"cannot run on cores {sorted(args.cpus)}: {exc.strerror}") from None
     frames = None
     if transport == "stdio":
         from vgi_vision.transports.stdio import claim_stdout
@@ -163,7 +187,12 @@ def run_serve(args: argparse.Namespace) -> int:
             from vgi_vision.transports.stdio import serve_stdio
 
             assert frames is not None
-            serve_stdio(dispatcher, frames)
+            # Served off the main thread, so SIGTERM (raised in the main thread) never lands
+            # inside a request: worker.close() below lets the request in flight finish.
+            serving = threading.Thread(target=serve_stdio, args=(dispatcher, frames),
+                                       name="vgi-stdio", daemon=True)
+            serving.start()
+            serving.join()
         elif transport == "unix":
             from vgi_vision.transports.unix import UnixServer
 
@@ -305,11 +334,38 @@ def run_browse(args: argparse.Namespace) -> int:
 
 
 def add_attach_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--location", help="worker to use: unix:///path or http://host:port "
-                                      "(default: a private subprocess worker)")
+    p.add_argument("--location", action="append",
+                   help="worker to use: unix:///path or http://host:port; repeat it to spread "
+                        "queries over several (default: a private subprocess worker)")
     p.add_argument("--data-root", help="subprocess worker only: confine path arguments here")
     add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    add_pool_options(p)
+
+
+def add_pool_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=pool_size, metavar="N|auto",
+                   help="private subprocess workers, each pinned to its own cores (auto: one "
+                        "per core)")
+    p.add_argument("--concurrency", type=positive(int), metavar="N",
+                   help="requests in flight to each --location (default 2)")
+
+
+def pool_size(text: str) -> int | str:
+    from vgi_vision.locations import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def location_of(args: argparse.Namespace) -> str | list[str] | None:
+    """``--location`` given once is an address, several times a list of workers."""
+    given = args.location or []
+    if args.location and args.workers is not None:
+        raise CliError("--workers starts private workers; it does not apply to --location")
+    return None if not given else given[0] if len(given) == 1 else given
 
 
 def attach_from_args(con, args: argparse.Namespace) -> None:
@@ -317,12 +373,14 @@ def attach_from_args(con, args: argparse.Namespace) -> None:
 
     options = {"data_root": args.data_root} if args.data_root else {}
     options.update(model_flags(args))
-    if args.location and options:
+    location = location_of(args)
+    if location and options:
         flags = ", ".join("--" + k.replace("_", "-") for k in options)
         raise CliError(f"{flags} configure a subprocess worker; start a socket or HTTP "
                        f"worker with its own flags instead")
     token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
-    vgi_vision.attach(con, args.location, auth_token=token, **options)
+    vgi_vision.attach(con, location, workers=args.workers, concurrency=args.concurrency,
+                      auth_token=token, **options)
 
 
 def add_sql(commands: argparse._SubParsersAction) -> None:
@@ -426,10 +484,12 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("-o", "--output", help="write results here instead of stdout")
     p.add_argument("--lance", metavar="URI", help="also store results in LanceDB at URI")
-    p.add_argument("--location", help="use a running worker (unix:///path or "
-                                      "http://host:port); files are sent as bytes")
+    p.add_argument("--location", action="append",
+                   help="use a running worker (unix:///path or http://host:port; repeat it "
+                        "for several); files are sent as bytes")
     add_model_options(p)
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
+    add_pool_options(p)
     p.set_defaults(run=run_classify)
 
 
@@ -447,13 +507,15 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.location and any(private.values()):
         raise CliError("--lance, --model and --device configure a private worker; start the "
                        "worker at --location with its own flags")
+    location = location_of(args)
     files, unmatched = expand(args.paths)
     worker_args = [flag for key, value in private.items() if value
                    for flag in (f"--{key}", value)]
-    with Client(args.location, worker_args=worker_args,
+    with Client(location, workers=args.workers, concurrency=args.concurrency,
+                worker_args=worker_args,
                 auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         result = classify_files(client, files, args.top_k, progress_wanted(),
-                                send_bytes=args.location is not None)
+                                send_bytes=location is not None)
     write_table(result.table, args.format, sys.stdout, args.output)
     for line in failure_report(result.failed, unmatched):
         print(line, file=sys.stderr)
@@ -498,8 +560,8 @@ def run_functions(args: argparse.Namespace) -> int:
     from vgi_vision.client import Client
     from vgi_vision.docs import render_reference
 
-    with Client(args.location, auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
-                ) as client:
+    with Client(location_of(args), workers=args.workers, concurrency=args.concurrency,
+                auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:
         catalog = client.describe()
     if args.format == "json":
         print(json.dumps(catalog, indent=2))

@@ -1,25 +1,34 @@
-"""``Client(location)``: one client API over interchangeable transports.
+"""``Client(location)``: one client API over interchangeable transports and worker pools.
 
-``None`` (or a command line) spawns a private subprocess worker, ``unix:///path`` connects to
-a socket worker and ``http://host:port`` to an HTTP worker (or a load balancer in front of
-several). The client reads the worker's catalog once and uses it to split big argument batches
-into the chunk size each function asks for, and to tie table rows back to argument rows.
+``None`` spawns a private subprocess worker (``workers=N``: a pool of them), ``unix:///path``
+connects to a socket worker, ``http://host:port`` to an HTTP worker (or a load balancer in
+front of several), and a list of those spreads requests over all of them. The client reads the
+catalog once and uses it to cut big argument batches into sub-batches (the rows each function
+asks for, within the worker's byte limits), keeps several in flight (``concurrency`` per
+address), reassembles the results in input order and ties table rows back to argument rows.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vgi_vision.fanout import Failures, Member, NoWorkerAvailable, WorkerPool
+from vgi_vision.locations import Location, Workers, private_members, remote_members
 from vgi_vision.protocol import ProtocolError, decode, encode
 from vgi_vision.registry import INPUT_ROW, argument_rows
 from vgi_vision.sqltypes import arrow_type
+from vgi_vision.subbatch import WorkerLimits, split_points, without_unservable_values
 from vgi_vision.transports import Transport, TransportError
 
+#: Fewest rows a chunk is cut into to spread it over a pool. Smaller requests cost more than
+#: spreading them gains: a round trip each, and a worker overlaps decoding with inference only
+#: within a request of several model batches (4 images each).
+MIN_BALANCED_ROWS = 16
 #: Guard against a worker that keeps returning continuation tokens forever.
 MAX_CONTINUATIONS = 1_000_000
 
@@ -32,36 +41,50 @@ class WorkerError(RuntimeError):
         self.kind = kind
 
 
-def open_transport(location: str | Sequence[str] | None, *, auth_token: str | None = None,
-                   worker_args: Sequence[str] = (), env: dict[str, str] | None = None
-                   ) -> Transport:
-    from vgi_vision.transports.http import HttpTransport
-    from vgi_vision.transports.stdio import SubprocessTransport, worker_command
-    from vgi_vision.transports.unix import UnixTransport
-
-    if location is None:
-        return SubprocessTransport(worker_command(*worker_args), env=env)
-    if not isinstance(location, str):
-        return SubprocessTransport(list(location), env=env)
-    parsed = urlparse(location)
-    if parsed.scheme == "unix":
-        return UnixTransport(parsed.path)
-    if parsed.scheme in ("http", "https"):
-        return HttpTransport(location, auth_token=auth_token)
-    raise ValueError(f"unsupported worker location {location!r}: use None, unix:///path or "
-                     f"http://host:port")
+class WorkerUnavailable(WorkerError, TransportError):
+    """The worker is stopping and refused the request (kind ``unavailable``): it did no work,
+    so a pool sends the request to another worker."""
 
 
 class Client:
-    def __init__(self, location: str | Sequence[str] | None = None, *,
-                 auth_token: str | None = None, worker_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None, transport: Transport | None = None) -> None:
+    """Calls worker functions over a pool of one or more workers.
+
+    ``location``: None (private subprocess workers), an address, or a list of addresses.
+    ``workers``: how many private workers (``"auto"``: one per core), only without location.
+    ``concurrency``: requests in flight to each address (default 2).
+    ``command``: the command line of a private worker, instead of ``vgi-vision serve``.
+    """
+
+    def __init__(self, location: Location = None, *, workers: Workers = None,
+                 concurrency: int | None = None, auth_token: str | None = None,
+                 worker_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None,
+                 transport: Transport | None = None) -> None:
         self.location = location
-        self.transport = transport or open_transport(location, auth_token=auth_token,
-                                                     worker_args=worker_args, env=env)
+        if transport is not None:
+            members = [Member("worker", transport, concurrency or 1)]
+        elif location is None:
+            if concurrency is not None:
+                raise ValueError("concurrency applies to worker addresses; private workers "
+                                 "take one request each: use workers=N")
+            members = private_members(workers, worker_args=worker_args, command=command,
+                                      env=env)
+        else:
+            if workers is not None or worker_args or command is not None:
+                raise ValueError("workers and worker options start private workers; they "
+                                 "do not apply to a worker location")
+            members = remote_members(location, concurrency=concurrency, auth_token=auth_token)
+        self.pool = WorkerPool(members)
         self._catalog: dict[str, dict[str, Any]] | None = None
         self._worker_info: dict[str, Any] = {}
-        self.requests = 0
+        self.limits = WorkerLimits()
+        self._sent = itertools.count()
+        self.requests = 0  # requests sent so far (a retried one counts again)
+
+    @property
+    def transport(self) -> Transport:
+        """Where a single request goes: the pool (least-loaded worker, with failover)."""
+        return self.pool
 
     def __enter__(self) -> Client:
         return self
@@ -70,29 +93,46 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.transport.close()
+        self.pool.close()
 
-    def request(self, header: dict[str, Any], batch: pa.RecordBatch | None = None
+    def request(self, header: dict[str, Any], batch: pa.RecordBatch | None = None, *,
+                transport: Transport | None = None
                 ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
-        """One round trip; raises WorkerError for an error response."""
-        self.requests += 1
-        raw = self.transport.roundtrip(encode(header, batch))
+        """One round trip (on ``transport``, else any worker); WorkerError for an error."""
+        self.requests = next(self._sent) + 1
+        raw = (transport or self.pool).roundtrip(encode(header, batch))
         try:
             message = decode(raw)
         except ProtocolError as exc:
             raise TransportError(f"the worker sent an unreadable response: {exc}") from None
         if not message.header.get("ok"):
             error = message.header.get("error") or {}
-            raise WorkerError(str(error.get("kind", "internal")),
-                              str(error.get("message", "unknown worker error")))
+            kind = str(error.get("kind", "internal"))
+            raise (WorkerUnavailable if kind == "unavailable" else WorkerError)(
+                kind, str(error.get("message", "unknown worker error")))
         return message.header, message.batch
 
     def describe(self) -> list[dict[str, Any]]:
-        """The worker's catalog: every function with overloads, columns and docs."""
+        """The worker's catalog: every function with overloads, columns and docs.
+
+        Every worker of a pool is asked for its limits; the catalog is the first one's (the
+        workers of one pool run the same version).
+        """
         if self._catalog is None:
-            header, _ = self.request({"op": "describe"})
-            self._catalog = {f["name"]: f for f in header["catalog"]}
-            self._worker_info = dict(header.get("worker") or {})
+            answers, failures = [], Failures()
+            for member in self.pool.members:
+                try:
+                    answers.append(self.request({"op": "describe"},
+                                                transport=member.transport)[0])
+                except TransportError as exc:  # a worker that is down now may serve later
+                    failures.add(member, exc)
+            if not answers:
+                raise NoWorkerAvailable(f"no worker could serve the call: "
+                                        f"{failures.summary()}")
+            self.limits = WorkerLimits.tightest(
+                [WorkerLimits.from_worker_info(a.get("worker", {})) for a in answers])
+            self._catalog = {f["name"]: f for f in answers[0]["catalog"]}
+            self._worker_info = dict(answers[0].get("worker") or {})
         return list(self._catalog.values())
 
     def worker_info(self) -> dict[str, Any]:
@@ -108,37 +148,64 @@ class Client:
             raise WorkerError("unknown_function", f"unknown function {name!r}")
         return self._catalog[name]
 
+    def sub_batches(self, function: str, args: pa.RecordBatch
+                    ) -> list[tuple[int, pa.RecordBatch]]:
+        """``(first row, rows)`` per request: the function's rows per call, within the
+        worker's byte limits; values no worker would serve are sent as NULL."""
+        rows_per_call = self.function(function)["input_rows_per_call"]
+        if self.pool.capacity > 1:
+            # Enough sub-batches to keep every slot busy twice over, so a slow worker does not
+            # hold the tail of the chunk while the others idle; but not tiny ones.
+            balanced = max(MIN_BALANCED_ROWS, -(-args.num_rows // (2 * self.pool.capacity)))
+            rows_per_call = min(rows_per_call, balanced)
+        args = without_unservable_values(args, self.limits)
+        return [(start, args.slice(start, stop - start))
+                for start, stop in split_points(args, rows_per_call, self.limits)]
+
     def call(self, function: str, *columns: pa.Array) -> pa.Array:
         """A scalar function over argument columns: one result value per row."""
-        chunk = self.function(function)["input_rows_per_call"]
-        args = argument_rows(columns)
-        results = []
-        for start in range(0, max(args.num_rows, 1), chunk):
-            _, batch = self.request({"op": "call", "function": function},
-                                    args.slice(start, chunk))
-            if batch is None:
-                raise TransportError("the worker answered a call without a result")
-            results.append(batch.column(0))
+        pieces = self.sub_batches(function, argument_rows(columns))
+
+        def call_piece(transport: Transport, piece: tuple[int, pa.RecordBatch]) -> pa.Array:
+            _, batch = self.request({"op": "call", "function": function}, piece[1],
+                                    transport=transport)
+            if batch is None or batch.num_rows != piece[1].num_rows:
+                raise TransportError("the worker answered a call with a wrong result")
+            return batch.column(0)
+
+        results = list(self.pool.map(call_piece, pieces))
         return pa.concat_arrays(results) if len(results) != 1 else results[0]
 
     def scan(self, function: str, *columns: pa.Array, num_rows: int | None = None
              ) -> Iterator[pa.RecordBatch]:
         """A table function's batches, following continuations until the scan is done.
 
-        Argument rows go in chunks of the function's ``input_rows_per_call``; ``input_row``
-        in the output is rebased so it indexes the full argument batch.
+        Each sub-batch is one scan on one worker (continuations included), several in flight;
+        batches come out in input order, with ``input_row`` rebased to index the full
+        argument batch. A sub-batch whose worker fails is scanned again from its start on
+        another worker, and only a finished scan's batches are used.
         """
-        chunk = self.function(function)["input_rows_per_call"]
-        args = argument_rows(columns, num_rows)
-        for start in range(0, args.num_rows, chunk):
-            yield from self._scan_chunk(function, args.slice(start, chunk), start)
+        pieces = self.sub_batches(function, argument_rows(columns, num_rows))
+        if len(pieces) == 1 and len(self.pool.members) == 1:
+            # One scan on the only worker: there is nowhere to retry it, so its pages stream
+            # as they arrive instead of waiting for the whole scan.
+            start, rows = pieces[0]
+            yield from self._scan_chunk(function, rows, start, self.pool.members[0].transport)
+            return
 
-    def _scan_chunk(self, function: str, args: pa.RecordBatch, offset: int
-                    ) -> Iterator[pa.RecordBatch]:
+        def scan_piece(transport: Transport, piece: tuple[int, pa.RecordBatch]
+                       ) -> list[pa.RecordBatch]:
+            return list(self._scan_chunk(function, piece[1], piece[0], transport))
+
+        for batches in self.pool.map(scan_piece, pieces):
+            yield from batches
+
+    def _scan_chunk(self, function: str, args: pa.RecordBatch, offset: int,
+                    transport: Transport) -> Iterator[pa.RecordBatch]:
         token = None
         for _ in range(MAX_CONTINUATIONS):
             header, batch = self.request({"op": "scan", "function": function, "token": token},
-                                         args)
+                                         args, transport=transport)
             if batch is not None and batch.num_rows:
                 yield _rebase(batch, offset) if offset else batch
             if header.get("done"):

@@ -7,7 +7,8 @@ decompression bomb costs a header parse, not gigabytes of memory.
 
 Memory is bounded twice: one image may need at most ``DecodeLimits.max_decode_bytes`` (its
 pixels times the bytes per pixel this module holds for its mode, see :func:`decode_cost`),
-and all decodes running at once share a :class:`DecodeBudget`. The pixels that the output
+and every decode in the process (model input, thumbnails, hashes, OCR) holds its cost in one
+:class:`DecodeBudget` of ``DecodeLimits.pool_bytes`` while it runs. The pixels that the output
 does not cover are never converted: the centre region is box-reduced straight from the
 decoded frame, so colour conversion and resampling run on an image a few times the output
 size, however large the input.
@@ -16,18 +17,19 @@ size, however large the input.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import math
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class DecodeLimits:
     #: Memory one image's decode may need (:func:`decode_cost`), judged from the header: a
     #: 64-megapixel RGB image fits, a 64-megapixel 16-bit one (6 bytes a pixel) does not.
     max_decode_bytes: int = 256 * MiB
-    #: Memory all decodes of one classifier may hold at once (:class:`DecodeBudget`).
+    #: Memory all decodes in the process may hold at once (:func:`shared_budget`).
     pool_bytes: int = 512 * MiB
 
 
@@ -113,6 +115,13 @@ class DecodeBudget:
                 self._changed.notify_all()
 
 
+@functools.cache
+def shared_budget(capacity: int) -> DecodeBudget:
+    """The process's one budget of ``capacity`` bytes: every decode under the same limits
+    draws on it, whichever function or thread it runs for."""
+    return DecodeBudget(capacity)
+
+
 #: Longest side of the stored thumbnails: enough for a gallery tile or a detail view.
 THUMBNAIL_SIDE = 256
 #: JPEG quality of thumbnails: ~7 KB for a 256 px photo, with no visible blocking at that size.
@@ -138,8 +147,8 @@ class Preprocessing:
 def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
     """Return the encoded bytes of ``source``, or None if there is nothing usable to read.
 
-    A path that is missing, a directory, unreadable or larger than the byte limit is "no
-    image", never an error: paths arrive from SQL rows and are as untrusted as bytes.
+    A path that is missing, not a regular file, unreadable or larger than the byte limit is
+    "no image", never an error: paths arrive from SQL rows and are as untrusted as bytes.
     """
     if source is None:
         return None
@@ -147,31 +156,49 @@ def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
         data = bytes(source)
         return data if 0 < len(data) <= limits.max_bytes else None
     try:
-        path = Path(os.fsdecode(source))
-        if not path.is_file() or path.stat().st_size > limits.max_bytes:
-            return None
-        data = path.read_bytes()
+        fd = os.open(os.fsdecode(source), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (OSError, ValueError):
         return None
-    return data or None
+    try:
+        return read_regular_file(fd, limits.max_bytes)
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(fd: int, max_bytes: int) -> bytes | None:
+    """The contents of the opened file ``fd``, if it is a regular file of at most ``max_bytes``.
+
+    The checks are made on the descriptor, not on a path, so a path swapped for a FIFO or a
+    device after any earlier check cannot make the worker block or read without end: the file
+    is opened once (non-blocking, so opening a FIFO never waits for a writer) and what was
+    opened is what is checked and read, at most ``max_bytes + 1`` bytes (a file still growing
+    past the limit is refused).
+    """
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError:
+        return None
+    return data if 0 < len(data) <= max_bytes else None
 
 
 def decode(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
-           prep: Preprocessing = Preprocessing(), budget: DecodeBudget | None = None
-           ) -> np.ndarray | None:
+           prep: Preprocessing = Preprocessing()) -> np.ndarray | None:
     """Decode ``source`` into a ``size x size x 3`` uint8 RGB array, or None."""
-    decoded = decode_image(source, limits, prep, budget=budget)
+    decoded = decode_image(source, limits, prep)
     return None if decoded is None else decoded.pixels
 
 
 def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
-                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False,
-                 budget: DecodeBudget | None = None) -> Decoded | None:
+                 prep: Preprocessing = Preprocessing(), thumbnail: bool = False
+                 ) -> Decoded | None:
     """Decode ``source`` into model pixels and, if ``thumbnail``, a JPEG thumbnail; or None.
 
     The thumbnail is made from the frame already decoded for the model (at JPEG draft scale),
-    so it costs a reduce and a small encode, not a second decode. Without a ``budget`` the
-    decode is bounded by ``limits.max_decode_bytes`` alone.
+    so it costs a reduce and a small encode, not a second decode.
     """
     data = read_source(source, limits)
     if data is None:
@@ -179,15 +206,15 @@ def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode_bytes(data, limits, prep, thumbnail, budget)
+            return _decode_bytes(data, limits, prep, thumbnail)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
         log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
         return None
 
 
-def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbnail: bool,
-                  budget: DecodeBudget | None) -> Decoded | None:
-    with decoded_frame(data, limits, prep.resize_shorter_side, budget) as image:
+def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbnail: bool
+                  ) -> Decoded | None:
+    with decoded_frame(data, limits, shorter_side=prep.resize_shorter_side) as image:
         if image is None:
             return None
         orientation = image.getexif().get(ORIENTATION_TAG)
@@ -200,13 +227,14 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbn
 
 
 @contextlib.contextmanager
-def decoded_frame(data: bytes, limits: DecodeLimits, shorter_side: int,
-                  budget: DecodeBudget | None = None) -> Iterator[Image.Image | None]:
+def decoded_frame(data: bytes, limits: DecodeLimits, *, shorter_side: int | None = None,
+                  longer_side: int | None = None) -> Iterator[Image.Image | None]:
     """The first frame of ``data``, loaded, while its decode cost is held; None over a limit.
 
     Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
-    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when
-    ``shorter_side`` pixels are all the caller needs; the cost is judged at that scale.
+    1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when the
+    caller needs only ``shorter_side`` (or ``longer_side``) pixels; the cost is judged at
+    that scale, and held in the process's decode budget until the block ends.
     """
     with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
@@ -214,13 +242,16 @@ def decoded_frame(data: bytes, limits: DecodeLimits, shorter_side: int,
             yield None
             return
         image.seek(0)  # animated formats: the first frame
-        scale = max(shorter_side / min(width, height), 1e-9)
+        if shorter_side is not None:
+            scale = max(shorter_side / min(width, height), 1e-9)
+        else:
+            scale = min(1.0, (longer_side or max(width, height)) / max(width, height))
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         cost = decode_cost(image.mode, *image.size)  # the size and mode draft will decode
         if cost > limits.max_decode_bytes:
             yield None
             return
-        with (budget or DecodeBudget(cost)).reserve(cost) as admitted:
+        with shared_budget(limits.pool_bytes).reserve(cost) as admitted:
             if not admitted:
                 yield None
                 return
@@ -234,7 +265,7 @@ def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Imag
     Box-reduced while its shorter side stays at least ``REDUCING_GAP x shorter_side``, so
     callers resizing to ``shorter_side`` lose nothing. Raises on undecodable bytes.
     """
-    with decoded_frame(data, limits, shorter_side) as image:
+    with decoded_frame(data, limits, shorter_side=shorter_side) as image:
         if image is None:
             return None
         factor = int(min(image.size) // (shorter_side * REDUCING_GAP))
@@ -396,23 +427,18 @@ def decode_upright(source: ImageSource, limits: DecodeLimits, max_side: int
 
 
 def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> OrientedImage | None:
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        if width <= 0 or height <= 0 or width * height > limits.max_pixels:
+    with decoded_frame(data, limits, longer_side=max_side) as image:
+        if image is None:
             return None
-        image.seek(0)
-        scale = min(1.0, max_side / max(width, height))
-        image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        if decode_cost(image.mode, *image.size) > limits.max_decode_bytes:
-            return None
-        image.load()
-        oriented = ImageOps.exif_transpose(image)
-        # libjpeg may have decoded at 1/2..1/8 size; a 90-degree orientation swaps the sides
-        turned = oriented.size != image.size
-        rgb = to_rgb(oriented)
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size  # the stored size, before JPEG draft scaling
+        orientation = image.getexif().get(ORIENTATION_TAG)
+        factor = int(max(image.size) // (max_side * REDUCING_GAP))
+        rgb = whole_picture(image, factor, orientation)
+    turned = orientation in (5, 6, 7, 8)  # these orientations swap the sides
     upright_w, upright_h = (height, width) if turned else (width, height)
     if max(rgb.size) > max_side:
-        factor = max_side / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * factor)), max(1, round(rgb.height * factor))),
-                         Image.Resampling.LANCZOS, reducing_gap=3.0)
+        shrink = max_side / max(rgb.size)
+        rgb = rgb.resize((max(1, round(rgb.width * shrink)), max(1, round(rgb.height * shrink))),
+                         Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
     return OrientedImage(np.asarray(rgb, dtype=np.uint8), upright_w, upright_h)

@@ -55,10 +55,30 @@ def wait_for(ready: Callable[[], bool], process: subprocess.Popen, what: str, ti
         time.sleep(0.05)
 
 
+#: /proc/net/unix flag of a listening socket (__SO_ACCEPTCON).
+_ACCEPTING = 0x10000
+
+
+def is_listening(socket_path: Path) -> bool:
+    """Whether a socket listens at ``socket_path``. The file alone is not enough: it exists
+    from bind(), before listen(), and a connect in between is refused. Read from Linux's
+    /proc/net/unix, so the check opens no connection the worker would have to serve."""
+    try:
+        table = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return socket_path.is_socket()
+    for line in table:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] == str(socket_path) \
+                and int(fields[3], 16) & _ACCEPTING:
+            return True
+    return False
+
+
 def start_unix(socket_path: Path, *extra: str, env: dict[str, str] | None = None,
                log_file: Path | None = None) -> RunningWorker:
     process = spawn(["--unix", str(socket_path), *extra], env, log_file)
-    wait_for(socket_path.is_socket, process, f"serving on {socket_path}")
+    wait_for(lambda: is_listening(socket_path), process, f"serving on {socket_path}")
     return RunningWorker(f"unix://{socket_path}", process)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from vgi_vision.imaging import (
-    DecodeBudget,
     Decoded,
     DecodeLimits,
     ImageSource,
@@ -115,7 +114,6 @@ class Classifier:
         self._run_lock = threading.Lock()
         self._decoder = ThreadPoolExecutor(max_workers=self.threads,
                                            thread_name_prefix="vgi-decode")
-        self._budget = DecodeBudget(limits.pool_bytes)  # the pool's memory, shared by callers
 
     @property
     def session(self):
@@ -140,12 +138,10 @@ class Classifier:
 
         A process holds one classifier per model (``load_classifier``): a second onnxruntime
         session would double the memory and fight the first over the cores. A worker's own
-        ``--max-image-mb`` / ``--max-pixels`` are applied through a view made here, with a
-        decode budget of its own (``--decode-pool-mb``).
+        ``--max-image-mb`` / ``--max-pixels`` are applied through a view made here.
         """
         view = copy.copy(self)
         view.limits = limits
-        view._budget = DecodeBudget(limits.pool_bytes)
         return view
 
     def _create_session(self):
@@ -202,7 +198,7 @@ class Classifier:
         return batch
 
     def decode(self, source: ImageSource) -> np.ndarray | None:
-        return decode(source, self.limits, self.info.prep, self._budget)
+        return decode(source, self.limits, self.info.prep)
 
     def classify(self, sources: Sequence[ImageSource], top_k: int = 5,
                  thumbnails: bool = False) -> list[Classification | None]:
@@ -223,7 +219,7 @@ class Classifier:
         starts = range(0, len(sources), self.batch_size)
         pending: list[Future] | None = None
         decode_one = functools.partial(decode_image, limits=self.limits, prep=self.info.prep,
-                                       thumbnail=thumbnails, budget=self._budget)
+                                       thumbnail=thumbnails)
         for start in starts:
             submitted = [self._decoder.submit(decode_one, s)
                          for s in sources[start:start + self.batch_size]]

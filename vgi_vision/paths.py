@@ -9,10 +9,10 @@ as the calling user and reads what that user could read anyway.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgi_vision.imaging import read_regular_file
 from vgi_vision.registry import FunctionError
 
 
@@ -67,13 +67,7 @@ class PathPolicy:
             if not self.contains(opened_path(fd, real)):
                 raise FunctionError(f"path {path!r} is outside the data root",
                                     kind="path_refused")
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                return handle.read(max_bytes + 1) or None
-        except OSError:
-            return None
+            return read_regular_file(fd, max_bytes)
         finally:
             os.close(fd)
 

@@ -45,7 +45,12 @@ ERROR_STATUS = {
     "model_error": 500,
     "write_failed": 500,
     "internal": 500,
+    "unavailable": 503,
 }
+
+#: What a request arriving while the worker shuts down is told.
+STOPPING_MESSAGE = ("the worker stopped during the call: it is shutting down and takes no new "
+                    "requests")
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,10 @@ class SealedStates:
         return spec.impl.state_type.from_bytes(self.sealer.open(token, call_digest))
 
 
-def call_digest(function: str, batch: pa.RecordBatch) -> bytes:
-    """Identity of a call: the function and its exact arguments (types and values)."""
-    digest = hashlib.sha256(function.encode() + b"\x00")
+def call_digest(function: str, batch: pa.RecordBatch, model: str = "") -> bytes:
+    """Identity of a call: the function, its exact arguments (types and values) and the
+    serving model (sha256), so a replica serving another model cannot resume the scan."""
+    digest = hashlib.sha256(function.encode() + b"\x00" + model.encode() + b"\x00")
     digest.update(batch.schema.serialize())
     digest.update(batch.serialize())
     return digest.digest()
@@ -128,11 +134,27 @@ class Reply:
 
 
 class Dispatcher:
+    """Answers requests; counts those in flight so that shutting down can wait for them."""
+
     def __init__(self, registry: Registry, limits: ServerLimits = ServerLimits(),
                  worker_info: dict[str, Any] | None = None) -> None:
         self.registry = registry
         self.limits = limits
         self.worker_info = worker_info or {}
+        self._model = str(self.worker_info.get("model_sha256", ""))
+        self._in_flight = 0
+        self._stopping = False
+        self._idle = threading.Condition()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests (``unavailable``) and wait for those in flight to be answered.
+
+        Called when the worker is asked to stop, before write-back is closed, so no request is
+        cut off inside the model or a LanceDB write. False if ``timeout`` ran out first.
+        """
+        with self._idle:
+            self._stopping = True
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def handle(self, data: bytes, states: StateStore) -> bytes:
         """Answer one request. Never raises."""
@@ -140,6 +162,18 @@ class Dispatcher:
 
     def reply(self, data: bytes, states: StateStore) -> Reply:
         """Answer one request, with the error kind for transports that report a status."""
+        with self._idle:
+            if self._stopping:
+                return Reply(error_message("unavailable", STOPPING_MESSAGE), "unavailable")
+            self._in_flight += 1
+        try:
+            return self._reply(data, states)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _reply(self, data: bytes, states: StateStore) -> Reply:
         started = time.perf_counter()
         op, function, outcome = "?", "", "ok"
         try:
@@ -195,12 +229,12 @@ class Dispatcher:
         token = header.get("token")
         # Hashing the arguments costs a pass over every image's bytes: only when a token is
         # checked or minted, not for the many calls that finish in one response.
-        state = states.load(spec, call_digest(spec.name, batch), token) if token \
+        state = states.load(spec, call_digest(spec.name, batch, self._model), token) if token \
             else spec.impl.initial_state(args)
         try:
             out = run_ticks(spec, args, state, MAX_TICKS_PER_REQUEST)
         except TickGuardError as exc:
             raise FunctionError(str(exc), kind="internal") from None
         next_token = None if out.finished else \
-            states.save(spec, call_digest(spec.name, batch), state)
+            states.save(spec, call_digest(spec.name, batch, self._model), state)
         return encode({"ok": True, "done": out.finished, "token": next_token}, out.batch)

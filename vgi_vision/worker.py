@@ -20,6 +20,9 @@ from vgi_vision.server import Dispatcher, ServerLimits
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping worker waits for the requests in flight to be answered.
+DRAIN_SECONDS = 120.0
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -37,12 +40,19 @@ class WorkerConfig:
 
 @dataclass
 class Worker:
-    """A dispatcher and the resources it owns; ``close`` drains write-back."""
+    """A dispatcher and the resources it owns; ``close`` drains requests, then write-back."""
 
     dispatcher: Dispatcher
     sink: WriteBack | None = None
 
     def close(self) -> None:
+        """Answer the requests in flight (new ones are refused), then flush write-back.
+
+        Closing the store under a request still writing would fail it half-way, and exiting
+        with threads inside onnxruntime or LanceDB aborts the process.
+        """
+        if not self.dispatcher.drain(DRAIN_SECONDS):
+            log.warning("requests still running after %.0f s; stopping anyway", DRAIN_SECONDS)
         if self.sink is not None:
             self.sink.close()
 
@@ -75,7 +85,11 @@ def build_worker(config: WorkerConfig) -> Worker:
                              f"{exc}; give this model its own --lance URI") from None
     registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
     info = {"version": __version__, "model": classifier.info.name, **model_summary(classifier),
-            "pid": os.getpid(), "transport": config.transport, "lance": config.lance}
+            "pid": os.getpid(), "transport": config.transport, "lance": config.lance,
+            # What one request may hold: clients size their sub-batches by these.
+            "limits": {"max_request_bytes": config.limits.max_request_bytes,
+                       "max_rows_per_call": config.limits.max_rows_per_call,
+                       "max_image_bytes": config.decode_limits.max_bytes}}
     log.info("worker ready: %s", info)
     return Worker(Dispatcher(registry, config.limits, worker_info=info), sink)
 

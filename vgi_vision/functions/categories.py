@@ -142,7 +142,7 @@ class Categories:
 
 CATEGORY_PARAM = Param("category", "VARCHAR",
                        doc="a WordNet id (n02084071) or a word naming a category ('dog', "
-                           "'hot_dog'); see categories()")
+                           "'big cat'); see categories()")
 
 
 def register(registry: Registry, ctx: VisionContext) -> None:

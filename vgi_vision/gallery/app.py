@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
+from vgi_vision.transports.http import bearer_matches
 
 NEIGHBOURS = 8
 TOKEN_COOKIE = "vgi_gallery_token"
@@ -85,9 +86,8 @@ class Guard(BaseHTTPMiddleware):
             response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
             return response
-        header = request.headers.get("authorization", "")
-        bearer = header[7:] if header[:7].lower() == "bearer " else ""
-        if self.matches(bearer) or self.matches(request.cookies.get(TOKEN_COOKIE, "")):
+        if bearer_matches(request.headers.get("authorization", ""), self.token) \
+                or self.matches(request.cookies.get(TOKEN_COOKIE, "")):
             return await call_next(request)
         return PlainTextResponse("unauthorized: open the gallery with ?token=<token>", 401,
                                  headers={"WWW-Authenticate": "Bearer"})

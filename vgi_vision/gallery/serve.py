@@ -44,6 +44,8 @@ async def serve_gallery(uri: str, sock: socket.socket, *, token: str | None,
         # Hypercorn closes the socket it is given on shutdown: give it its own descriptor.
         config.bind = [f"fd://{os.dup(sock.fileno())}"]
         config.accesslog = None
+        config.errorlog = log
+        config.include_server_header = False
         config.graceful_timeout = 2.0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -194,8 +194,30 @@ class StaleConnection(FrameError):
     """The worker closed the connection without sending a byte of the response."""
 
 
+def still_open(sock: socket.socket) -> bool:
+    """Whether a pooled connection can carry a request: the worker has not closed it (an
+    idle timeout, a restart) and sent nothing unasked."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # a socket with a timeout would wait for data before peeking
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True  # nothing to read and not closed: alive
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    return False  # closed (end of stream), or bytes nobody asked for
+
+
 class UnixTransport:
-    """Client half: a small pool of connections, so concurrent callers do not queue."""
+    """Client half: a small pool of connections, so concurrent callers do not queue.
+
+    A request is sent once. A pooled connection the worker has closed is noticed before the
+    request goes out; once it has gone out, the worker may have read it and started work
+    (write-back included), so a connection lost before the answer is reported as the worker
+    stopping during the call, never sent again.
+    """
 
     def __init__(self, path: str, timeout: float = 600.0) -> None:
         self.path = path
@@ -214,23 +236,26 @@ class UnixTransport:
                                  f"{exc}") from None
         return sock
 
+    def _checkout(self) -> socket.socket:
+        """An open pooled connection, or a new one."""
+        while True:
+            try:
+                sock = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            if still_open(sock):
+                return sock
+            sock.close()
+
     def roundtrip(self, request: bytes) -> bytes:
-        try:
-            sock, pooled = self._idle.get_nowait(), True
-        except queue.Empty:
-            sock, pooled = self._connect(), False
+        sock = self._checkout()
         try:
             response = self._exchange(sock, request)
         except (OSError, FrameError) as exc:
             sock.close()
-            stale = pooled and isinstance(exc, (StaleConnection, BrokenPipeError,
-                                                ConnectionResetError))
-            if not stale:
-                raise TransportError(f"connection to unix://{self.path} failed during the "
-                                     f"call: {exc}") from None
-            # The worker closed this idle pooled connection before reading the request: no
-            # work was done, so sending it again on a fresh connection is safe.
-            return self.roundtrip(request)
+            raise TransportError(f"the worker at unix://{self.path} stopped during the call "
+                                 f"(it exited or died before answering; the request is not "
+                                 f"sent again): {exc}") from None
         if self._closed:
             sock.close()
         else:
