@@ -25,7 +25,7 @@ from PIL import Image
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.functions import VisionContext, build_registry
 from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import IMAGES, RUNS, STAGED, utc_now
+from vgi_vision.lance.store import IMAGES, RUNS, STAGED, ResultKind, utc_now
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.launch import running_worker
 from vgi_vision.model import load_classifier
@@ -92,11 +92,11 @@ def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list
 
     real_append, calls = sink.store.append, []
 
-    async def failing_append(rows: list) -> None:
+    async def failing_append(rows: list, *kind: ResultKind) -> None:
         calls.append(len(rows))
         if len(calls) == 2:
             raise OSError("disk full (injected)")
-        await real_append(rows)
+        await real_append(rows, *kind)
 
     sink.store.append = failing_append
     with pytest.raises(FunctionError) as info:
@@ -123,10 +123,10 @@ def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) 
     events: list[str] = []
     real_append, real_write = sink.store.append, sink.write
 
-    async def stuck_append(rows: list) -> None:
+    async def stuck_append(rows: list, *kind: ResultKind) -> None:
         while not gate.is_set():
             await asyncio.sleep(0.01)
-        await real_append(rows)
+        await real_append(rows, *kind)
 
     def traced_write(run_id: str, rows: list) -> None:
         events.append("requested")

@@ -159,7 +159,7 @@ def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
     catalog = {f["name"]: f for f in vision_registry.describe()}
     assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar",
                             "embed", "image_info", "phash", "categories", "category_score",
-                            "is_a", "models", "ocr", "ocr_text"}
+                            "is_a", "models", "ocr", "ocr_text", "stored_text"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
         [["BLOB", "INTEGER"], ["VARCHAR", "INTEGER"]]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +24,9 @@ import vgi_vision
 from vgi_vision.client import Client, WorkerError
 from vgi_vision.lance.store import STAGED
 from vgi_vision.launch import running_worker
+from vgi_vision.protocol import decode, encode
 from vgi_vision.transports import TransportError
+from vgi_vision.transports.framing import read_frame, write_frame
 
 
 def worker_log(folder: Path) -> str:
@@ -187,3 +191,29 @@ def test_attach_on_a_second_cursor_leaves_the_first_attachment_working() -> None
         vgi_vision.detach(con)
         cursor.close()
         con.close()
+
+
+def test_sigterm_to_a_subprocess_worker_answers_the_request_in_flight(
+        tmp_path: Path, fixture_bytes: dict[str, bytes]) -> None:
+    """Over stdio too: the request being served when SIGTERM arrives is answered, then the
+    worker exits 0 (no abort at interpreter shutdown with the reader thread blocked)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vgi_vision", "serve", "--lance", str(tmp_path / "db")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        assert read_frame(process.stdout, 1 << 30) == b""  # ready
+        request = encode({"op": "scan", "function": "classify", "token": None},
+                         classify_args(distinct_photos(fixture_bytes, 32)))
+        write_frame(process.stdin, request)
+        time.sleep(0.2)  # the request is being read and served
+        process.send_signal(signal.SIGTERM)
+        answer = decode(read_frame(process.stdout, 1 << 30) or b"")
+        assert answer.header["ok"] and answer.batch is not None
+        assert answer.batch.num_rows == 32 * 5
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, stderr = process.communicate(timeout=60)
+    assert b"Fatal Python error" not in stderr and b"terminate called" not in stderr

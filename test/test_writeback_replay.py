@@ -15,7 +15,7 @@ from test_lance import classify_args, distinct_photos, registry_with, stored, ta
 
 from vgi_vision.client import Client
 from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import IMAGES, RUNS, STAGED
+from vgi_vision.lance.store import IMAGES, RUNS, STAGED, ResultKind
 from vgi_vision.lance.writeback import WriteBack
 from vgi_vision.launch import running_worker
 from vgi_vision.registry import FunctionError, argument_rows
@@ -80,11 +80,11 @@ def test_reclassifying_stored_images_stores_each_once(tmp_path: Path,
 
     real_append, calls = sink.store.append, []
 
-    async def failing_second_batch(rows: list) -> None:
+    async def failing_second_batch(rows: list, *kind: ResultKind) -> None:
         calls.append(len(rows))
         if len(calls) == 2:
             raise OSError("lost connection to storage (injected)")
-        await real_append(rows)
+        await real_append(rows, *kind)
 
     sink.store.append = failing_second_batch  # a query over all 40 fails half-way ...
     with pytest.raises(FunctionError, match="rolled back"):

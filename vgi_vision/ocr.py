@@ -26,6 +26,9 @@ from vgi_vision.model import ModelError, default_threads
 
 log = logging.getLogger(__name__)
 
+#: The ``model`` under which write-back stores OCR results (rapidocr's default models).
+OCR_MODEL = "PP-OCRv6_small"
+
 #: The longer side OCR reads an image at (rapidocr's own bound): larger images are downscaled
 #: while decoding, and boxes are scaled back to the original pixels.
 MAX_SIDE = 2000

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from vgi_vision.functions.common import VisionContext, image_sources, images_per_tick
 from vgi_vision.imaging import ImageSource
-from vgi_vision.lance.store import RunError, utc_now
+from vgi_vision.lance.store import CLASSIFICATION, ResultKind, RunError, utc_now
 from vgi_vision.model import NUM_CLASSES, Classification
 from vgi_vision.registry import INPUT_ROW, Args, Column, FunctionError, Output
 from vgi_vision.state import CursorState
@@ -87,11 +87,12 @@ def rolled_back_on_error(ctx: VisionContext, state: RunState) -> Iterator[None]:
         raise
 
 
-def finish_run(ctx: VisionContext, state: RunState) -> None:
+def finish_run(ctx: VisionContext, state: RunState, kind: ResultKind = CLASSIFICATION
+               ) -> None:
     if ctx.sink is None or not state.run_id:
         return
     try:
-        ctx.sink.finish(state.run_id, state.images)
+        ctx.sink.finish(state.run_id, state.images, kind)
     except RunError as exc:
         raise FunctionError(str(exc), kind="write_failed") from None
 
@@ -114,6 +115,7 @@ class Predictions:
 
     A page is up to ``PAGE_ROWS`` prediction rows made of whole images (at least one image,
     so an image stored with more ranks than a page still comes back in one response).
+    Subclasses page through other stored results the same way (``stored_text``).
     """
 
     state_type = PageState
@@ -121,25 +123,36 @@ class Predictions:
     def __init__(self, ctx: VisionContext) -> None:
         self.ctx = ctx
 
+    #: The stored results this function pages through.
+    kind: ResultKind = CLASSIFICATION
+
     def initial_state(self, args: Args) -> PageState:
-        return PageState(version=self.ctx.store().version())
+        return PageState(version=self.ctx.store().version(self.kind))
 
     def process(self, args: Args, state: PageState, out: Output) -> None:
         if state.row >= args.num_rows:
             out.finish()
             return
-        read = self.ctx.store().page(state.version, state.offset, PAGE_ROWS)
-        widths = read.column("top_k").to_numpy(zero_copy_only=False)
+        read = self.ctx.store().page(state.version, state.offset, PAGE_ROWS, self.kind)
+        widths = self.widths(read)
         fitting = int(np.searchsorted(np.cumsum(widths), PAGE_ROWS, side="right"))
         page = read.slice(0, max(1, fitting))
         row = state.row
         state.offset += page.num_rows
         if page.num_rows == read.num_rows < PAGE_ROWS:  # the last stored image was read
             state.row, state.offset = state.row + 1, 0
-        if page.num_rows:
-            out.emit(prediction_rows(page, row))
+        batch = self.rows(page, row) if page.num_rows else None
+        if batch is not None and batch.num_rows:
+            out.emit(batch)
         if state.row >= args.num_rows:
             out.finish()
+
+    def widths(self, images: pa.Table) -> np.ndarray:
+        """Output rows each stored image makes."""
+        return images.column("top_k").to_numpy(zero_copy_only=False)
+
+    def rows(self, images: pa.Table, row: int) -> pa.RecordBatch:
+        return prediction_rows(images, row)
 
 
 def prediction_rows(images: pa.Table, row: int) -> pa.RecordBatch:

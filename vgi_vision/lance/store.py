@@ -1,5 +1,9 @@
 """LanceDB tables for stored results: one row per (image, model), written in all-or-nothing runs.
 
+OCR results follow the same mechanism in their own pair of tables, ``ocr`` and ``ocr_staged``
+(one row per image and OCR model, its lines as lists; see :data:`TEXT`); a run commits into one
+pair. What follows says ``images`` and ``staged`` for either.
+
 A *run* is one function call's worth of results. Three tables:
 
 * ``images``: what readers see. One row per (``image_key``, ``model``) holding the image's
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 IMAGES = "images"
 STAGED = "staged"
+OCR = "ocr"
+OCR_STAGED = "ocr_staged"
 RUNS = "runs"
 
 #: The identity of a stored result: the image's content hash and the model that classified it.
@@ -73,10 +79,52 @@ def image_schema(dim: int) -> pa.Schema:
     ])
 
 
+def ocr_schema() -> pa.Schema:
+    """Columns of ``ocr``: the text lines of one image read by one OCR model, in reading order
+    (parallel lists, like the ranks of ``images``)."""
+    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+                  for name in IMAGE_IDENTITY]
+    return pa.schema(key_fields + [
+        ("path", pa.string()), ("min_confidence", pa.float64()),
+        ("text", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64())),
+        ("x0", pa.list_(pa.int32())), ("y0", pa.list_(pa.int32())),
+        ("x1", pa.list_(pa.int32())), ("y1", pa.list_(pa.int32())),
+        ("run_id", pa.string()), ("created_at", pa.timestamp("us")),
+    ])
+
+
 def staged_schema(dim: int) -> pa.Schema:
     """Columns of ``staged``: an image row plus the argument row it answers."""
-    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in image_schema(dim)]
+    return staging(image_schema(dim))
+
+
+def staging(schema: pa.Schema) -> pa.Schema:
+    """A staging table's columns: the stored row's (no key metadata) plus its argument row."""
+    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in schema]
     return pa.schema([*plain, pa.field("input_row", pa.int32())])
+
+
+@dataclass(frozen=True)
+class ResultKind:
+    """One kind of stored result: the table readers see, the table its runs stage in, and
+    which of two rows of the same (image, model) is kept: the one whose ``column`` is larger
+    (``larger_wins``) or smaller."""
+
+    table: str
+    staged: str
+    column: str
+    larger_wins: bool
+
+    @property
+    def replaces(self) -> str:
+        """Merge condition: the new row replaces the stored one."""
+        return f"target.{self.column} {'<' if self.larger_wins else '>'} source.{self.column}"
+
+
+#: Classification keeps the row that ranked more classes; OCR the row that kept more lines
+#: (read with a lower min_confidence).
+CLASSIFICATION = ResultKind(IMAGES, STAGED, "top_k", larger_wins=True)
+TEXT = ResultKind(OCR, OCR_STAGED, "min_confidence", larger_wins=False)
 
 
 def runs_schema() -> pa.Schema:
@@ -99,20 +147,22 @@ def run_filter(run_id: str) -> str:
     return f"run_id = '{run_id}'"
 
 
-def one_row_per_image(staged: pa.Table) -> pa.Table:
-    """The widest row (largest top_k) of each (image_key, model) in ``staged``, as image rows.
+def one_row_per_image(staged: pa.Table, kind: ResultKind = CLASSIFICATION) -> pa.Table:
+    """The row ``kind`` keeps (e.g. the largest top_k) of each (image_key, model) in
+    ``staged``, as stored rows.
 
     A run stages an image twice when it appears in two argument rows or when a batch was
     replayed; the merge needs each identity once.
     """
     keys = zip(staged.column("image_key").to_pylist(), staged.column("model").to_pylist(),
                strict=True)
-    widths = staged.column("top_k").to_pylist()
-    widest: dict[tuple[str, str], int] = {}
+    sign = 1 if kind.larger_wins else -1
+    values = [sign * v for v in staged.column(kind.column).to_pylist()]
+    kept: dict[tuple[str, str], int] = {}
     for row, key in enumerate(keys):
-        if key not in widest or widths[row] > widths[widest[key]]:
-            widest[key] = row
-    return staged.take(pa.array(sorted(widest.values()), pa.int64())).drop_columns(["input_row"])
+        if key not in kept or values[row] > values[kept[key]]:
+            kept[key] = row
+    return staged.take(pa.array(sorted(kept.values()), pa.int64())).drop_columns(["input_row"])
 
 
 async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
@@ -139,6 +189,8 @@ class PredictionStore:
     staged: Any
     runs: Any
     embedding_dim: int
+    ocr: Any = None
+    ocr_staged: Any = None
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
@@ -151,6 +203,8 @@ class PredictionStore:
             staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
             embedding_dim=embedding_dim,
+            ocr=await open_or_create(db, OCR, ocr_schema()),
+            ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
         )
         await store.recover(recovery_grace_seconds)
         return store
@@ -162,57 +216,68 @@ class PredictionStore:
         sharing the tables they may belong to a run another worker is still writing.
         """
         newest: dict[str, datetime] = {}
-        pending = await self.staged.query().select(["run_id", "created_at"]).to_arrow()
-        for run_id, created in zip(pending.column("run_id").to_pylist(),
-                                   pending.column("created_at").to_pylist(), strict=True):
-            newest[run_id] = max(created, newest.get(run_id, created))
+        for staged in (self.staged, self.ocr_staged):
+            pending = await staged.query().select(["run_id", "created_at"]).to_arrow()
+            for run_id, created in zip(pending.column("run_id").to_pylist(),
+                                       pending.column("created_at").to_pylist(), strict=True):
+                newest[run_id] = max(created, newest.get(run_id, created))
         cutoff = utc_now() - timedelta(seconds=grace_seconds)
         for run_id in sorted(newest):
             if newest[run_id] <= cutoff:
                 await self.rollback(run_id)
                 log.warning("recovered run %s: staged rows deleted (never committed)", run_id)
 
-    async def append(self, rows: list[dict[str, Any]]) -> None:
+    def _tables(self, kind: ResultKind) -> tuple[Any, Any]:
+        """(stored, staging) tables of ``kind``."""
+        return {IMAGES: (self.images, self.staged), OCR: (self.ocr, self.ocr_staged)}[kind.table]
+
+    async def append(self, rows: list[dict[str, Any]], kind: ResultKind = CLASSIFICATION
+                     ) -> None:
         """Stage one batch of a run's rows (invisible to readers until the run commits)."""
-        await self.staged.add(pa.Table.from_pylist(rows, schema=staged_schema(self.embedding_dim)))
+        staged = self._tables(kind)[1]
+        await staged.add(pa.Table.from_pylist(rows, schema=await staged.schema()))
 
     async def committed(self, run_id: str) -> bool:
         return await self.runs.count_rows(run_filter(run_id)) > 0
 
-    async def commit(self, run_id: str, images: int) -> None:
-        """Make the run visible: merge its staged rows into ``images`` (see the module doc)."""
+    async def commit(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION
+                     ) -> None:
+        """Make the run visible: merge its staged rows into ``images`` (or ``ocr``; see the
+        module doc)."""
         where = run_filter(run_id)
-        staged = await self.staged.query().where(where).to_arrow()
+        table, staging_table = self._tables(kind)
+        staged = await staging_table.query().where(where).to_arrow()
         answered = len(pc.unique(staged.column("input_row")))
         if answered != images:
             raise RunError(f"run {run_id} staged {answered} of its {images} images")
         if images:
-            await self.images.merge_insert(IMAGE_IDENTITY) \
-                .when_matched_update_all(where="target.top_k < source.top_k") \
-                .when_not_matched_insert_all().execute(one_row_per_image(staged))
+            await table.merge_insert(IMAGE_IDENTITY) \
+                .when_matched_update_all(where=kind.replaces) \
+                .when_not_matched_insert_all().execute(one_row_per_image(staged, kind))
         await self.runs.add(pa.Table.from_pylist(
             [{"run_id": run_id, "images": images, "committed_at": utc_now()}],
             schema=runs_schema()))
-        await self.staged.delete(where)
+        await staging_table.delete(where)
 
     async def rollback(self, run_id: str) -> None:
         """Remove the staged rows of an unacknowledged run; stored images are never touched."""
-        await self.staged.delete(run_filter(run_id))
+        for staged in (self.staged, self.ocr_staged):
+            await staged.delete(run_filter(run_id))
 
-    async def version(self) -> int:
-        return await self.images.version()
+    async def version(self, kind: ResultKind = CLASSIFICATION) -> int:
+        return await self._tables(kind)[0].version()
 
-    async def page(self, version: int, offset: int, limit: int) -> pa.Table:
+    async def page(self, version: int, offset: int, limit: int,
+                   kind: ResultKind = CLASSIFICATION) -> pa.Table:
         """Stored images ``offset..offset+limit`` as of table ``version``, without vectors.
 
         Paging a pinned version keeps every page of one scan consistent even while other
         runs commit (a merge that widens a row rewrites it, which would shift plain offsets).
         """
-        table = await self.db.open_table(IMAGES, version=version)
+        table = await self.db.open_table(kind.table, version=version)
         try:
-            return await table.query().offset(offset).limit(limit) \
-                .select([f.name for f in image_schema(self.embedding_dim) if f.name != "vector"]) \
-                .to_arrow()
+            columns = [f.name for f in await table.schema() if f.name != "vector"]
+            return await table.query().offset(offset).limit(limit).select(columns).to_arrow()
         finally:
             table.close()
 
@@ -222,6 +287,6 @@ class PredictionStore:
             .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
 
     def close(self) -> None:
-        for table in (self.images, self.staged, self.runs):
+        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged):
             table.close()
         self.db.close()

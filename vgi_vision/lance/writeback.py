@@ -16,12 +16,12 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.lance.store import PredictionStore, RunError
+from vgi_vision.lance.store import CLASSIFICATION, TEXT, PredictionStore, ResultKind, RunError
 from vgi_vision.lance.write_queue import CoalescingWriteQueue
 
 log = logging.getLogger(__name__)
@@ -55,23 +55,28 @@ class WriteBack:
         except BaseException:
             self._stop_loop()
             raise
-        self._queue: CoalescingWriteQueue[dict[str, Any]] = CoalescingWriteQueue(
-            self._append, window_seconds=window_seconds, max_batch=max_batch,
-            max_queue_size=max_queue_size)
+        self._queues: dict[ResultKind, CoalescingWriteQueue[dict[str, Any]]] = {
+            kind: CoalescingWriteQueue(self._appender(kind), window_seconds=window_seconds,
+                                       max_batch=max_batch, max_queue_size=max_queue_size)
+            for kind in (CLASSIFICATION, TEXT)}
 
-    async def _append(self, rows: list[dict[str, Any]]) -> None:
-        await self.store.append(rows)  # looked up per batch: the store is the sink
+    def _appender(self, kind: ResultKind) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+        async def append(rows: list[dict[str, Any]]) -> None:
+            await self.store.append(rows, kind)  # looked up per batch: the store is the sink
+
+        return append
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def write(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+    def write(self, run_id: str, rows: list[dict[str, Any]],
+              kind: ResultKind = CLASSIFICATION) -> None:
         """Queue one batch of a run's rows; blocks while ``max_in_flight`` are unwritten."""
         if self._closed:
             raise RunError("write-back is shut down")
         self._in_flight.acquire()
         try:
-            future = asyncio.run_coroutine_threadsafe(self._write(rows), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._write(rows, kind), self._loop)
         except BaseException:
             self._in_flight.release()
             raise
@@ -95,8 +100,9 @@ class WriteBack:
             if not batches:
                 self._pending.pop(run_id, None)
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
-        await asyncio.gather(*[await self._queue.enqueue(row) for row in rows])
+    async def _write(self, rows: list[dict[str, Any]], kind: ResultKind) -> None:
+        queue = self._queues[kind]
+        await asyncio.gather(*[await queue.enqueue(row) for row in rows])
 
     def committed(self, run_id: str) -> bool:
         """Whether the run already committed: then its requests must not write again."""
@@ -121,7 +127,7 @@ class WriteBack:
         except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
             log.exception("rollback of run %s failed", run_id)
 
-    def finish(self, run_id: str, images: int) -> None:
+    def finish(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION) -> None:
         """Commit the run once every row is staged; otherwise roll it back and raise.
 
         A run that is already committed (its last request replayed or retried) stays as it is.
@@ -130,12 +136,12 @@ class WriteBack:
         try:
             for future in futures:
                 future.result()
-            self._run(self._commit_when_settled(run_id, images))
+            self._run(self._commit_when_settled(run_id, images, kind))
         except Exception as exc:
             self.abort(run_id)
             raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
 
-    async def _commit_when_settled(self, run_id: str, images: int) -> None:
+    async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind) -> None:
         """Over HTTP a run's batches may come from several replicas: give theirs time to land.
 
         Checked each round: the run may have committed meanwhile through a concurrent replay
@@ -147,17 +153,18 @@ class WriteBack:
                 await self.store.rollback(run_id)  # rows a replay staged after the commit
                 return
             try:
-                return await self.store.commit(run_id, images)
+                return await self.store.commit(run_id, images, kind)
             except RunError:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
 
-    def version(self) -> int:
-        return self._run(self.store.version())
+    def version(self, kind: ResultKind = CLASSIFICATION) -> int:
+        return self._run(self.store.version(kind))
 
-    def page(self, version: int, offset: int, limit: int) -> pa.Table:
-        return self._run(self.store.page(version, offset, limit))
+    def page(self, version: int, offset: int, limit: int,
+             kind: ResultKind = CLASSIFICATION) -> pa.Table:
+        return self._run(self.store.page(version, offset, limit, kind))
 
     def nearest(self, vector: list[float], k: int) -> pa.Table:
         return self._run(self.store.nearest(vector, k))
@@ -168,7 +175,8 @@ class WriteBack:
             return
         self._closed = True
         try:
-            self._run(self._queue.stop())
+            for queue in self._queues.values():
+                self._run(queue.stop())
             self.store.close()
         finally:
             self._stop_loop()

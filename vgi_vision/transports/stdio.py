@@ -63,7 +63,10 @@ def claim_stdout() -> BinaryIO:
 def serve_stdio(dispatcher: Dispatcher, frames: ByteWriter) -> None:
     """Announce readiness, then answer frames from stdin until it closes."""
     write_frame(frames, READY_FRAME)
-    serve_stream(sys.stdin.buffer, frames, dispatcher, LiveStates())
+    # Unbuffered: the worker serves from a thread that may still be blocked reading when a
+    # SIGTERM ends the process, and a buffered stdin's lock aborts interpreter shutdown then.
+    requests = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    serve_stream(requests, frames, dispatcher, LiveStates())
 
 
 def worker_command(*extra: str) -> list[str]:
