@@ -43,13 +43,14 @@ class Mutation:
     before: str
     after: str
     tests: tuple[str, ...]
+    occurrences: int = 1  # how often ``before`` appears: every one is rewritten
 
     def apply(self, tree: Path) -> None:
         target = tree / self.file
         source = target.read_text()
-        if source.count(self.before) != 1:
-            raise LookupError(f"{self.name}: the code it rewrites is not (exactly once) in "
-                              f"{self.file}; update the mutation")
+        if source.count(self.before) != self.occurrences:
+            raise LookupError(f"{self.name}: the code it rewrites is not ({self.occurrences} "
+                              f"time(s)) in {self.file}; update the mutation")
         target.write_text(source.replace(self.before, self.after))
         py_compile.compile(str(target), doraise=True)
 
@@ -145,7 +146,7 @@ MUTATIONS = (
     Mutation("unix-connections-uncapped",
              "a unix worker serves any number of connections at once",
              "vgi_vision/transports/unix.py",
-             "if not self.server.slots.acquire(blocking=False):", "if False:",
+             "if not server.slots.admit(connection):", "if False:",
              (f"{SECURITY}::test_connections_over_the_cap_get_a_clear_error",)),
     Mutation("unix-idle-unbounded",
              "a unix worker waits forever on an idle or stalled connection",
@@ -174,7 +175,7 @@ MUTATIONS = (
              "images are decoded whatever their pixel count",
              "vgi_vision/imaging.py",
              "width * height > limits.max_pixels", "False",
-             (f"{SECURITY}::test_per_image_byte_and_pixel_limits",)),
+             (f"{SECURITY}::test_per_image_byte_and_pixel_limits",), occurrences=2),
     Mutation("writeback-recovery-skipped",
              "a LanceDB store opens without rolling back runs a killed worker left unfinished",
              "vgi_vision/lance/store.py",
