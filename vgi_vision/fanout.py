@@ -8,8 +8,11 @@ the fewest outstanding requests relative to its capacity (not blind round-robin:
 busy worker gets fewer), and the results come back in input order.
 
 A member that cannot be reached, dies or times out during a job (a ``TransportError``) is left
-out for the rest of that call and the job runs again on another member. The functions are pure
-and write-back is idempotent per (image, model), so running a sub-batch twice stores it once.
+out for the rest of that call and the job runs again on another member. The functions are pure,
+so running a sub-batch again is safe; with write-back a sub-batch is one run, committed
+all-or-nothing by its worker, so a run its dead worker never committed stays invisible and the
+retry stores the sub-batch once. (A worker that dies after committing but before answering is
+the one case where the retry stores it again.)
 The call fails only when no member can serve it, with a message naming every failed member
 (a pool of one raises its worker's own error).
 Structured errors from a worker (a bad argument, a refused path) are answers, not faults: they
