@@ -348,8 +348,9 @@ def test_an_oversized_request_is_refused_before_it_is_dispatched(tmp_path: Path,
             Client(worker.location) as client:
         client.describe()
         before = dispatched(tmp_path)
-        with pytest.raises(WorkerError) as info:
-            client.table("classify", pa.array([b"\xff" * (MB + 1024)], pa.binary()))
+        with pytest.raises(WorkerError) as info:  # sent as it is (Client.table sends NULL)
+            client.request({"op": "scan", "function": "classify", "token": None},
+                           argument_rows([pa.array([b"\xff" * (MB + 1024)], pa.binary())]))
         assert info.value.kind == "limit_exceeded"
         assert dispatched(tmp_path) == before  # the transport refused it, unread
         assert client.table("image_classes").num_rows == 1000

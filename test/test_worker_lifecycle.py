@@ -151,7 +151,7 @@ def test_a_path_swapped_to_a_fifo_never_hangs_the_worker(tmp_path: Path, transpo
     results: list[list] = []
     try:
         with running_worker(transport, *flags, workdir=tmp_path / "w") as worker, \
-                Client(worker.location, worker_args=flags) as client:
+                Client(worker.location) as client:
 
             def classify_while_swapping() -> None:
                 for _ in range(40):
@@ -205,8 +205,11 @@ def test_sigterm_to_a_subprocess_worker_answers_the_request_in_flight(
         assert read_frame(process.stdout, 1 << 30) == b""  # ready
         request = encode({"op": "scan", "function": "classify", "token": None},
                          classify_args(distinct_photos(fixture_bytes, 32)))
+        idle = cpu_ticks(process.pid)
         write_frame(process.stdin, request)
-        time.sleep(0.2)  # the request is being read and served
+        deadline = time.monotonic() + 60
+        while cpu_ticks(process.pid) < idle + 10 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the worker is classifying the request (or has answered it)
         process.send_signal(signal.SIGTERM)
         answer = decode(read_frame(process.stdout, 1 << 30) or b"")
         assert answer.header["ok"] and answer.batch is not None
