@@ -9,18 +9,14 @@ pixel limit as the model input) because a hash of what the picture shows needs t
 from __future__ import annotations
 
 import io
-import logging
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from PIL import ExifTags, Image
 
-from vgi_vision.imaging import DecodeLimits, ImageSource, load_rgb, read_source
-
-log = logging.getLogger(__name__)
+from vgi_vision.imaging import DecodeLimits, ImageSource, load_rgb, read_untrusted
 
 #: Longest EXIF text (camera make or model) returned; longer values are cut.
 MAX_TEXT = 256
@@ -52,17 +48,12 @@ class ImageInfo:
 
 def read_info(source: ImageSource, limits: DecodeLimits = DecodeLimits()) -> ImageInfo | None:
     """Header facts of ``source``, or None when it is not an image Pillow can identify."""
-    data = read_source(source, limits)
-    if data is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                return _info(image)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
-        log.debug("unidentifiable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
-        return None
+    return read_untrusted(source, limits, _identify)
+
+
+def _identify(data: bytes) -> ImageInfo:
+    with Image.open(io.BytesIO(data)) as image:
+        return _info(image)
 
 
 def _info(image: Image.Image) -> ImageInfo:
@@ -145,18 +136,10 @@ def perceptual_hash(source: ImageSource, limits: DecodeLimits = DecodeLimits()) 
     ``bit_count(xor(a, b))`` is a similarity measure. Transparency is composited onto white
     and EXIF orientation applied first, exactly as for the model input.
     """
-    data = read_source(source, limits)
-    if data is None:
-        return None
     import imagehash  # scipy and PyWavelets come with it: loaded by the first hash only
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rgb = load_rgb(data, limits, PHASH_SIDE)
-            if rgb is None:
-                return None
-            return int(str(imagehash.phash(rgb)), 16)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
-        log.debug("unhashable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
-        return None
+    def hash_of(data: bytes) -> int | None:
+        rgb = load_rgb(data, limits, PHASH_SIDE)
+        return None if rgb is None else int(str(imagehash.phash(rgb)), 16)
+
+    return read_untrusted(source, limits, hash_of)

@@ -25,8 +25,9 @@ import os
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -144,6 +145,29 @@ class Preprocessing:
     resize_shorter_side: int = 256
 
 
+Parsed = TypeVar("Parsed")
+
+
+def read_untrusted(source: ImageSource, limits: DecodeLimits,
+                   parse: Callable[[bytes], Parsed | None]) -> Parsed | None:
+    """Read ``source`` and ``parse`` its bytes; None if there is nothing to read or it fails.
+
+    Image bytes and paths come from SQL rows: Pillow (and the libraries under it) raise many
+    exception types on hostile input and warn about odd files, so every reader of image bytes
+    goes through here to stay total: one bad row is "no result", never a failed call.
+    """
+    data = read_source(source, limits)
+    if data is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return parse(data)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
+        log.debug("unreadable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
+        return None
+
+
 def read_source(source: ImageSource, limits: DecodeLimits) -> bytes | None:
     """Return the encoded bytes of ``source``, or None if there is nothing usable to read.
 
@@ -200,16 +224,8 @@ def decode_image(source: ImageSource, limits: DecodeLimits = DecodeLimits(),
     The thumbnail is made from the frame already decoded for the model (at JPEG draft scale),
     so it costs a reduce and a small encode, not a second decode.
     """
-    data = read_source(source, limits)
-    if data is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _decode_bytes(data, limits, prep, thumbnail)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
-        log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
-        return None
+    return read_untrusted(source, limits,
+                          lambda data: _decode_bytes(data, limits, prep, thumbnail))
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbnail: bool
@@ -414,16 +430,7 @@ def decode_upright(source: ImageSource, limits: DecodeLimits, max_side: int
     For models that read the whole picture (OCR) rather than a centre crop. Total on hostile
     input, with the same header-first limits as :func:`decode`.
     """
-    data = read_source(source, limits)
-    if data is None:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _decode_upright(data, limits, max_side)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on hostile input
-        log.debug("undecodable image (%d bytes): %s: %s", len(data), type(exc).__name__, exc)
-        return None
+    return read_untrusted(source, limits, lambda data: _decode_upright(data, limits, max_side))
 
 
 def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> OrientedImage | None:
