@@ -151,7 +151,7 @@ MUTATIONS = (
     Mutation("unix-idle-unbounded",
              "a unix worker waits forever on an idle or stalled connection",
              "vgi_vision/transports/unix.py",
-             "self.request.settimeout(self.server.idle_timeout)", "pass",
+             "self.sock.settimeout(timeout)", "self.sock.settimeout(None)",
              (f"{SECURITY}::test_idle_and_stalled_connections_are_closed",)),
     Mutation("request-size-unbounded",
              "the dispatcher no longer bounds a request's size",
