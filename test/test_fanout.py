@@ -283,6 +283,28 @@ def test_a_worker_stopped_mid_query_hands_its_work_to_the_other(tmp_path: Path) 
         first.stop()
         second.stop()
 
+def test_a_worker_that_stops_answering_times_out_and_its_work_moves(tmp_path: Path) -> None:
+    """SIGSTOP one of two unix workers mid-query: after ``timeout`` its sub-batch is retried on
+    the other worker and the result is complete."""
+    first = start_unix(tmp_path / "a.sock", log_file=tmp_path / "a.log")
+    second = start_unix(tmp_path / "b.sock", log_file=tmp_path / "b.log")
+    con, client = connection_with([first.location, second.location], big_table(ROWS),
+                                  timeout=60)  # long enough for a busy machine
+    assert first.process is not None
+    try:
+        expected = expected_labels(client, ROWS)
+        thread, outcome = query_in_thread(con, SQL)
+        wait_until_busy([client.pool.members[0]], lambda _: first.process.pid)  # type: ignore[union-attr]
+        first.process.send_signal(signal.SIGSTOP)
+        thread.join(timeout=600)
+        assert not thread.is_alive()
+        assert outcome.get("rows") == expected, outcome.get("error")
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+        vgi_vision.detach(con)
+        first.stop()
+        second.stop()
+
 # --- the same options on the command line -------------------------------------------------
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -31,7 +31,7 @@ import pyarrow as pa
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from vgi_vision.client import Client
-from vgi_vision.locations import Location, Workers
+from vgi_vision.locations import DEFAULT_TIMEOUT_SECONDS, Location, Workers
 from vgi_vision.registry import INPUT_ROW
 
 _attachments: dict[tuple[int, str], Attachment] = {}
@@ -273,15 +273,16 @@ def worker_flags(options: dict[str, Any]) -> list[str]:
 
 def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str = "vision",
            *, workers: Workers = None, concurrency: int | None = None,
-           auth_token: str | None = None, client: Client | None = None,
+           timeout: float = DEFAULT_TIMEOUT_SECONDS, auth_token: str | None = None,
+           client: Client | None = None,
            **options: Any) -> Attachment:
     """Connect ``con`` to workers and register their functions as ``name.<function>``.
 
     ``location``: None spawns a private subprocess worker (``workers=N`` or ``"auto"``: a pool
     of them, each pinned to its own cores; ``options`` become their ``serve`` flags, e.g.
     ``data_root="photos"``); ``unix:///path`` or ``http://host:port`` connect to a running one
-    (``concurrency`` requests in flight to it, default 2); a list of addresses spreads every
-    query over all of them.
+    (``concurrency`` requests in flight to it, default 2; one unanswered after ``timeout``
+    seconds counts as failed); a list of addresses spreads every query over all of them.
     """
     if options and location is not None:
         raise ValueError(f"worker options {sorted(options)} apply to a subprocess worker only")
@@ -290,7 +291,8 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
         if key in _attachments:
             raise ValueError(f"a worker is already attached as {name!r}; detach it first")
         client = client or Client(location, workers=workers, concurrency=concurrency,
-                                  auth_token=auth_token, worker_args=worker_flags(options))
+                                  timeout=timeout, auth_token=auth_token,
+                                  worker_args=worker_flags(options))
         attachment = Attachment(weakref.ref(con), name, client)
         try:
             attachment.register()

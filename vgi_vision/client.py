@@ -18,7 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.fanout import Failures, Member, NoWorkerAvailable, WorkerPool
-from vgi_vision.locations import Location, Workers, private_members, remote_members
+from vgi_vision.locations import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Location,
+    Workers,
+    private_members,
+    remote_members,
+)
 from vgi_vision.protocol import ProtocolError, decode, encode
 from vgi_vision.registry import INPUT_ROW, argument_rows
 from vgi_vision.sqltypes import arrow_type
@@ -53,12 +59,15 @@ class Client:
     ``workers``: how many private workers (``"auto"``: one per core), only without location.
     ``concurrency``: requests in flight to each address (default 2).
     ``command``: the command line of a private worker, instead of ``vgi-vision serve``.
+    ``timeout``: seconds a worker address may take to answer a request before it counts as
+    failed (default 600).
     """
 
     def __init__(self, location: Location = None, *, workers: Workers = None,
                  concurrency: int | None = None, auth_token: str | None = None,
                  worker_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  command: Sequence[str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS,
                  transport: Transport | None = None) -> None:
         self.location = location
         if transport is not None:
@@ -73,7 +82,8 @@ class Client:
             if workers is not None or worker_args or command is not None:
                 raise ValueError("workers and worker options start private workers; they "
                                  "do not apply to a worker location")
-            members = remote_members(location, concurrency=concurrency, auth_token=auth_token)
+            members = remote_members(location, concurrency=concurrency, auth_token=auth_token,
+                                     timeout=timeout)
         self.pool = WorkerPool(members)
         self._catalog: dict[str, dict[str, Any]] | None = None
         self._worker_info: dict[str, Any] = {}

@@ -10,9 +10,9 @@ busy worker gets fewer), and the results come back in input order.
 A member that cannot be reached, dies or times out during a job (a ``TransportError``) is left
 out for the rest of that call and the job runs again on another member. The functions are pure,
 so running a sub-batch again is safe; with write-back a sub-batch is one run, committed
-all-or-nothing by its worker, so a run its dead worker never committed stays invisible and the
-retry stores the sub-batch once. (A worker that dies after committing but before answering is
-the one case where the retry stores it again.)
+all-or-nothing by its worker, so a run its dead worker never committed stays invisible. Stored
+results are keyed by (image content, model), so a retry stores each image once even when the
+dead worker had committed before it could answer.
 The call fails only when no member can serve it, with a message naming every failed member
 (a pool of one raises its worker's own error).
 Structured errors from a worker (a bad argument, a refused path) are answers, not faults: they

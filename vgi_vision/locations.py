@@ -26,6 +26,9 @@ from vgi_vision.transports import Transport
 #: wants about 2 x N (``concurrency=``).
 DEFAULT_CONCURRENCY = 2
 
+#: Seconds a worker address may take to answer one request (a call on a big chunk is slow).
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
 #: Uncommitted write-back rows younger than this are left alone by a private worker starting in
 #: a pool that shares one store: longer than any call (the transports' own timeout is 600 s).
 SHARED_STORE_GRACE_SECONDS = 600
@@ -77,22 +80,25 @@ def core_groups(count: int, cores: Sequence[int]) -> list[list[int]]:
     return [[cores[i % len(cores)]] for i in range(count)]
 
 
-def open_transport(location: str, *, auth_token: str | None = None) -> Transport:
-    """The transport for one worker address."""
+def open_transport(location: str, *, auth_token: str | None = None,
+                   timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Transport:
+    """The transport for one worker address; a request unanswered after ``timeout`` seconds
+    is a fault (in a pool: retried on another worker)."""
     from vgi_vision.transports.http import HttpTransport
     from vgi_vision.transports.unix import UnixTransport
 
     parsed = urlparse(location)
     if parsed.scheme == "unix":
-        return UnixTransport(parsed.path)
+        return UnixTransport(parsed.path, timeout=timeout)
     if parsed.scheme in ("http", "https"):
-        return HttpTransport(location, auth_token=auth_token)
+        return HttpTransport(location, auth_token=auth_token, timeout=timeout)
     raise ValueError(f"unsupported worker location {location!r}: use None, unix:///path or "
                      f"http://host:port")
 
 
 def remote_members(location: str | Sequence[str], *, concurrency: int | None = None,
-                   auth_token: str | None = None) -> list[Member]:
+                   auth_token: str | None = None,
+                   timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[Member]:
     """A member per address, each taking ``concurrency`` requests at once."""
     addresses = [location] if isinstance(location, str) else list(location)
     if not addresses:
@@ -100,7 +106,8 @@ def remote_members(location: str | Sequence[str], *, concurrency: int | None = N
     capacity = DEFAULT_CONCURRENCY if concurrency is None else concurrency
     if capacity < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    return [Member(address, open_transport(address, auth_token=auth_token), capacity)
+    return [Member(address, open_transport(address, auth_token=auth_token, timeout=timeout),
+                   capacity)
             for address in addresses]
 
 
