@@ -48,12 +48,12 @@ def available_cores() -> list[int]:
 def worker_count(workers: Workers) -> int:
     """``workers=N`` or ``"auto"``: one private worker per available core, one thread each.
 
-    Measured with bench/bench_fanout.py on the 2-core machine this project is built on (shared,
-    load average 7-9): two single-threaded workers ran 256 JPEGs 3.2x faster than one worker
-    with two onnxruntime threads (``default`` group), and 1.5x faster than one single-threaded
-    worker (``private``). A worker runs its model batches one at a time and decodes, encodes
-    and talks to the client in between, leaving its cores idle then; one worker per core fills
-    those gaps without ever running more inference threads than there are cores.
+    Measured with bench/bench_fanout.py on a quiet 2-core machine: two single-threaded workers
+    ran 256 JPEGs 1.3x faster than one worker with two onnxruntime threads (``default`` group),
+    and 1.9x faster than one single-threaded worker (``private``). A worker runs its model
+    batches one at a time and decodes, encodes and talks to the client in between, leaving its
+    cores idle then; one worker per core fills those gaps without ever running more inference
+    threads than there are cores.
 
     ``None`` (what ``attach(con)`` uses) stays one worker on every core: a private worker per
     attachment, as before, and no slower (it is the same worker).
