@@ -42,7 +42,9 @@ class PathPolicy:
         candidate = Path(path)
         try:
             real = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
-        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+            if real.is_symlink():  # Python 3.13+ returns a symlink loop unresolved
+                raise RuntimeError("symlink loop")
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
             raise FunctionError(f"path {path!r} cannot be resolved", kind="path_refused") \
                 from None
         if not self.contains(real):
