@@ -10,7 +10,7 @@ from collections.abc import Callable
 import duckdb
 import pytest
 
-from vgi_vision.sqllogictest import (
+from vgi_vision.testing.sqllogictest import (
     Loop,
     Query,
     SortMode,
@@ -743,7 +743,7 @@ def test_malformed_files(tmp_path: pathlib.Path, text: str, message: str) -> Non
 CONFTEST = """
 import pathlib
 
-from vgi_vision.sqllogictest import collect_file
+from vgi_vision.testing.sqllogictest import collect_file
 
 LOG = pathlib.Path(__file__).parent / "cleanup.log"
 
@@ -811,7 +811,7 @@ def test_pytest_outcomes_and_failure_report(sql_project: pytest.Pytester) -> Non
         ]
     )
     result.stdout.no_fnmatch_line("*Traceback*")
-    result.stdout.no_fnmatch_line("*sqllogictest.py*")
+    result.stdout.no_fnmatch_line("*testing/sqllogictest/*.py*")
     # cleanups ran for both files that used the requirement, pass or fail
     assert (sql_project.path / "cleanup.log").read_text() == "cleaned\ncleaned\n"
 
