@@ -67,48 +67,84 @@ class SortMode(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Statement:
-    """``statement ok|error``; an empty ``expected_error`` accepts any error."""
+    """``statement ok|error|maybe``.
+
+    ``statement error`` needs an expected message (a substring, or a ``<REGEX>:``);
+    ``statement maybe`` (``may_fail``) passes whether or not the SQL fails, but an error
+    must match its message.
+    """
 
     location: Location
     sql: str
     expect_error: bool
     expected_error: str = ""
+    may_fail: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-    """``query <types> [sort]`` with the raw expected lines below ``----``."""
+    """``query <types> [sort [label]]`` with the raw expected lines below ``----``.
+
+    ``hash_threshold`` is the ``hash-threshold`` in force where the query was parsed
+    (0: none); a ``label`` compares the result's hash with earlier queries of that label.
+    """
 
     location: Location
     sql: str
     types: str
     sort_mode: SortMode
     expected: tuple[str, ...]
+    label: str | None = None
+    hash_threshold: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Require:
-    """``require NAME``: set up via the requirement mapping, else skip the file."""
+    """``require NAME [ARG...]``: set up via the requirement mapping, else skip the file.
+
+    A requirement with arguments (``require vector_size 512``) is looked up by its whole
+    text, ``"vector_size 512"``.
+    """
 
     location: Location
     name: str
+    args: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return " ".join((self.name, *self.args))
 
 
 @dataclasses.dataclass(frozen=True)
 class RequireEnv:
-    """``require-env VAR [value]``: skip unless set; defines ``${VAR}``."""
+    """``require-env VAR [value]``: skip unless set; defines ``{VAR}`` (and ``${VAR}``).
+
+    ``test-env VAR DEFAULT`` is one too (``default`` set): it never skips and defines
+    ``VAR`` as ``DEFAULT``, since this runner has no test configuration to take it from.
+    """
 
     location: Location
     variable: str
     value: str | None
+    default: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SetSeed:
+    """``set seed VALUE``: ``SELECT setseed(VALUE)`` on the connection."""
+
+    location: Location
+    value: float
 
 
 @dataclasses.dataclass(frozen=True)
 class Loop:
     """``loop``/``foreach`` … ``endloop``.
 
-    Both forms are one shape: per iteration, a value for each variable name
-    (``foreach a,b 1,x 2,y`` binds two names at once, as DuckDB allows).
+    Both forms are one shape: per iteration, a value for each variable name.
+    ``foreach type a b`` binds one name to each whole value (``decimal(4,1)`` is one
+    value); only a name list with commas (``foreach a,b 1,x 2,y``) splits every value
+    on its commas, as DuckDB does.
     """
 
     location: Location
@@ -117,4 +153,4 @@ class Loop:
     body: tuple[Record, ...]
 
 
-Record = Statement | Query | Require | RequireEnv | Loop
+Record = Statement | Query | Require | RequireEnv | SetSeed | Loop
