@@ -48,8 +48,8 @@ import pyarrow as pa  # noqa: E402
 
 import vgi_vision  # noqa: E402
 from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.launch import RunningWorker, start_http, start_unix  # noqa: E402
-from vgi_vision.locations import available_cores  # noqa: E402
+from vgi_vision.client.locations import available_cores  # noqa: E402
+from vgi_vision.testing.launch import RunningWorker, start_http, start_unix  # noqa: E402
 
 QUERIES = {
     "scalar": "SELECT count(vision.top_label(image)) FROM photos",

@@ -32,8 +32,8 @@ import pyarrow as pa  # noqa: E402
 
 import vgi_vision  # noqa: E402
 from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.facts import read_info  # noqa: E402
-from vgi_vision.launch import TRANSPORTS, running_worker  # noqa: E402
+from vgi_vision.testing.launch import TRANSPORTS, running_worker  # noqa: E402
+from vgi_vision.worker.vision.facts import read_info  # noqa: E402
 
 BASELINE = "top_label"
 QUERIES = {

@@ -37,7 +37,13 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.model import DEFAULT_MODEL, Classifier, ModelInfo, default_threads, models_root  # noqa: E402
+from vgi_vision.worker.vision.model import (  # noqa: E402
+    DEFAULT_MODEL,
+    Classifier,
+    ModelInfo,
+    default_threads,
+    models_root,
+)
 
 TOP_K = 5
 #: Idle time before each timed run, so onnxruntime's spinning worker threads (left over from

@@ -28,7 +28,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.images import FIXTURES, make_jpegs, photo_variants  # noqa: E402
-from vgi_vision.model import Classification, Classifier, default_threads, load_classifier  # noqa: E402
+from vgi_vision.worker.vision.model import (  # noqa: E402
+    Classification,
+    Classifier,
+    default_threads,
+    load_classifier,
+)
 
 FP32, INT8 = "efficientnet-lite0", "efficientnet-lite0-int8"
 TOP_K = 5

@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from vgi_vision.imaging import DecodeLimits, decode_upright  # noqa: E402
-from vgi_vision.ocr import MAX_SIDE, TextReader  # noqa: E402
+from vgi_vision.worker.vision.imaging import DecodeLimits, decode_upright  # noqa: E402
+from vgi_vision.worker.vision.ocr import MAX_SIDE, TextReader  # noqa: E402
 
 WORDS = ("invoice total amount due date paid order number customer account balance "
          "shipping address reference payment terms net thirty days").split()

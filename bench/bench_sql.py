@@ -56,8 +56,8 @@ import pyarrow as pa  # noqa: E402
 
 import vgi_vision  # noqa: E402
 from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.launch import TRANSPORTS, running_worker  # noqa: E402
-from vgi_vision.model import load_classifier  # noqa: E402
+from vgi_vision.testing.launch import TRANSPORTS, running_worker  # noqa: E402
+from vgi_vision.worker.vision.model import load_classifier  # noqa: E402
 
 QUERIES = {
     "top_label": "SELECT count(vision.top_label(image)) FROM photos",

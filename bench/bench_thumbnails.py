@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from images import make_jpegs  # noqa: E402
 
-from vgi_vision.lance.store import utc_now  # noqa: E402
-from vgi_vision.lance.writeback import WriteBack  # noqa: E402
-from vgi_vision.model import Classification, Classifier, load_classifier  # noqa: E402
+from vgi_vision.worker.lance.store import utc_now  # noqa: E402
+from vgi_vision.worker.lance.writeback import WriteBack  # noqa: E402
+from vgi_vision.worker.vision.model import Classification, Classifier, load_classifier  # noqa: E402
 
 
 def classify_rate(classifier: Classifier, images: list[bytes], thumbnails: bool) -> float:

@@ -27,8 +27,8 @@ import time
 
 import pyarrow as pa
 
-from vgi_vision.lance.store import PredictionStore, staged_schema, utc_now
-from vgi_vision.lance.write_queue import CoalescingWriteQueue
+from vgi_vision.worker.lance.store import PredictionStore, staged_schema, utc_now
+from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
 
 
 def rows(n: int) -> list[dict]:

@@ -42,9 +42,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from vgi_vision.client import Client, WorkerError  # noqa: E402
-from vgi_vision.launch import RunningWorker, running_worker  # noqa: E402
-from vgi_vision.model import load_classifier  # noqa: E402
+from vgi_vision.client.client import Client, WorkerError  # noqa: E402
+from vgi_vision.testing.launch import RunningWorker, running_worker  # noqa: E402
+from vgi_vision.worker.vision.model import load_classifier  # noqa: E402
 
 FIXTURES = REPO / "test" / "sql" / "data"
 #: Returned and expected probabilities may differ this much (batching changes float rounding).

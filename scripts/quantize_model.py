@@ -39,8 +39,8 @@ from onnxruntime.quantization import (  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
 from bench.images import FIXTURES, make_jpegs  # noqa: E402
-from vgi_vision.model import Classifier  # noqa: E402
-from vgi_vision.model_files import ModelInfo, models_root  # noqa: E402
+from vgi_vision.worker.vision.model import Classifier  # noqa: E402
+from vgi_vision.worker.vision.model_files import ModelInfo, models_root  # noqa: E402
 
 SOURCE = "efficientnet-lite0"
 TARGET = "efficientnet-lite0-int8"

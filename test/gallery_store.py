@@ -19,14 +19,14 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import IMAGES, utc_now
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.launch import wait_for
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import argument_rows
+from vgi_vision.protocol import argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.testing.launch import wait_for
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.lance.store import IMAGES, utc_now
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.vision.model import load_classifier
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "test" / "sql" / "data"

@@ -15,7 +15,7 @@ import pytest
 from conftest import DATA, EXPECTED_TOP5
 
 import vgi_vision
-from vgi_vision.binding import Attachment
+from vgi_vision.client.binding import Attachment
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_worker_errors_carry_the_worker_message(con: duckdb.DuckDBPyConnection) 
 
 def test_calls_scale_with_chunks_not_rows(con: duckdb.DuckDBPyConnection,
                                           transport: str) -> None:
-    attachment: Attachment = vgi_vision.binding._attachments[(id(con), "vision")]
+    attachment: Attachment = vgi_vision.client.binding._attachments[(id(con), "vision")]
     con.execute("CREATE TABLE many AS SELECT i AS id, NULL::BLOB AS image FROM range(1000) t(i)")
     before = attachment.client.requests
     assert con.execute("SELECT count(vision.top_label(image)) FROM many").fetchone() == (0,)
@@ -160,7 +160,7 @@ def test_a_connection_collected_during_attach_does_not_deadlock() -> None:
     """Garbage collection may run the finalizer inside attach(), which holds the lock."""
     con = duckdb.connect()
     process = vgi_vision.attach(con).client.pool.members[0].transport._process
-    with vgi_vision.binding._lock:
+    with vgi_vision.client.binding._lock:
         del con
         gc.collect()
     assert process.wait(timeout=10) == 0

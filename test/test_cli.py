@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import DATA, REPO
 
-from vgi_vision.docs import render_reference
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
+from vgi_vision.worker.docs import render_reference
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.vision.model import load_classifier
 
 COMMANDS = ["serve", "sql", "classify", "models", "functions"]
 

@@ -17,11 +17,11 @@ import onnxruntime
 import pytest
 
 import vgi_vision
-from vgi_vision.client import Client
-from vgi_vision.model import load_classifier
-from vgi_vision.model_files import ModelError
-from vgi_vision.providers import CPU, CUDA, check_provider, providers_for
+from vgi_vision.client.client import Client
 from vgi_vision.transports.stdio import WorkerStartError
+from vgi_vision.worker.vision.model import load_classifier
+from vgi_vision.worker.vision.model_files import ModelError
+from vgi_vision.worker.vision.providers import CPU, CUDA, check_provider, providers_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_cuda_that_fell_back_to_the_cpu_is_an_error() -> None:
 
 
 def test_auto_logs_what_it_got(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="vgi_vision.providers"):
+    with caplog.at_level(logging.INFO, logger="vgi_vision.worker.vision.providers"):
         assert check_provider("auto", [CPU]) == CPU
     assert "device auto: running on CPUExecutionProvider" in caplog.text
 

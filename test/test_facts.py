@@ -20,14 +20,15 @@ import pyarrow as pa
 import pytest
 from PIL import ExifTags, Image, ImageFile
 
-from vgi_vision.facts import perceptual_hash, read_info
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.imaging import DecodeLimits
-from vgi_vision.lance.store import IMAGES
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import Registry, argument_rows
+from vgi_vision.protocol import argument_rows
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import Registry
+from vgi_vision.worker.vision.facts import perceptual_hash, read_info
+from vgi_vision.worker.vision.imaging import DecodeLimits
+from vgi_vision.worker.vision.model import load_classifier
 
 DATA = Path(__file__).resolve().parent / "sql" / "data"
 NEAR = 6  # the README's near-duplicate threshold, in differing bits

@@ -25,9 +25,9 @@ import pytest
 from conftest import DATA, REPO
 
 import vgi_vision
-from vgi_vision.client import Client
-from vgi_vision.fanout import Member
-from vgi_vision.launch import RunningWorker, start_http, start_unix
+from vgi_vision.client.client import Client
+from vgi_vision.client.fanout import Member
+from vgi_vision.testing.launch import RunningWorker, start_http, start_unix
 
 PHOTOS = sorted(p.name for p in DATA.iterdir() if p.is_file())
 

@@ -16,10 +16,9 @@ import pyarrow as pa
 import pytest
 from conftest import DATA, EXPECTED_TOP5
 
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.launch import RunningWorker, running_worker, start_http
-from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import argument_rows
+from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.transports.http import HttpTransport
 from vgi_vision.transports.unix import UnixTransport

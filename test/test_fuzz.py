@@ -20,13 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.protocol import Message, ProtocolError, decode, encode
-from vgi_vision.registry import argument_rows
-from vgi_vision.server import ERROR_STATUS, Dispatcher, LiveStates, SealedStates
-from vgi_vision.tokens import TokenError, TokenSealer
+from vgi_vision.protocol import Message, ProtocolError, argument_rows, decode, encode
+from vgi_vision.worker.dispatcher import ERROR_STATUS, Dispatcher, LiveStates, SealedStates
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.tokens import TokenError, TokenSealer
+from vgi_vision.worker.vision.model import load_classifier
 
 pytestmark = pytest.mark.timeout(120)
 

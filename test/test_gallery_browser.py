@@ -30,9 +30,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from vgi_vision.categories import load_taxonomy
-from vgi_vision.lance.store import IMAGES
-from vgi_vision.model import load_classifier
+from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.vision.categories import load_taxonomy
+from vgi_vision.worker.vision.model import load_classifier
 
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -19,15 +19,15 @@ import pytest
 from conftest import DATA
 from PIL import Image, ImageFile
 
-from vgi_vision.client import Client
-from vgi_vision.imaging import (
+from vgi_vision.client.client import Client
+from vgi_vision.testing.launch import running_worker
+from vgi_vision.worker.vision.imaging import (
     DECODE_OVERHEAD_BYTES,
     DecodeBudget,
     DecodeLimits,
     decode,
     decode_cost,
 )
-from vgi_vision.launch import running_worker
 
 MB = 1 << 20
 

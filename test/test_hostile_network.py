@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 from conftest import DATA
 
-from vgi_vision.client import Client
-from vgi_vision.launch import RunningWorker, running_worker
+from vgi_vision.client.client import Client
 from vgi_vision.protocol import decode, encode
+from vgi_vision.testing.launch import RunningWorker, running_worker
 
 TOKEN = "s3cret-bearer-token-for-tests"
 AUTH = {"VGI_VISION_AUTH_TOKEN": TOKEN}

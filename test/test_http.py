@@ -10,10 +10,9 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.launch import RunningWorker, running_worker
-from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import argument_rows
+from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.testing.launch import RunningWorker, running_worker
 
 KEY = "6b6579206f66207468652074657374207265706c69636173"  # hex, 24 bytes
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from vgi_vision import imaging
-from vgi_vision.imaging import DecodeLimits, Preprocessing, decode
+from vgi_vision.worker.vision import imaging
+from vgi_vision.worker.vision.imaging import DecodeLimits, Preprocessing, decode
 
 DATA = Path(__file__).resolve().parent / "sql" / "data"
 SIZE = Preprocessing().size

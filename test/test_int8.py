@@ -16,8 +16,8 @@ import duckdb
 import pytest
 
 import vgi_vision
-from vgi_vision.model import Classifier, load_classifier
-from vgi_vision.model_files import models_root
+from vgi_vision.worker.vision.model import Classifier, load_classifier
+from vgi_vision.worker.vision.model_files import models_root
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -102,9 +102,8 @@ def test_a_replica_serving_another_model_refuses_the_continuation(tmp_path) -> N
     """Replicas share a token key; one serving int8 must not resume an fp32 scan."""
     import httpx
 
-    from vgi_vision.launch import running_worker
-    from vgi_vision.protocol import decode, encode
-    from vgi_vision.registry import argument_rows
+    from vgi_vision.protocol import argument_rows, decode, encode
+    from vgi_vision.testing.launch import running_worker
 
     env = {"VGI_VISION_TOKEN_KEY": "6b6579206f66207468652074657374207265706c69636173"}
     with running_worker("http", env=env, workdir=tmp_path / "a") as fp32, \

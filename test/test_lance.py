@@ -22,15 +22,16 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import IMAGES, RUNS, STAGED, ResultKind, utc_now
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.launch import running_worker
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import FunctionError, argument_rows
+from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.protocol import argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.testing.launch import running_worker
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.lance.store import IMAGES, RUNS, STAGED, ResultKind, utc_now
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import FunctionError
+from vgi_vision.worker.vision.model import load_classifier
 
 
 def table_counts(uri: Path) -> dict[str, int]:

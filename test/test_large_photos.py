@@ -22,7 +22,7 @@ from conftest import DATA
 from PIL import Image
 
 import vgi_vision
-from vgi_vision.client import Client
+from vgi_vision.client.client import Client
 
 PHOTO_ROWS = int(os.environ.get("VGI_VISION_PHOTO_ROWS", "80"))
 OVERSIZED_BYTES = 150 << 20

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from vgi_vision.model import (
+from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
     NUM_CLASSES,
     Classifier,

@@ -22,9 +22,8 @@ import pytest
 from conftest import DATA
 
 import vgi_vision
-from vgi_vision.launch import RunningWorker, start_http
-from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import argument_rows
+from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.testing.launch import RunningWorker, start_http
 
 KEY = "6e67696e782d7265706c696361732d736861726564"  # hex: the replicas' shared token key
 TOKEN = "bearer-token-passed-through-nginx"

@@ -14,17 +14,23 @@ from PIL import Image
 from text_images import MANY_LINES, SQL_TEXT, encode, render, text_boxes
 
 import vgi_vision
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.functions.ocr import LINES_PER_TICK, OcrState
-from vgi_vision.harness import invoke_table_function, run_ticks
-from vgi_vision.imaging import DecodeLimits
-from vgi_vision.model import load_classifier
-from vgi_vision.ocr import INSTALL_HINT, OcrUnavailable, TextLine, TextReader, load_text_reader
-from vgi_vision.paths import PathPolicy
-from vgi_vision.protocol import decode
+from vgi_vision.protocol import INPUT_ROW, argument_rows, decode
 from vgi_vision.protocol import encode as encode_message
-from vgi_vision.registry import INPUT_ROW, argument_rows
-from vgi_vision.server import Dispatcher, LiveStates
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.functions.ocr import LINES_PER_TICK, OcrState
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.ticks import run_ticks
+from vgi_vision.worker.vision.imaging import DecodeLimits
+from vgi_vision.worker.vision.model import load_classifier
+from vgi_vision.worker.vision.ocr import (
+    INSTALL_HINT,
+    OcrUnavailable,
+    TextLine,
+    TextReader,
+    load_text_reader,
+)
 
 LIMITS = DecodeLimits()
 PARAGRAPH = ["The quick brown fox jumps over", "the lazy dog; 0123456789 (ok?)",

@@ -16,14 +16,15 @@ import pytest
 from test_lance import registry_with
 from text_images import INVOICE, MANY_LINES, SIGN, SQL_TEXT, encode, render
 
-from vgi_vision.client import Client
-from vgi_vision.functions.ocr import OcrState
-from vgi_vision.harness import invoke_table_function, run_ticks
-from vgi_vision.lance.store import OCR, OCR_STAGED, RUNS
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.launch import running_worker
-from vgi_vision.ocr import OCR_MODEL
-from vgi_vision.registry import argument_rows
+from vgi_vision.client.client import Client
+from vgi_vision.protocol import argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.testing.launch import running_worker
+from vgi_vision.worker.functions.ocr import OcrState
+from vgi_vision.worker.lance.store import OCR, OCR_STAGED, RUNS
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.ticks import run_ticks
+from vgi_vision.worker.vision.ocr import OCR_MODEL
 
 BLANK = encode(render([" "], 24))
 INVOICE_PNG = (SQL_TEXT / "invoice.png").read_bytes()

@@ -12,12 +12,11 @@ from typing import ClassVar
 import pyarrow as pa
 import pytest
 
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.harness import TickGuardError, invoke_table_function
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import (
-    INPUT_ROW,
+from vgi_vision.protocol import INPUT_ROW, argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import (
     Args,
     Column,
     FunctionError,
@@ -26,10 +25,11 @@ from vgi_vision.registry import (
     Overload,
     Param,
     Registry,
-    argument_rows,
 )
-from vgi_vision.state import CursorState, ScanState, StateError
-from vgi_vision.tokens import TokenError, TokenSealer
+from vgi_vision.worker.state import CursorState, ScanState, StateError
+from vgi_vision.worker.ticks import TickGuardError
+from vgi_vision.worker.tokens import TokenError, TokenSealer
+from vgi_vision.worker.vision.model import load_classifier
 
 
 @dataclass

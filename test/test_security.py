@@ -27,16 +27,16 @@ from conftest import DATA
 from PIL import Image
 
 import vgi_vision
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.imaging import decode as decode_image
-from vgi_vision.launch import RunningWorker, running_worker, start_http
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.protocol import decode, encode
-from vgi_vision.registry import FunctionError, Registry, argument_rows
-from vgi_vision.server import Dispatcher, LiveStates, ServerLimits
+from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
+from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, ServerLimits
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import FunctionError, Registry
+from vgi_vision.worker.vision.imaging import decode as decode_image
+from vgi_vision.worker.vision.model import load_classifier
 
 TOKEN = "s3cret-bearer-token-for-tests"
 AUTH_ENV = "VGI_VISION_AUTH_TOKEN"
@@ -47,7 +47,7 @@ MB = 1 << 20
 def dispatched(worker_dir: Path) -> int:
     """Requests the worker's dispatcher has handled: it logs one line for each."""
     log = worker_dir / "worker.log"
-    return sum(" vgi_vision.server: " in line for line in log.read_text().splitlines())
+    return sum(" vgi_vision.worker.dispatcher: " in line for line in log.read_text().splitlines())
 
 
 def labels(table: pa.Table) -> list[str]:

@@ -14,21 +14,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from vgi_vision.binding import attach, detach
-from vgi_vision.client import Client
-from vgi_vision.registry import (
-    INPUT_ROW,
-    Args,
-    Column,
-    FunctionSpec,
-    Output,
-    Overload,
-    Param,
-    Registry,
-)
-from vgi_vision.server import Dispatcher, LiveStates
-from vgi_vision.sqltypes import UnsupportedType, arrow_type
-from vgi_vision.state import CursorState
+from vgi_vision.client.binding import attach, detach
+from vgi_vision.client.client import Client
+from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.protocol.sqltypes import UnsupportedType, arrow_type
+from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
+from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Overload, Param, Registry
+from vgi_vision.worker.state import CursorState
 
 
 @pytest.mark.parametrize(("sql", "arrow"), [

@@ -19,9 +19,9 @@ import pytest
 from conftest import DATA, REPO
 
 import vgi_vision
-from vgi_vision.client import Client
-from vgi_vision.model import DEFAULT_MODEL, models_root
+from vgi_vision.client.client import Client
 from vgi_vision.transports.stdio import WorkerStartError
+from vgi_vision.worker.vision.model import DEFAULT_MODEL, models_root
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_a_worker_that_dies_mid_call_is_named_with_its_exit() -> None:
 
 
 def test_unix_socket_taken_by_a_live_worker(tmp_path: Path) -> None:
-    from vgi_vision.launch import start_unix
+    from vgi_vision.testing.launch import start_unix
 
     path = tmp_path / "w.sock"
     worker = start_unix(path)

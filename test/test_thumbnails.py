@@ -14,14 +14,14 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from vgi_vision.functions import VisionContext, build_registry
-from vgi_vision.harness import invoke_table_function
-from vgi_vision.imaging import THUMBNAIL_SIDE, decode, decode_image
-from vgi_vision.lance.store import IMAGES, PredictionStore, image_schema
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.model import load_classifier
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import argument_rows
+from vgi_vision.protocol import argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.worker.functions import VisionContext, build_registry
+from vgi_vision.worker.lance.store import IMAGES, PredictionStore, image_schema
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.vision.imaging import THUMBNAIL_SIDE, decode, decode_image
+from vgi_vision.worker.vision.model import load_classifier
 
 
 def jpeg_of(image: Image.Image) -> bytes:

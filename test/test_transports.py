@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from conftest import EXPECTED_TOP5
 
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.model import load_classifier
+from vgi_vision.client.client import Client, WorkerError
 from vgi_vision.protocol import decode, encode
+from vgi_vision.worker.vision.model import load_classifier
 
 
 def classify_rows(client: Client, images: list, top_k: int = 5) -> dict[int, list[dict]]:
@@ -138,7 +138,7 @@ def test_concurrent_clients_get_their_own_results(transport: str, worker_pool,
 NOISY_WORKER = """
 import os, sys
 from vgi_vision.cli import main
-from vgi_vision.functions.classify import ImageClasses
+from vgi_vision.worker.functions.classify import ImageClasses
 process = ImageClasses.process
 def noisy(self, args, state, out):
     print("a stray print")            # Python-level stdout

@@ -21,12 +21,12 @@ import pytest
 from test_lance import classify_args, distinct_photos, table_counts
 
 import vgi_vision
-from vgi_vision.client import Client, WorkerError
-from vgi_vision.lance.store import STAGED
-from vgi_vision.launch import running_worker
+from vgi_vision.client.client import Client, WorkerError
 from vgi_vision.protocol import decode, encode
+from vgi_vision.testing.launch import running_worker
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import read_frame, write_frame
+from vgi_vision.worker.lance.store import STAGED
 
 
 def worker_log(folder: Path) -> str:

@@ -16,7 +16,7 @@ import lancedb
 import pyarrow as pa
 import pytest
 
-from vgi_vision.lance import CoalescingWriteQueue, QueueClosedError
+from vgi_vision.worker.lance import CoalescingWriteQueue, QueueClosedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -266,7 +266,7 @@ def test_failing_on_flushed_is_logged_and_never_fails_the_write(
         await queue.stop()
         assert sink.batches == [[1, 2], [3]]
 
-    with caplog.at_level(logging.ERROR, logger="vgi_vision.lance.write_queue"):
+    with caplog.at_level(logging.ERROR, logger="vgi_vision.worker.lance.write_queue"):
         run(scenario)
     hook_errors = [r for r in caplog.records if "on_flushed" in r.getMessage()]
     assert len(hook_errors) == 2

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pytest
 from test_lance import classify_args, distinct_photos, registry_with, stored, table_counts
 
-from vgi_vision.client import Client
-from vgi_vision.harness import invoke_table_function
-from vgi_vision.lance.store import IMAGES, RUNS, STAGED, ResultKind
-from vgi_vision.lance.writeback import WriteBack
-from vgi_vision.launch import running_worker
-from vgi_vision.registry import FunctionError, argument_rows
+from vgi_vision.client.client import Client
+from vgi_vision.protocol import argument_rows
+from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.testing.launch import running_worker
+from vgi_vision.worker.lance.store import IMAGES, RUNS, STAGED, ResultKind
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.registry import FunctionError
 
 
 def snapshot(table: pa.Table) -> list[tuple]:

@@ -15,11 +15,11 @@ __all__ = ["__version__", "attach", "detach", "Client"]
 def __getattr__(name: str):
     # Lazy: the worker process imports this package too and needs neither DuckDB nor httpx.
     if name in ("attach", "detach"):
-        from vgi_vision import binding
+        from vgi_vision.client import binding
 
         return getattr(binding, name)
     if name == "Client":
-        from vgi_vision.client import Client
+        from vgi_vision.client.client import Client
 
         return Client
     raise AttributeError(name)

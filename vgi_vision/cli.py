@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
-from vgi_vision.providers import DEVICES
+from vgi_vision.worker.vision.providers import DEVICES
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
@@ -138,11 +138,11 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from vgi_vision.imaging import DecodeLimits
-    from vgi_vision.model import DEFAULT_MODEL, ModelError
-    from vgi_vision.server import SealedStates, ServerLimits
-    from vgi_vision.tokens import TokenSealer
-    from vgi_vision.worker import WorkerConfig, build_worker
+    from vgi_vision.worker.build import WorkerConfig, build_worker
+    from vgi_vision.worker.dispatcher import SealedStates, ServerLimits
+    from vgi_vision.worker.tokens import TokenSealer
+    from vgi_vision.worker.vision.imaging import DecodeLimits
+    from vgi_vision.worker.vision.model import DEFAULT_MODEL, ModelError
 
     # Everything that can be checked before the model loads is: a bad flag costs no wait.
     transport = "unix" if args.unix else "http" if args.http else "stdio"
@@ -159,7 +159,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise CliError(f"cannot run on cores {sorted(args.cpus)}: {exc.strerror}") from None
     frames = None
     if transport == "stdio":
-        from vgi_vision.transports.stdio import claim_stdout
+        from vgi_vision.worker.serve.stdio import claim_stdout
 
         frames = claim_stdout()
     limits = ServerLimits(max_request_bytes=args.max_request_mb << 20,
@@ -184,7 +184,7 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if transport == "stdio":
-            from vgi_vision.transports.stdio import serve_stdio
+            from vgi_vision.worker.serve.stdio import serve_stdio
 
             assert frames is not None
             # Served off the main thread, so SIGTERM (raised in the main thread) never lands
@@ -194,7 +194,7 @@ def run_serve(args: argparse.Namespace) -> int:
             serving.start()
             serving.join()
         elif transport == "unix":
-            from vgi_vision.transports.unix import UnixServer
+            from vgi_vision.worker.serve.unix import UnixServer
 
             with UnixServer(args.unix, dispatcher, max_connections=args.max_connections,
                             idle_timeout=args.idle_timeout,
@@ -202,7 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 logging.getLogger(__name__).info("serving on unix://%s", args.unix)
                 server.serve_forever()
         else:
-            from vgi_vision.transports.http import make_app, serve_http
+            from vgi_vision.worker.serve.http import make_app, serve_http
 
             assert sealer is not None
             app = make_app(dispatcher, SealedStates(sealer), auth_token, threads=args.threads,
@@ -242,7 +242,7 @@ def check_address_free(args: argparse.Namespace) -> None:
     import socket
 
     if args.unix:
-        from vgi_vision.transports.unix import socket_is_live
+        from vgi_vision.worker.serve.unix import socket_is_live
 
         if socket_is_live(Path(args.unix)):
             raise CliError(f"cannot serve on unix://{args.unix}: another worker is serving "
@@ -260,7 +260,7 @@ def check_address_free(args: argparse.Namespace) -> None:
 
 def checked_token_key(args: argparse.Namespace) -> bytes | None:
     """The key replicas share for continuation tokens (None: a random one per process)."""
-    from vgi_vision.tokens import MIN_KEY_BYTES, key_from_env
+    from vgi_vision.worker.tokens import MIN_KEY_BYTES, key_from_env
 
     key = key_from_env(read_secret(args.token_key_file, TOKEN_KEY_ENV))
     if key is not None and len(key) < MIN_KEY_BYTES:
@@ -352,7 +352,7 @@ def add_pool_options(p: argparse.ArgumentParser) -> None:
 
 
 def pool_size(text: str) -> int | str:
-    from vgi_vision.locations import parse_workers
+    from vgi_vision.client.locations import parse_workers
 
     try:
         return parse_workers(text)
@@ -473,7 +473,7 @@ def repl(con) -> int:
 
 
 def add_classify(commands: argparse._SubParsersAction) -> None:
-    from vgi_vision.batch import FORMATS
+    from vgi_vision.client.classify_command import FORMATS
 
     p = commands.add_parser("classify", help="classify image files, folders and globs",
                             description="Classify images in batches with a progress bar (on a "
@@ -494,14 +494,14 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from vgi_vision.batch import (
+    from vgi_vision.client.classify_command import (
         classify_files,
         expand,
         failure_report,
         progress_wanted,
         write_table,
     )
-    from vgi_vision.client import Client
+    from vgi_vision.client.client import Client
 
     private = {"lance": args.lance, **model_flags(args)}
     if args.location and any(private.values()):
@@ -538,7 +538,12 @@ def add_catalog_commands(commands: argparse._SubParsersAction) -> None:
 def run_models(args: argparse.Namespace) -> int:
     import json
 
-    from vgi_vision.model_files import ModelError, ModelInfo, models_root, shipped_model_names
+    from vgi_vision.worker.vision.model_files import (
+        ModelError,
+        ModelInfo,
+        models_root,
+        shipped_model_names,
+    )
 
     names = shipped_model_names()
     if not names:
@@ -557,8 +562,8 @@ def run_models(args: argparse.Namespace) -> int:
 def run_functions(args: argparse.Namespace) -> int:
     import json
 
-    from vgi_vision.client import Client
-    from vgi_vision.docs import render_reference
+    from vgi_vision.client.client import Client
+    from vgi_vision.worker.docs import render_reference
 
     with Client(location_of(args), workers=args.workers, concurrency=args.concurrency,
                 auth_token=read_secret(args.auth_token_file, AUTH_TOKEN_ENV)) as client:

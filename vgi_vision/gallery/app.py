@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
-from vgi_vision.transports.http import bearer_matches
+from vgi_vision.worker.serve.http import bearer_matches
 
 NEIGHBOURS = 8
 TOKEN_COOKIE = "vgi_gallery_token"

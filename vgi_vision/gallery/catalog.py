@@ -25,9 +25,9 @@ import duckdb
 import lancedb
 import pyarrow as pa
 
-from vgi_vision.categories import load_taxonomy
-from vgi_vision.lance.store import IMAGES
-from vgi_vision.model import ModelError, ModelInfo, models_root
+from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.vision.categories import load_taxonomy
+from vgi_vision.worker.vision.model import ModelError, ModelInfo, models_root
 
 log = logging.getLogger(__name__)
 

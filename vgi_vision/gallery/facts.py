@@ -3,7 +3,7 @@
 The same rule as a worker's ``--data-root``: with a data root, a stored path is shown (relative
 to the root) and its file read only if it resolves inside the root; without one, paths are
 shown as stored and no file is ever read. Stored paths are data from SQL rows, as untrusted as
-image bytes: reading is through :class:`vgi_vision.paths.PathPolicy`, and a file that is
+image bytes: reading is through :class:`vgi_vision.worker.paths.PathPolicy`, and a file that is
 missing, refused or undecodable simply has no facts.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vgi_vision.facts import read_info
-from vgi_vision.paths import PathPolicy
-from vgi_vision.registry import FunctionError
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import FunctionError
+from vgi_vision.worker.vision.facts import read_info
 
 #: Largest file read for its facts.
 MAX_FILE_BYTES = 64 << 20

@@ -1,8 +1,8 @@
 """Transports move framed request/response bytes; none of them knows what a function is.
 
 Each module holds both halves of one transport: the server loop that feeds requests to the
-shared :class:`~vgi_vision.server.Dispatcher`, and the client transport that
-:class:`~vgi_vision.client.Client` sends requests through.
+shared :class:`~vgi_vision.worker.dispatcher.Dispatcher`, and the client transport that
+:class:`~vgi_vision.client.client.Client` sends requests through.
 """
 
 from __future__ import annotations

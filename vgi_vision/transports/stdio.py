@@ -20,17 +20,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import IO, BinaryIO
+from typing import IO
 
-from vgi_vision.server import Dispatcher, LiveStates
 from vgi_vision.transports import TransportError
-from vgi_vision.transports.framing import (
-    ByteWriter,
-    FrameError,
-    read_frame,
-    serve_stream,
-    write_frame,
-)
+from vgi_vision.transports.framing import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +39,6 @@ STDERR_TAIL_LINES = 20
 
 class WorkerStartError(TransportError):
     """A private worker exited before it could serve; the message is the worker's own."""
-
-
-def claim_stdout() -> BinaryIO:
-    """Keep a private copy of file descriptor 1 for frames and point fd 1 at stderr.
-
-    Called before the worker loads anything: afterwards whatever writes to stdout, Python or
-    native code alike, lands in stderr and cannot corrupt the stream.
-    """
-    sys.stdout.flush()
-    frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    return frames
-
-
-def serve_stdio(dispatcher: Dispatcher, frames: ByteWriter) -> None:
-    """Announce readiness, then answer frames from stdin until it closes."""
-    write_frame(frames, READY_FRAME)
-    # Unbuffered: the worker serves from a thread that may still be blocked reading when a
-    # SIGTERM ends the process, and a buffered stdin's lock aborts interpreter shutdown then.
-    requests = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
-    serve_stream(requests, frames, dispatcher, LiveStates())
 
 
 def worker_command(*extra: str) -> list[str]:

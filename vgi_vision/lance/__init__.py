@@ -1,5 +1,0 @@
-"""LanceDB persistence helpers: batching writes so each ``add`` carries many rows."""
-
-from vgi_vision.lance.write_queue import CoalescingWriteQueue, QueueClosedError
-
-__all__ = ["CoalescingWriteQueue", "QueueClosedError"]

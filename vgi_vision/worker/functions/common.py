@@ -1,0 +1,89 @@
+"""What every vision function shares: the context a worker gives them and argument helpers.
+
+``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
+the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
+package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
+from vgi_vision.worker.vision.imaging import ImageSource, read_source
+from vgi_vision.worker.vision.model import Classifier, TopKError, validate_top_k
+from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
+
+DEFAULT_TOP_K = 5
+
+
+#: Images classified per tick: one model batch.
+IMAGES_PER_TICK = 32
+
+
+#: Upper bound on rows one classify tick emits (bounds a response when top_k is large).
+MAX_ROWS_PER_TICK = 4096
+
+
+@dataclass(frozen=True)
+class VisionContext:
+    """What the vision functions need from the worker that hosts them."""
+
+    classifier: Classifier
+    paths: PathPolicy
+    sink: WriteBack | None = None
+    reader: TextReader = field(default_factory=load_text_reader)
+
+    def store(self) -> WriteBack:
+        if self.sink is None:
+            raise FunctionError("this worker keeps no results: start it with --lance URI "
+                                "(or attach(con, lance=URI))", kind="not_configured")
+        return self.sink
+
+
+def image_overloads(*extra: Param) -> tuple[Overload, ...]:
+    """The same signature twice: image bytes (BLOB) or a path to read (VARCHAR)."""
+    return (
+        Overload((Param("image", "BLOB", doc="encoded image bytes (JPEG, PNG, WebP, ...)"),
+                  *extra)),
+        Overload((Param("path", "VARCHAR", doc="path of an image file"), *extra)),
+    )
+
+
+def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSource]:
+    """The images of ``rows``: bytes as given; paths through the path policy.
+
+    Under a data root the policy reads the files itself (checked against the opened file);
+    with write-back on, files are read here too, once: the bytes are both classified and
+    hashed into the stored ``image_key``.
+    """
+    if args.overload.params[0].type == "BLOB":
+        return args["image"].slice(rows.start, len(rows)).to_pylist()
+    limit = ctx.classifier.limits.max_bytes
+    paths = args["path"].slice(rows.start, len(rows)).to_pylist()
+    sources: list[ImageSource] = [None if p is None else ctx.paths.source(p, limit)
+                                  for p in paths]
+    if ctx.sink is not None:
+        return [read_source(s, ctx.classifier.limits) for s in sources]
+    return sources
+
+
+def images_per_tick(ks: list[int | None]) -> int:
+    """One model batch of images, fewer when their rows would exceed MAX_ROWS_PER_TICK."""
+    largest = max((k for k in ks if k is not None), default=1)
+    return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
+
+
+def top_k_column(ctx: VisionContext, args: Args) -> list[int | None]:
+    """Per-row top_k, validated up front (against the serving model's class count) so a bad
+    value fails the call before any work."""
+    values = args["top_k"].to_pylist()
+    try:
+        for k in values:
+            if k is not None:
+                validate_top_k(k, ctx.classifier.info.num_classes)
+    except TopKError as exc:
+        raise FunctionError(str(exc)) from None
+    return values

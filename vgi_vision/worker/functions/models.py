@@ -1,0 +1,60 @@
+"""``models()``: the models a worker can load, and which one it is serving."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.worker.functions.common import VisionContext
+from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, Output
+from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.vision.model_files import ModelInfo, available_models
+
+MODEL_COLUMNS = (
+    Column("name", "VARCHAR", "model name; serve --model NAME or attach(con, model=NAME)"),
+    Column("source", "VARCHAR", "'shipped' (inside the package) or 'directory' (a model "
+                                "directory given to --model)"),
+    Column("input_size", "INTEGER", "side of the square input in pixels"),
+    Column("classes", "INTEGER", "number of classes the model predicts"),
+    Column("embedding_size", "INTEGER", "length of the image embedding; NULL if none"),
+    Column("precision", "VARCHAR", "weight precision, e.g. fp32 or int8"),
+    Column("sha256", "VARCHAR", "sha256 of model.onnx, checked when the model loads"),
+    Column("license", "VARCHAR", "license of the model weights"),
+    Column("serving", "BOOLEAN", "true for the model this worker is running"),
+    Column("provider", "VARCHAR", "onnxruntime execution provider of the serving model "
+                                  "(e.g. CPUExecutionProvider); NULL for the others"),
+)
+
+
+class Models:
+    """The model table, fixed when the worker starts: a pure function of the cursor."""
+
+    state_type = CursorState
+
+    def __init__(self, ctx: VisionContext) -> None:
+        self.ctx = ctx
+        self.rows = [self._row(info) for info in available_models(ctx.classifier.info)]
+
+    def _row(self, info: ModelInfo) -> dict[str, object]:
+        serving = info.directory.resolve() == self.ctx.classifier.info.directory.resolve()
+        return {"name": info.name, "source": "shipped" if info.shipped else "directory",
+                "input_size": info.prep.size, "classes": info.num_classes,
+                "embedding_size": info.embedding_dim or None, "precision": info.precision,
+                "sha256": info.sha256, "license": info.license, "serving": serving}
+
+    def initial_state(self, args: Args) -> CursorState:
+        return CursorState()
+
+    def process(self, args: Args, state: CursorState, out: Output) -> None:
+        total = len(self.rows) * args.num_rows
+        positions = state.advance(total, ROWS_PER_TICK)
+        if len(positions):
+            provider = self.ctx.classifier.provider
+            rows = [{**self.rows[p % len(self.rows)]} for p in positions]
+            for row in rows:
+                row["provider"] = provider if row["serving"] else None
+            columns: dict[str, list] = {INPUT_ROW: [p // len(self.rows) for p in positions]}
+            columns.update({c.name: [r[c.name] for r in rows] for c in MODEL_COLUMNS})
+            out.emit(pa.RecordBatch.from_pydict(columns, schema=out.schema))
+        if state.offset >= total:
+            out.finish()

@@ -1,0 +1,292 @@
+"""LanceDB tables for stored results: one row per (image, model), written in all-or-nothing runs.
+
+OCR results follow the same mechanism in their own pair of tables, ``ocr`` and ``ocr_staged``
+(one row per image and OCR model, its lines as lists; see :data:`TEXT`); a run commits into one
+pair. What follows says ``images`` and ``staged`` for either.
+
+A *run* is one function call's worth of results. Three tables:
+
+* ``images``: what readers see. One row per (``image_key``, ``model``) holding the image's
+  ranked predictions (list columns) and its embedding, so a prediction and its embedding
+  become visible in the same table version: a reader can never see one without the other.
+* ``staged``: rows of runs still being written, appended in as many batches as the write
+  queue makes (over HTTP, by several replicas). Nobody reads them but the commit.
+* ``runs``: one record per committed run, so a replayed or retried request of a run that
+  already committed writes nothing and commits nothing again.
+
+Committing a run is:
+
+1. check that ``staged`` holds a row for every argument row the run classified (nothing lost
+   on the way; a replayed batch stages the same argument rows again, which does not count);
+2. merge the run's rows into ``images`` on (``image_key``, ``model``): one atomic table version.
+   An image already stored keeps its row, unless this run ranked more classes (a larger
+   ``top_k``), in which case the wider row replaces it. So re-classifying stored images (a
+   retried request, a re-run query, a sub-batch retried on another worker) never duplicates
+   them, and nothing stored is ever removed;
+3. append the run's record to ``runs``, then delete its staged rows.
+
+The merge key is declared an (unenforced) primary key, which makes Lance detect two concurrent
+merges inserting the same new image and retry one, so replicas committing the same image at
+the same time still store it once. A failed run is rolled back by deleting its staged rows,
+which never touches ``images``. On open, recovery deletes staged rows left by a crash.
+
+Everything here is async and must run on one event loop (see
+:mod:`vgi_vision.worker.lance.writeback` for the thread that owns it). The URI goes straight
+to ``lancedb.connect_async``, so object store URIs work as well as local folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+IMAGES = "images"
+STAGED = "staged"
+OCR = "ocr"
+OCR_STAGED = "ocr_staged"
+RUNS = "runs"
+
+#: The identity of a stored result: the image's content hash and the model that classified it.
+IMAGE_IDENTITY = ["image_key", "model"]
+
+#: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
+#: gallery can show images classified from BLOBs. NULL in rows written before it existed.
+THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
+
+
+def image_schema(dim: int) -> pa.Schema:
+    """Columns of ``images``: one stored image per (image_key, model)."""
+    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+                  for name in IMAGE_IDENTITY]
+    return pa.schema(key_fields + [
+        ("path", pa.string()), ("top_k", pa.int32()),
+        ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
+        ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), dim)),
+        THUMBNAIL_FIELD,
+    ])
+
+
+def ocr_schema() -> pa.Schema:
+    """Columns of ``ocr``: the text lines of one image read by one OCR model, in reading order
+    (parallel lists, like the ranks of ``images``)."""
+    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+                  for name in IMAGE_IDENTITY]
+    return pa.schema(key_fields + [
+        ("path", pa.string()), ("min_confidence", pa.float64()),
+        ("text", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64())),
+        ("x0", pa.list_(pa.int32())), ("y0", pa.list_(pa.int32())),
+        ("x1", pa.list_(pa.int32())), ("y1", pa.list_(pa.int32())),
+        ("run_id", pa.string()), ("created_at", pa.timestamp("us")),
+    ])
+
+
+def staged_schema(dim: int) -> pa.Schema:
+    """Columns of ``staged``: an image row plus the argument row it answers."""
+    return staging(image_schema(dim))
+
+
+def staging(schema: pa.Schema) -> pa.Schema:
+    """A staging table's columns: the stored row's (no key metadata) plus its argument row."""
+    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in schema]
+    return pa.schema([*plain, pa.field("input_row", pa.int32())])
+
+
+@dataclass(frozen=True)
+class ResultKind:
+    """One kind of stored result: the table readers see, the table its runs stage in, and
+    which of two rows of the same (image, model) is kept: the one whose ``column`` is larger
+    (``larger_wins``) or smaller."""
+
+    table: str
+    staged: str
+    column: str
+    larger_wins: bool
+
+    @property
+    def replaces(self) -> str:
+        """Merge condition: the new row replaces the stored one."""
+        return f"target.{self.column} {'<' if self.larger_wins else '>'} source.{self.column}"
+
+
+#: Classification keeps the row that ranked more classes; OCR the row that kept more lines
+#: (read with a lower min_confidence).
+CLASSIFICATION = ResultKind(IMAGES, STAGED, "top_k", larger_wins=True)
+TEXT = ResultKind(OCR, OCR_STAGED, "min_confidence", larger_wins=False)
+
+
+def runs_schema() -> pa.Schema:
+    return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
+                      ("committed_at", pa.timestamp("us"))])
+
+
+def utc_now() -> datetime:
+    """Naive UTC: the tables store UTC timestamps without a zone (DuckDB reads them as is)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class RunError(RuntimeError):
+    """A run could not be made durable; it was rolled back."""
+
+
+def run_filter(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):  # ids are ours, but never splice unchecked text into SQL
+        raise ValueError(f"invalid run id {run_id!r}")
+    return f"run_id = '{run_id}'"
+
+
+def one_row_per_image(staged: pa.Table, kind: ResultKind = CLASSIFICATION) -> pa.Table:
+    """The row ``kind`` keeps (e.g. the largest top_k) of each (image_key, model) in
+    ``staged``, as stored rows.
+
+    A run stages an image twice when it appears in two argument rows or when a batch was
+    replayed; the merge needs each identity once.
+    """
+    keys = zip(staged.column("image_key").to_pylist(), staged.column("model").to_pylist(),
+               strict=True)
+    sign = 1 if kind.larger_wins else -1
+    values = [sign * v for v in staged.column(kind.column).to_pylist()]
+    kept: dict[tuple[str, str], int] = {}
+    for row, key in enumerate(keys):
+        if key not in kept or values[row] > values[kept[key]]:
+            kept[key] = row
+    return staged.take(pa.array(sorted(kept.values()), pa.int64())).drop_columns(["input_row"])
+
+
+async def open_or_create(db: Any, name: str, schema: pa.Schema) -> Any:
+    """The table ``name``, created if missing; one made by an older version of this package
+    gains the columns added since (NULL in its existing rows)."""
+    try:
+        return await db.create_table(name, schema=schema, exist_ok=True)
+    except ValueError:  # it exists with another schema
+        table = await db.open_table(name)
+        existing = await table.schema()
+        missing = [field for field in schema if field.name not in existing.names]
+        if missing:
+            await table.add_columns(missing)
+        if not (await table.schema()).equals(schema):
+            table.close()
+            raise
+        return table
+
+
+@dataclass
+class PredictionStore:
+    db: Any
+    images: Any
+    staged: Any
+    runs: Any
+    embedding_dim: int
+    ocr: Any = None
+    ocr_staged: Any = None
+
+    @classmethod
+    async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
+                   ) -> PredictionStore:
+        # Every read checks for the latest version: other replicas commit to the same tables.
+        db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
+        store = cls(
+            db=db,
+            images=await open_or_create(db, IMAGES, image_schema(embedding_dim)),
+            staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
+            runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
+            embedding_dim=embedding_dim,
+            ocr=await open_or_create(db, OCR, ocr_schema()),
+            ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
+        )
+        await store.recover(recovery_grace_seconds)
+        return store
+
+    async def recover(self, grace_seconds: float = 0.0) -> None:
+        """Delete staged rows a crash left behind: their runs were never acknowledged.
+
+        Staged rows written less than ``grace_seconds`` ago are left alone: with replicas
+        sharing the tables they may belong to a run another worker is still writing.
+        """
+        newest: dict[str, datetime] = {}
+        for staged in (self.staged, self.ocr_staged):
+            pending = await staged.query().select(["run_id", "created_at"]).to_arrow()
+            for run_id, created in zip(pending.column("run_id").to_pylist(),
+                                       pending.column("created_at").to_pylist(), strict=True):
+                newest[run_id] = max(created, newest.get(run_id, created))
+        cutoff = utc_now() - timedelta(seconds=grace_seconds)
+        for run_id in sorted(newest):
+            if newest[run_id] <= cutoff:
+                await self.rollback(run_id)
+                log.warning("recovered run %s: staged rows deleted (never committed)", run_id)
+
+    def _tables(self, kind: ResultKind) -> tuple[Any, Any]:
+        """(stored, staging) tables of ``kind``."""
+        return {IMAGES: (self.images, self.staged), OCR: (self.ocr, self.ocr_staged)}[kind.table]
+
+    async def append(self, rows: list[dict[str, Any]], kind: ResultKind = CLASSIFICATION
+                     ) -> None:
+        """Stage one batch of a run's rows (invisible to readers until the run commits)."""
+        staged = self._tables(kind)[1]
+        await staged.add(pa.Table.from_pylist(rows, schema=await staged.schema()))
+
+    async def committed(self, run_id: str) -> bool:
+        return await self.runs.count_rows(run_filter(run_id)) > 0
+
+    async def commit(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION
+                     ) -> None:
+        """Make the run visible: merge its staged rows into ``images`` (or ``ocr``; see the
+        module doc)."""
+        where = run_filter(run_id)
+        table, staging_table = self._tables(kind)
+        staged = await staging_table.query().where(where).to_arrow()
+        answered = len(pc.unique(staged.column("input_row")))
+        if answered != images:
+            raise RunError(f"run {run_id} staged {answered} of its {images} images")
+        if images:
+            await table.merge_insert(IMAGE_IDENTITY) \
+                .when_matched_update_all(where=kind.replaces) \
+                .when_not_matched_insert_all().execute(one_row_per_image(staged, kind))
+        await self.runs.add(pa.Table.from_pylist(
+            [{"run_id": run_id, "images": images, "committed_at": utc_now()}],
+            schema=runs_schema()))
+        await staging_table.delete(where)
+
+    async def rollback(self, run_id: str) -> None:
+        """Remove the staged rows of an unacknowledged run; stored images are never touched."""
+        for staged in (self.staged, self.ocr_staged):
+            await staged.delete(run_filter(run_id))
+
+    async def version(self, kind: ResultKind = CLASSIFICATION) -> int:
+        return await self._tables(kind)[0].version()
+
+    async def page(self, version: int, offset: int, limit: int,
+                   kind: ResultKind = CLASSIFICATION) -> pa.Table:
+        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors.
+
+        Paging a pinned version keeps every page of one scan consistent even while other
+        runs commit (a merge that widens a row rewrites it, which would shift plain offsets).
+        """
+        table = await self.db.open_table(kind.table, version=version)
+        try:
+            columns = [f.name for f in await table.schema() if f.name != "vector"]
+            return await table.query().offset(offset).limit(limit).select(columns).to_arrow()
+        finally:
+            table.close()
+
+    async def nearest(self, vector: list[float], k: int) -> pa.Table:
+        return await self.images.vector_search(vector).column("vector") \
+            .distance_type("cosine").limit(k) \
+            .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
+
+    def close(self) -> None:
+        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged):
+            table.close()
+        self.db.close()

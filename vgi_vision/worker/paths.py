@@ -1,0 +1,82 @@
+"""Which files a path argument may read.
+
+A worker reachable over a socket or HTTP must not become a way to read any file its user can:
+there, path arguments resolve under a configured data root and anything that escapes it
+(``..``, absolute paths elsewhere, symlinks pointing out) is refused. A subprocess worker runs
+as the calling user and reads what that user could read anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vgi_vision.worker.registry import FunctionError
+from vgi_vision.worker.vision.imaging import read_regular_file
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    root: Path | None = None
+    allow_any: bool = False
+
+    @classmethod
+    def unrestricted(cls) -> PathPolicy:
+        return cls(allow_any=True)
+
+    @classmethod
+    def confined(cls, root: str | os.PathLike | None) -> PathPolicy:
+        return cls(root=Path(root).resolve() if root is not None else None)
+
+    def resolve(self, path: str) -> str:
+        """The real path to read for ``path``, or a ``path_refused`` error."""
+        if "\x00" in path:
+            raise FunctionError("path contains a NUL byte", kind="path_refused")
+        if self.allow_any:
+            return path
+        if self.root is None:
+            raise FunctionError("path arguments are disabled on this worker; start it with "
+                                "--data-root DIR or pass the image bytes (BLOB)",
+                                kind="path_refused")
+        candidate = Path(path)
+        try:
+            real = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+            if real.is_symlink():  # Python 3.13+ returns a symlink loop unresolved
+                raise RuntimeError("symlink loop")
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
+            raise FunctionError(f"path {path!r} cannot be resolved", kind="path_refused") \
+                from None
+        if not self.contains(real):
+            raise FunctionError(f"path {path!r} is outside the data root", kind="path_refused")
+        return str(real)
+
+    def contains(self, real: Path) -> bool:
+        return self.root is not None and (real == self.root or self.root in real.parents)
+
+    def source(self, path: str, max_bytes: int) -> str | bytes | None:
+        """What to decode for ``path``: the path itself when any file may be read; under a
+        data root, the file's bytes, read through a descriptor whose target is checked again
+        after opening, so a symlink swapped in after ``resolve`` cannot lead outside."""
+        real = self.resolve(path)
+        if self.allow_any:
+            return real
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            if not self.contains(opened_path(fd, real)):
+                raise FunctionError(f"path {path!r} is outside the data root",
+                                    kind="path_refused")
+            return read_regular_file(fd, max_bytes)
+        finally:
+            os.close(fd)
+
+
+def opened_path(fd: int, fallback: str) -> Path:
+    """The file a descriptor really refers to (Linux ``/proc``), else the path it was opened by."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(fallback)

@@ -1,0 +1,1 @@
+"""The worker's half of each transport: the loops that feed requests to the dispatcher."""
