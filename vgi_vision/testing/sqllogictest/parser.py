@@ -374,14 +374,15 @@ class _Parser:
 
     def _load(self, location: Location, args: list[str]) -> Load:
         """No path: a new in-memory database, as in DuckDB."""
-        if len(args) > 2:  # DuckDB: a storage version to write
+        if len(args) > 3:
             raise _unsupported(" ".join(["load", *args]), location)
-        if len(args) == 2 and args[1].lower() not in ("readonly", "readwrite"):
+        if len(args) >= 2 and args[1].lower() not in ("readonly", "readwrite"):
             raise SqlLogicParseError(
                 f"{location}: load takes 'readonly' or 'readwrite' after the path"
             )
         path = args[0] if args else ""
-        return Load(location, path, len(args) == 2 and args[1].lower() == "readonly")
+        read_only = len(args) >= 2 and args[1].lower() == "readonly"
+        return Load(location, path, read_only, args[2] if len(args) == 3 else None)
 
     def _restart(self, location: Location, args: list[str]) -> Restart:
         if args not in ([], ["no_extension_load"]):

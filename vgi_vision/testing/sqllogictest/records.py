@@ -143,12 +143,15 @@ class RequireEnv:
 
 @dataclasses.dataclass(frozen=True)
 class Load:
-    """``load PATH [readonly]``: reopen on the database file at PATH (deleted first unless
-    ``readonly``), with the requirements met so far set up again on it."""
+    """``load PATH [readonly|readwrite [VERSION]]``: reopen on the database file at PATH
+    (deleted first unless ``readonly``; in memory when there is no PATH), with the
+    requirements met so far set up again on it. ``version`` is the storage version to
+    write (``latest``, ``v1.0.0``...), kept for the next loads and restarts."""
 
     location: Location
     path: str
     read_only: bool
+    version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

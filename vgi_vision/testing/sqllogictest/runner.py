@@ -45,6 +45,10 @@ from vgi_vision.testing.sqllogictest.records import (
     Statement,
 )
 
+# ``SET [GLOBAL|SESSION|LOCAL] name =|TO``: settings a restart must carry over even when
+# ``duckdb_settings()`` does not list them (``lambda_syntax``, for one).
+_SET = re.compile(r"\bSET\s+(?:GLOBAL\s+|SESSION\s+|LOCAL\s+)?(\w+)\s*(?:=|\bTO\b)", re.I)
+
 
 def _error_matches(expected: str, message: str) -> bool:
     """A substring, as DuckDB checks first; else a ``<REGEX>:``/``<!REGEX>:`` pattern that
@@ -86,6 +90,8 @@ class _FileRunner:
         self._met: list[Require] = []
         self._db_path = ":memory:"
         self._read_only = False
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        self._set_names: set[str] = set()
         self._db_stack = contextlib.ExitStack()
         self._root: duckdb.DuckDBPyConnection | None = None
         self._named: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -93,7 +99,7 @@ class _FileRunner:
     # -- the database ---------------------------------------------------------
 
     def open(self, set_up_requirements: bool) -> None:
-        root = duckdb.connect(self._db_path, read_only=self._read_only)
+        root = duckdb.connect(self._db_path, read_only=self._read_only, config=self._config)
         self._db_stack = contextlib.ExitStack()
         self._db_stack.callback(root.close)
         self._root = self._conn = root
@@ -185,6 +191,7 @@ class _FileRunner:
 
     def _statement(self, record: Statement, loop_vars: Mapping[str, str]) -> None:
         sql = self._sql(record.sql, record.location, loop_vars)
+        self._set_names.update(n.lower() for n in _SET.findall(sql) if n.lower() != "variable")
         error = self._execute(self._connection(record.connection), sql)
         expected = record.expected_error
         if error is None:
@@ -327,6 +334,8 @@ class _FileRunner:
                     os.remove(stale)
         self.close()
         self._db_path, self._read_only = path, record.read_only
+        if record.version is not None:
+            self._config = {"storage_compatibility_version": record.version}
         self.open(set_up_requirements=True)
 
     def _restart(self, record: Restart) -> None:
@@ -352,8 +361,15 @@ class _FileRunner:
                 ) from None
 
     def _settings(self) -> dict[str, str | None]:
+        """The settings ``duckdb_settings()`` lists, and those the file ``SET`` otherwise."""
         rows = self._conn.execute("SELECT name, value FROM duckdb_settings()").fetchall()
-        return dict(rows)
+        settings: dict[str, str | None] = dict(rows)
+        for name in self._set_names - settings.keys():
+            with contextlib.suppress(duckdb.Error):
+                (settings[name],) = self._conn.execute(
+                    "SELECT current_setting(?)::VARCHAR", [name]
+                ).fetchone() or (None,)
+        return settings
 
 
 def run_file(
