@@ -781,10 +781,12 @@ def test_keywords_and_environment_variables(
 
         test-env SLT_SIZE large
 
+        set variable SLT_SHAPE round
+
         query T
-        SELECT '{SLT_COLOUR} ${SLT_SIZE} {TEST_NAME}'
+        SELECT '{SLT_COLOUR} ${SLT_SIZE} {SLT_SHAPE} {TEST_NAME}'
         ----
-        blue large case.test
+        blue large round case.test
 
         statement ok
         COPY (SELECT 42 AS answer) TO '{TEST_DIR}/{BASE_TEST_NAME}.csv'
@@ -997,6 +999,7 @@ def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
         ("include other.test", "include"),
         ("sleep 1 second", "sleep"),
         ("set ignore_error_messages x", "set ignore_error_messages"),
+        ("set variable v <variable:x>", "set variable v"),
         ("mode output_result", "mode output_result"),
         ("foreach c <all_types_columns>", "foreach group <all_types_columns>"),
         ("foreach c <variable:v>", "foreach group <variable:v>"),

@@ -363,9 +363,14 @@ class _Parser:
             raise SqlLogicParseError(f"{location}: hash-threshold takes a number")
         self._hash_threshold = int(args[0])
 
-    def _set(self, location: Location, args: list[str]) -> SetSeed:
+    def _set(self, location: Location, args: list[str]) -> SetSeed | RequireEnv:
+        if args[:1] == ["variable"] and len(args) == 3 and not args[2].startswith("<"):
+            # DuckDB: defines {NAME} for the SQL that follows, as test-env does
+            return RequireEnv(location, args[1], None, default=args[2])
         if args[:1] != ["seed"]:
-            raise _unsupported(" ".join(["set", *args[:1]]), location)
+            raise _unsupported(
+                " ".join(["set", *args[: 2 if args[:1] == ["variable"] else 1]]), location
+            )
         try:
             (value,) = (float(word) for word in args[1:])
         except ValueError:

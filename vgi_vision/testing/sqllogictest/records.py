@@ -132,7 +132,8 @@ class RequireEnv:
     """``require-env VAR [value]``: skip unless set; defines ``{VAR}`` (and ``${VAR}``).
 
     ``test-env VAR DEFAULT`` is one too (``default`` set): it never skips and defines
-    ``VAR`` as ``DEFAULT``, since this runner has no test configuration to take it from.
+    ``VAR`` as ``DEFAULT``, since this runner has no test configuration to take it from;
+    so is ``set variable VAR VALUE``.
     """
 
     location: Location
