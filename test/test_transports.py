@@ -139,7 +139,7 @@ def test_concurrent_clients_get_their_own_results(transport: str, worker_pool,
 NOISY_WORKER = """
 import os, sys
 from vgi_vision.cli import main
-from vgi_vision.worker.functions.classify import ImageClasses
+from vgi_vision.worker.functions.image_classes import ImageClasses
 process = ImageClasses.process
 def noisy(self, args, state, out):
     print("a stray print")            # Python-level stdout
