@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vgi_vision import sqllogictest
 from vgi_vision.client.client import Client
+from vgi_vision.testing import sqllogictest
 from vgi_vision.testing.launch import TRANSPORTS, RunningWorker, running_worker
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from conftest import EXPECTED_TOP5
 
 import vgi_vision
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import decode, encode
+from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.inprocess import InProcessTransport
 
@@ -38,7 +38,7 @@ def test_scans_resume_from_live_state_in_this_process(inprocess) -> None:
         with pytest.raises(WorkerError) as info:
             client.request({"op": "scan", "function": "image_classes", "token": "forged"},
                            transport=transport)
-        assert info.value.kind == "invalid_token"
+        assert info.value.kind is ErrorKind.INVALID_TOKEN
 
 
 def test_requests_are_bytes_on_the_wire(inprocess) -> None:
@@ -46,7 +46,8 @@ def test_requests_are_bytes_on_the_wire(inprocess) -> None:
     transport = inprocess()
     for raw in [b"", b"garbage", encode({"op": "launch"})]:
         reply = decode(transport.roundtrip(raw))
-        assert reply.header["ok"] is False and reply.header["error"]["kind"] == "bad_request"
+        assert reply.header["ok"] is False
+        assert reply.header["error"]["kind"] == ErrorKind.BAD_REQUEST
     reply = decode(transport.roundtrip(bytearray(encode({"op": "describe"}))))
     assert reply.header["ok"] is True
 
@@ -71,7 +72,7 @@ def test_a_started_worker_is_owned_and_closed_with_the_transport() -> None:
         transport.roundtrip(encode({"op": "describe"}))
     # the worker itself drained: a request reaching its dispatcher now is refused
     reply = decode(transport.dispatcher.handle(encode({"op": "describe"}), transport.states))
-    assert reply.header["error"]["kind"] == "unavailable"
+    assert reply.header["error"]["kind"] == ErrorKind.UNAVAILABLE
 
 
 def test_a_borrowed_dispatcher_outlives_the_transport(inprocess) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.protocol import INPUT_ROW, UnsupportedType, arrow_type
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, UnsupportedType, arrow_type
 from vgi_vision.worker.state import ScanState
 
 #: Rows a cursor-driven table function emits per tick unless it declares otherwise.
@@ -34,12 +34,9 @@ REQUIRED: Any = object()
 class FunctionError(Exception):
     """A structured, client-visible error. ``kind`` is stable; the message is for people."""
 
-    kind = "invalid_argument"
-
-    def __init__(self, message: str, kind: str | None = None) -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.INVALID_ARGUMENT) -> None:
         super().__init__(message)
-        if kind is not None:
-            self.kind = kind
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,7 @@ class FunctionSpec(Generic[S]):
         got = ", ".join(str(t) for t in types) or "no arguments"
         wanted = "; ".join(f"{self.name}({o.signature()})" for o in self.overloads)
         raise FunctionError(f"no overload of {self.name} takes ({got}); candidates: {wanted}",
-                            kind="no_matching_overload")
+                            kind=ErrorKind.NO_MATCHING_OVERLOAD)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -241,7 +238,7 @@ class Registry:
         except KeyError:
             raise FunctionError(f"unknown function {name!r}; this worker serves: "
                                 f"{', '.join(sorted(self._functions))}",
-                                kind="unknown_function") from None
+                                kind=ErrorKind.UNKNOWN_FUNCTION) from None
 
     def describe(self) -> list[dict[str, Any]]:
         return [spec.describe() for spec in self._functions.values()]

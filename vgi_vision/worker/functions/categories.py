@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.protocol import INPUT_ROW, ErrorKind
 from vgi_vision.worker.functions.common import VisionContext, image_overloads, image_sources
 from vgi_vision.worker.registry import (
     ROWS_PER_TICK,
@@ -56,7 +56,7 @@ def require_taxonomy(ctx: VisionContext) -> Taxonomy:
     if taxonomy is None:
         raise FunctionError(f"model {ctx.classifier.info.name} ships no WordNet categories "
                             f"(scripts/build_categories.py builds them)",
-                            kind="not_configured")
+                            kind=ErrorKind.NOT_CONFIGURED)
     return taxonomy
 
 

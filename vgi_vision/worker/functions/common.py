@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
@@ -39,7 +40,7 @@ class VisionContext:
     def store(self) -> WriteBack:
         if self.sink is None:
             raise FunctionError("this worker keeps no results: start it with --lance URI "
-                                "(or attach(con, lance=URI))", kind="not_configured")
+                                "(or attach(con, lance=URI))", kind=ErrorKind.NOT_CONFIGURED)
         return self.sink
 
 

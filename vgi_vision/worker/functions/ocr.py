@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.protocol import INPUT_ROW, ErrorKind
 from vgi_vision.worker.functions.common import VisionContext, image_overloads, image_sources
 from vgi_vision.worker.functions.stored import (
     Predictions,
@@ -99,7 +99,7 @@ def read_rows(ctx: VisionContext, args: Args, rows: range, sources: list[ImageSo
             results.append(None if confidence is None or source is None else
                            ctx.reader.read([source], ctx.classifier.limits, confidence)[0])
     except OcrUnavailable as exc:
-        raise FunctionError(str(exc), kind="not_configured") from None
+        raise FunctionError(str(exc), kind=ErrorKind.NOT_CONFIGURED) from None
     return results
 
 
@@ -172,7 +172,7 @@ def from_ipc(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
     HTTP), so only the schema needs checking."""
     table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     if not table.schema.equals(schema):
-        raise FunctionError("scan state holds lines of another schema", kind="bad_request")
+        raise FunctionError("scan state holds lines of another schema", kind=ErrorKind.BAD_REQUEST)
     return table.combine_chunks().to_batches()[0] if table.num_rows else \
         pa.RecordBatch.from_pylist([], schema=schema)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.protocol import INPUT_ROW, ErrorKind
 from vgi_vision.worker.functions.common import VisionContext, image_sources, images_per_tick
 from vgi_vision.worker.lance.store import CLASSIFICATION, ResultKind, RunError, utc_now
 from vgi_vision.worker.registry import Args, Column, FunctionError, Output
@@ -95,7 +95,7 @@ def finish_run(ctx: VisionContext, state: RunState, kind: ResultKind = CLASSIFIC
     try:
         ctx.sink.finish(state.run_id, state.images, kind)
     except RunError as exc:
-        raise FunctionError(str(exc), kind="write_failed") from None
+        raise FunctionError(str(exc), kind=ErrorKind.WRITE_FAILED) from None
 
 
 PREDICTION_COLUMNS = (
