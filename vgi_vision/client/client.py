@@ -60,6 +60,9 @@ class Client:
     ``command``: the command line of a private worker, instead of ``vgi-vision serve``.
     ``timeout``: seconds a worker address may take to answer a request before it counts as
     failed (default 600).
+    ``transport``: one transport object instead of a location, e.g. a worker in this process
+    (:class:`~vgi_vision.transports.inprocess.InProcessTransport`), ``concurrency`` requests
+    at once (default 1).
     """
 
     def __init__(self, location: Location = None, *, workers: Workers = None,

@@ -27,6 +27,7 @@ from vgi_vision.protocol import (
     encode,
     error_message,
 )
+from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 from vgi_vision.worker.registry import FunctionError, FunctionSpec, Registry
 from vgi_vision.worker.state import ScanState, StateError
 from vgi_vision.worker.ticks import TickGuardError, run_ticks
@@ -47,8 +48,8 @@ STOPPING_MESSAGE = ("the worker stopped during the call: it is shutting down and
 class ServerLimits:
     """Bounds on one request, so a single client cannot exhaust the worker."""
 
-    max_request_bytes: int = 256 * 1024 * 1024
-    max_rows_per_call: int = 4096
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL
 
 
 class StateStore(Protocol):
