@@ -57,7 +57,7 @@ class Mutation:
 
 RECHECK = """            if not self.contains(opened_path(fd, real)):
                 raise FunctionError(f"path {path!r} is outside the data root",
-                                    kind="path_refused")
+                                    kind=ErrorKind.PATH_REFUSED)
 """
 JOIN = "(candidate if candidate.is_absolute() else self.root / candidate)"
 

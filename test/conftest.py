@@ -162,3 +162,23 @@ def client(transport: str, clients: dict[str, Client]) -> Client:
 @pytest.fixture(scope="session")
 def fixture_bytes() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(DATA.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def inprocess_worker():
+    """A worker in the test process for the whole session: its dispatcher, no process."""
+    from vgi_vision.transports.inprocess import TRANSPORT_NAME
+    from vgi_vision.worker.build import WorkerConfig, build_worker
+
+    worker = build_worker(WorkerConfig(transport=TRANSPORT_NAME))
+    yield worker
+    worker.close()
+
+
+@pytest.fixture
+def inprocess(inprocess_worker):
+    """Makes transports to the session's in-process worker, each with its own scan states,
+    for binding and client tests where a worker process is not what is tested."""
+    from vgi_vision.transports.inprocess import InProcessTransport
+
+    return lambda: InProcessTransport(inprocess_worker.dispatcher)

@@ -17,11 +17,20 @@ from conftest import DATA, EXPECTED_TOP5
 import vgi_vision
 from vgi_vision.client.binding import Attachment
 
+#: The SQL surface is the same over every transport: it is tested in this process (no worker
+#: process to start per test) and over the two shared socket workers. The subprocess
+#: transport has tests of its own below and in test_transports.py.
+BINDING_TRANSPORTS = ("inprocess", "unix", "http")
 
-@pytest.fixture
-def con(transport: str, worker_pool) -> Iterator[duckdb.DuckDBPyConnection]:
+
+@pytest.fixture(params=BINDING_TRANSPORTS)
+def con(request: pytest.FixtureRequest, worker_pool,
+        inprocess) -> Iterator[duckdb.DuckDBPyConnection]:
     connection = duckdb.connect()
-    vgi_vision.attach(connection, worker_pool.get(transport).location)
+    if request.param == "inprocess":
+        vgi_vision.attach(connection, transport=inprocess())
+    else:
+        vgi_vision.attach(connection, worker_pool.get(request.param).location)
     connection.execute(
         "CREATE TABLE photos AS SELECT row_number() OVER (ORDER BY filename) AS id, "
         f"content AS image, filename FROM read_blob('{DATA}/*')")
@@ -68,8 +77,7 @@ def test_worker_errors_carry_the_worker_message(con: duckdb.DuckDBPyConnection) 
     assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
 
 
-def test_calls_scale_with_chunks_not_rows(con: duckdb.DuckDBPyConnection,
-                                          transport: str) -> None:
+def test_calls_scale_with_chunks_not_rows(con: duckdb.DuckDBPyConnection) -> None:
     attachment: Attachment = vgi_vision.client.binding._attachments[(id(con), "vision")]
     con.execute("CREATE TABLE many AS SELECT i AS id, NULL::BLOB AS image FROM range(1000) t(i)")
     before = attachment.client.requests
@@ -166,14 +174,14 @@ def test_a_connection_collected_during_attach_does_not_deadlock() -> None:
     assert process.wait(timeout=10) == 0
 
 
-def test_two_attachments_under_different_names() -> None:
+def test_two_attachments_under_different_names(inprocess) -> None:
     con = duckdb.connect()
-    vgi_vision.attach(con, name="a")
-    vgi_vision.attach(con, name="b")
+    vgi_vision.attach(con, name="a", transport=inprocess())
+    vgi_vision.attach(con, name="b", transport=inprocess())
     assert con.execute("SELECT (SELECT count(*) FROM a.image_classes()) + "
                    "(SELECT count(*) FROM b.image_classes())").fetchone() == (2000,)
     with pytest.raises(ValueError, match="already attached"):
-        vgi_vision.attach(con, name="a")
+        vgi_vision.attach(con, name="a", transport=inprocess())
     vgi_vision.detach(con, "a")
     vgi_vision.detach(con, "b")
 

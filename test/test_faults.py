@@ -17,7 +17,7 @@ import pytest
 from conftest import DATA, EXPECTED_TOP5
 
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.transports.http import HttpTransport
@@ -51,7 +51,7 @@ def test_token_minted_before_a_restart_resumes_after_it(tmp_path: Path, key_afte
         if key_after != KEY:
             with pytest.raises(WorkerError) as info:
                 next(scan)
-            assert info.value.kind == "invalid_token"
+            assert info.value.kind is ErrorKind.INVALID_TOKEN
             assert "sharing this key" in str(info.value)
             return
         batches.extend(scan)  # the same client and the same token, another process
@@ -128,7 +128,7 @@ def serves_unless_full(worker: RunningWorker) -> bool:
     try:
         return serves_correctly(worker)
     except WorkerError as exc:
-        if exc.kind != "limit_exceeded":
+        if exc.kind is not ErrorKind.LIMIT_EXCEEDED:
             raise
         time.sleep(0.01)
         return False

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vgi_vision.protocol import Message, ProtocolError, argument_rows, decode, encode
-from vgi_vision.worker.dispatcher import ERROR_STATUS, Dispatcher, LiveStates, SealedStates
+from vgi_vision.protocol import ErrorKind, Message, ProtocolError, argument_rows, decode, encode
+from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, SealedStates
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.tokens import TokenError, TokenSealer
@@ -126,7 +126,8 @@ def check_well_formed_answer(request: bytes) -> None:
         assert header["ok"] in (True, False)
         if not header["ok"]:
             error = header["error"]
-            assert error["kind"] in ERROR_STATUS and error["kind"] != "internal", error
+            assert ErrorKind.from_wire(error["kind"]).value == error["kind"], error
+            assert error["kind"] != ErrorKind.INTERNAL, error
             assert isinstance(error["message"], str) and error["message"]
 
 

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import argument_rows
+from vgi_vision.protocol import ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.functions import VisionContext, build_registry
@@ -102,7 +102,7 @@ def test_failure_in_second_sub_batch_leaves_nothing(tmp_path: Path, images: list
     sink.store.append = failing_append
     with pytest.raises(FunctionError) as info:
         invoke_table_function(classify, classify_args(images))
-    assert info.value.kind == "write_failed"
+    assert info.value.kind is ErrorKind.WRITE_FAILED
     assert "disk full" in str(info.value) and "rolled back" in str(info.value)
     assert len(calls) > 2  # the run really was written in several sub-batches
     sink.store.append = real_append
@@ -180,7 +180,7 @@ def test_predictions_page_over_http(tmp_path: Path, fixture_bytes: dict[str, byt
 def test_predictions_without_lance_is_a_clear_error(client) -> None:
     with pytest.raises(WorkerError, match="--lance") as info:
         client.table("predictions")
-    assert info.value.kind == "not_configured"
+    assert info.value.kind is ErrorKind.NOT_CONFIGURED
 
 
 def visible_rows(uri: Path) -> list[tuple]:
@@ -270,7 +270,7 @@ def test_full_disk_is_a_clear_error_and_keeps_acknowledged_rows(
                     failure = exc
                     break
             assert failure is not None and acknowledged >= 1
-            assert failure.kind == "write_failed"
+            assert failure.kind is ErrorKind.WRITE_FAILED
             assert "rolled back" in str(failure)
             # Every acknowledged run is still there and readable; the failed one is not.
             stored = client.table("predictions")

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pyarrow as pa
 import pytest
 
-from vgi_vision.protocol import INPUT_ROW, argument_rows
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
@@ -132,7 +132,7 @@ def test_overload_resolution_and_defaults() -> None:
     assert spec.resolve(argument_rows([pa.array(["p"])])).overload.params[0].name == "path"
     with pytest.raises(FunctionError) as info:
         spec.resolve(argument_rows([pa.array([1.0])]))
-    assert info.value.kind == "no_matching_overload"
+    assert info.value.kind is ErrorKind.NO_MATCHING_OVERLOAD
     assert "f(image BLOB, k INTEGER := 5)" in str(info.value)
     with pytest.raises(FunctionError):  # too many arguments
         spec.resolve(argument_rows([pa.array(["p"]), pa.array([1]), pa.array([2])]))
@@ -147,7 +147,7 @@ def test_registry_rejects_bad_declarations() -> None:
         registry.add(toy_spec("b", Countdown(), params=(Param("x", "HUGEINT"),)))
     with pytest.raises(FunctionError) as info:
         registry.get("missing")
-    assert info.value.kind == "unknown_function"
+    assert info.value.kind is ErrorKind.UNKNOWN_FUNCTION
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from PIL import Image
 
 import vgi_vision
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import argument_rows, decode, encode
+from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, ServerLimits
@@ -122,7 +122,7 @@ def test_client_and_attach_need_the_token(authed) -> None:
     worker, _ = authed
     with Client(worker.location) as anonymous, pytest.raises(WorkerError) as info:
         anonymous.describe()
-    assert info.value.kind == "unauthorized"
+    assert info.value.kind is ErrorKind.UNAUTHORIZED
     with Client(worker.location, auth_token=TOKEN) as client:
         assert client.table("image_classes").num_rows == 1000
     con = duckdb.connect()
@@ -265,7 +265,7 @@ def test_paths_escaping_the_root_are_refused(confined: RunningWorker,
                          functools.partial(client.call, "top_label", pa.array([path]))):
                 with pytest.raises(WorkerError) as info:
                     call()
-                assert info.value.kind == "path_refused", path
+                assert info.value.kind is ErrorKind.PATH_REFUSED, path
                 assert "outside the data root" in str(info.value)
         with pytest.raises(WorkerError, match="NUL byte"):
             client.table("classify", pa.array(["sub/coffee.png\x00.txt"]))
@@ -278,7 +278,7 @@ def test_escapes_to_missing_files_are_refused_too(confined: RunningWorker,
         for path in missing_escapes(tree):
             with pytest.raises(WorkerError) as info:
                 client.table("classify", pa.array([path]))
-            assert info.value.kind == "path_refused", path
+            assert info.value.kind is ErrorKind.PATH_REFUSED, path
             assert "outside the data root" in str(info.value)
         assert client.table("classify", pa.array(["sub/missing.png"])).num_rows == 0
 
@@ -309,7 +309,7 @@ def test_without_a_data_root_paths_are_disabled_and_blobs_work(rootless: Running
         for path in ["test/sql/data/coffee.png", str(DATA / "coffee.png")]:
             with pytest.raises(WorkerError) as info:
                 client.table("classify", pa.array([path]))
-            assert info.value.kind == "path_refused"
+            assert info.value.kind is ErrorKind.PATH_REFUSED
             assert "path arguments are disabled on this worker" in str(info.value)
             assert "--data-root" in str(info.value)
         blob = pa.array([(DATA / "coffee.png").read_bytes()], pa.binary())
@@ -327,7 +327,7 @@ def test_oversized_request_is_refused_and_the_worker_serves_on(confined: Running
         with pytest.raises(WorkerError) as info:  # sent as it is, the worker refuses it
             client.request({"op": "scan", "function": "classify", "token": None},
                            argument_rows([big]))
-        assert info.value.kind == "limit_exceeded"
+        assert info.value.kind is ErrorKind.LIMIT_EXCEEDED
         assert f"exceeds the limit of {MB}" in str(info.value)
         if confined.location.startswith("http"):  # refused from the Content-Length alone
             over = httpx.post(f"{confined.location}/v1/rpc", content=b"x" * (MB + 1))
@@ -351,7 +351,7 @@ def test_an_oversized_request_is_refused_before_it_is_dispatched(tmp_path: Path,
         with pytest.raises(WorkerError) as info:  # sent as it is (Client.table sends NULL)
             client.request({"op": "scan", "function": "classify", "token": None},
                            argument_rows([pa.array([b"\xff" * (MB + 1024)], pa.binary())]))
-        assert info.value.kind == "limit_exceeded"
+        assert info.value.kind is ErrorKind.LIMIT_EXCEEDED
         assert dispatched(tmp_path) == before  # the transport refused it, unread
         assert client.table("image_classes").num_rows == 1000
         assert dispatched(tmp_path) > before  # the count does see dispatched requests
@@ -360,9 +360,10 @@ def test_an_oversized_request_is_refused_before_it_is_dispatched(tmp_path: Path,
 def test_the_dispatcher_bounds_a_request_on_its_own() -> None:
     dispatcher = Dispatcher(Registry(), ServerLimits(max_request_bytes=1024))
     over = dispatcher.reply(b"x" * 1025, LiveStates())
-    assert over.error_kind == "limit_exceeded"
+    assert over.error_kind is ErrorKind.LIMIT_EXCEEDED
     assert "1025 bytes exceeds the limit of 1024" in decode(over.data).header["error"]["message"]
-    assert dispatcher.reply(b"x" * 1024, LiveStates()).error_kind == "bad_request"  # inclusive
+    inclusive = dispatcher.reply(b"x" * 1024, LiveStates())
+    assert inclusive.error_kind is ErrorKind.BAD_REQUEST
 
 
 def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
@@ -371,7 +372,7 @@ def test_too_many_rows_per_call_is_refused(confined: RunningWorker) -> None:
         with pytest.raises(WorkerError) as info:  # 17 rows in one request
             client.request({"op": "scan", "function": "classify", "token": None},
                            argument_rows([pa.array([blob] * 17, pa.binary())]))
-        assert info.value.kind == "limit_exceeded"
+        assert info.value.kind is ErrorKind.LIMIT_EXCEEDED
         assert "17 argument rows exceed the limit of 16 per call" in str(info.value)
         # The client reads the worker's limit and sends at most 16 rows a request.
         assert labels(client.table("classify", pa.array([blob] * 17, pa.binary()),
@@ -465,7 +466,7 @@ def test_symlink_loop_is_refused_not_an_internal_error(tmp_path: Path) -> None:
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(FunctionError) as info:
         PathPolicy.confined(tmp_path).source("a", 1 << 20)
-    assert info.value.kind == "path_refused"
+    assert info.value.kind is ErrorKind.PATH_REFUSED
 
 
 # --- Each confinement layer on its own ----------------------------------------------------------
@@ -479,7 +480,7 @@ def test_the_resolver_alone_refuses_every_escape(tree: dict[str, Path]) -> None:
     for path in escapes(tree) + missing_escapes(tree):
         with pytest.raises(FunctionError) as info:
             policy.resolve(path)
-        assert info.value.kind == "path_refused", path
+        assert info.value.kind is ErrorKind.PATH_REFUSED, path
     assert policy.resolve("sub/../inner_link.png") == str(tree["root"] / "sub" / "coffee.png")
     assert policy.resolve(str(tree["root"])) == str(tree["root"])
 
@@ -517,7 +518,7 @@ def test_a_symlink_swapped_in_after_the_check_is_refused_at_open(
     monkeypatch.setattr(PathPolicy, "resolve", resolve_then_swap)
     with pytest.raises(FunctionError) as info:
         policy.source("album/photo.png", 10 * MB)
-    assert info.value.kind == "path_refused"
+    assert info.value.kind is ErrorKind.PATH_REFUSED
     assert "outside the data root" in str(info.value)
     # The checked path really leads out now: only the re-check kept the other file unread.
     assert (root / "album" / "photo.png").read_bytes() == (DATA / "cat.png").read_bytes()
@@ -550,7 +551,7 @@ def test_a_continuation_is_refused_for_any_other_call(transport: str, worker_poo
         for client, function, args in replays:
             with pytest.raises(WorkerError) as info:
                 scan_page(client, function, args, header["token"])
-            assert info.value.kind == "invalid_token", (function, args.num_rows)
+            assert info.value.kind is ErrorKind.INVALID_TOKEN, (function, args.num_rows)
             if client is owner or transport != "subprocess":
                 assert "different call" in str(info.value)
         while not header["done"]:
@@ -570,7 +571,7 @@ def test_a_scan_handle_resumes_once(transport: str, worker_pool) -> None:
         assert batch is not None and batch.column("idx").to_pylist()[0] == 64
         with pytest.raises(WorkerError) as info:
             scan_page(client, "image_classes", args, first["token"])
-        assert info.value.kind == "invalid_token"
+        assert info.value.kind is ErrorKind.INVALID_TOKEN
         _, batch = scan_page(client, "image_classes", args, second["token"])
         assert batch is not None and batch.column("idx").to_pylist()[0] == 128
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import EXPECTED_TOP5
 
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import decode, encode
+from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.worker.vision.model import load_classifier
 
 
@@ -76,17 +76,18 @@ def test_path_overload_matches_blob(client: Client, fixture_bytes: dict[str, byt
 
 
 @pytest.mark.parametrize("columns, kind, text", [
-    ([pa.array([b"x"], pa.binary()), pa.array([0], pa.int32())], "invalid_argument", "top_k"),
-    ([pa.array([b"x"], pa.binary()), pa.array([1001], pa.int32())], "invalid_argument",
+    ([pa.array([b"x"], pa.binary()), pa.array([0], pa.int32())], ErrorKind.INVALID_ARGUMENT,
+     "top_k"),
+    ([pa.array([b"x"], pa.binary()), pa.array([1001], pa.int32())], ErrorKind.INVALID_ARGUMENT,
      "between 1 and 1000"),
-    ([pa.array([1.5])], "no_matching_overload", "classify(image BLOB"),
-    ([], "no_matching_overload", "no arguments"),
+    ([pa.array([1.5])], ErrorKind.NO_MATCHING_OVERLOAD, "classify(image BLOB"),
+    ([], ErrorKind.NO_MATCHING_OVERLOAD, "no arguments"),
 ])
 def test_errors_are_structured_and_the_worker_survives(client: Client, columns, kind,
                                                        text) -> None:
     with pytest.raises(WorkerError) as info:
         client.table("classify", *columns)
-    assert info.value.kind == kind
+    assert info.value.kind is kind
     assert text in str(info.value)
     assert client.table("image_classes").num_rows == 1000
 
@@ -138,7 +139,7 @@ def test_concurrent_clients_get_their_own_results(transport: str, worker_pool,
 NOISY_WORKER = """
 import os, sys
 from vgi_vision.cli import main
-from vgi_vision.worker.functions.classify import ImageClasses
+from vgi_vision.worker.functions.image_classes import ImageClasses
 process = ImageClasses.process
 def noisy(self, args, state, out):
     print("a stray print")            # Python-level stdout

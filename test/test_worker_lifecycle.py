@@ -22,7 +22,7 @@ from test_lance import classify_args, distinct_photos, table_counts
 
 import vgi_vision
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import decode, encode
+from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import read_frame, write_frame
@@ -117,7 +117,7 @@ def test_requests_after_sigterm_are_refused_with_a_reason(tmp_path: Path) -> Non
         try:
             client.request({"op": "scan", "function": "classify", "token": None}, slow)
         except WorkerError as exc:
-            assert exc.kind == "unavailable" and "stopped during the call" in str(exc)
+            assert exc.kind is ErrorKind.UNAVAILABLE and "stopped during the call" in str(exc)
         except TransportError as exc:  # the worker had already exited
             assert "stopped during the call" in str(exc) or "cannot connect" in str(exc)
         assert worker.process.wait(timeout=60) == 0

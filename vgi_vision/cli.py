@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
-from vgi_vision.worker.vision.providers import DEVICES
+from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
@@ -110,8 +110,9 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-connections", type=int, default=64,
                    help="concurrent unix connections; HTTP requests received or "
                         "served at once")
-    p.add_argument("--max-request-mb", type=int, default=256, help="largest request body")
-    p.add_argument("--max-rows-per-call", type=int, default=4096,
+    p.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20,
+                   help="largest request body")
+    p.add_argument("--max-rows-per-call", type=int, default=DEFAULT_MAX_ROWS_PER_CALL,
                    help="most argument rows (images) in one call")
     p.add_argument("--max-image-mb", type=positive(float), default=64,
                    help="larger encoded images (bytes or files) get no prediction")
@@ -272,6 +273,8 @@ def checked_token_key(args: argparse.Namespace) -> bytes | None:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--model`` and ``--device``; unset means the worker's defaults (efficientnet-lite0
     on the CPU)."""
+    from vgi_vision.worker.vision.providers import DEVICES  # a plain tuple; the module is light
+
     p.add_argument("--model", metavar="NAME|DIR",
                    help="a shipped model (see `vgi-vision models`) or a model directory "
                         "(default: efficientnet-lite0, fp32)")

@@ -33,6 +33,7 @@ from duckdb.func import FunctionNullHandling, PythonUDFType
 from vgi_vision.client.client import Client
 from vgi_vision.client.locations import DEFAULT_TIMEOUT_SECONDS, Location, Workers
 from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.transports import Transport
 
 _attachments: dict[tuple[int, str], Attachment] = {}
 # Re-entrant: a connection collected while attach() holds it runs _collected in this thread.
@@ -274,7 +275,7 @@ def worker_flags(options: dict[str, Any]) -> list[str]:
 def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str = "vision",
            *, workers: Workers = None, concurrency: int | None = None,
            timeout: float = DEFAULT_TIMEOUT_SECONDS, auth_token: str | None = None,
-           client: Client | None = None,
+           client: Client | None = None, transport: Transport | None = None,
            **options: Any) -> Attachment:
     """Connect ``con`` to workers and register their functions as ``name.<function>``.
 
@@ -283,7 +284,11 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
     ``data_root="photos"``); ``unix:///path`` or ``http://host:port`` connect to a running one
     (``concurrency`` requests in flight to it, default 2; one unanswered after ``timeout``
     seconds counts as failed); a list of addresses spreads every query over all of them.
+    ``transport``: a transport object instead of a location, e.g. a worker in this process
+    (:class:`~vgi_vision.transports.inprocess.InProcessTransport`); ``client``: a ready client.
     """
+    if transport is not None and (location is not None or workers is not None or options):
+        raise ValueError("transport= replaces location, workers and worker options: give one")
     if options and location is not None:
         raise ValueError(f"worker options {sorted(options)} apply to a subprocess worker only")
     key = (id(con), name)
@@ -292,7 +297,7 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
             raise ValueError(f"a worker is already attached as {name!r}; detach it first")
         client = client or Client(location, workers=workers, concurrency=concurrency,
                                   timeout=timeout, auth_token=auth_token,
-                                  worker_args=worker_flags(options))
+                                  worker_args=worker_flags(options), transport=transport)
         attachment = Attachment(weakref.ref(con), name, client)
         try:
             attachment.register()

@@ -26,7 +26,7 @@ from vgi_vision.client.locations import (
     remote_members,
 )
 from vgi_vision.client.subbatch import WorkerLimits, split_points, without_unservable_values
-from vgi_vision.protocol import INPUT_ROW, ProtocolError, argument_rows, decode, encode
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, ProtocolError, argument_rows, decode, encode
 from vgi_vision.protocol.sqltypes import arrow_type
 from vgi_vision.transports import Transport, TransportError
 
@@ -41,7 +41,7 @@ MAX_CONTINUATIONS = 1_000_000
 class WorkerError(RuntimeError):
     """A structured error the worker returned; ``kind`` is stable, the message human."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -60,6 +60,9 @@ class Client:
     ``command``: the command line of a private worker, instead of ``vgi-vision serve``.
     ``timeout``: seconds a worker address may take to answer a request before it counts as
     failed (default 600).
+    ``transport``: one transport object instead of a location, e.g. a worker in this process
+    (:class:`~vgi_vision.transports.inprocess.InProcessTransport`), ``concurrency`` requests
+    at once (default 1).
     """
 
     def __init__(self, location: Location = None, *, workers: Workers = None,
@@ -116,8 +119,8 @@ class Client:
             raise TransportError(f"the worker sent an unreadable response: {exc}") from None
         if not message.header.get("ok"):
             error = message.header.get("error") or {}
-            kind = str(error.get("kind", "internal"))
-            raise (WorkerUnavailable if kind == "unavailable" else WorkerError)(
+            kind = ErrorKind.from_wire(error.get("kind"))
+            raise (WorkerUnavailable if kind is ErrorKind.UNAVAILABLE else WorkerError)(
                 kind, str(error.get("message", "unknown worker error")))
         return message.header, message.batch
 
@@ -154,7 +157,7 @@ class Client:
         self.describe()
         assert self._catalog is not None
         if name not in self._catalog:
-            raise WorkerError("unknown_function", f"unknown function {name!r}")
+            raise WorkerError(ErrorKind.UNKNOWN_FUNCTION, f"unknown function {name!r}")
         return self._catalog[name]
 
     def sub_batches(self, function: str, args: pa.RecordBatch

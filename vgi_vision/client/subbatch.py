@@ -9,7 +9,7 @@ NULL: that row gets the same "no prediction" the worker would have given it, and
 rows of the query are unaffected.
 
 The limits come from the worker's ``describe`` answer; a worker that does not state them is
-assumed to run with the defaults below (those of ``vgi-vision serve``).
+assumed to run with the defaults of ``vgi-vision serve`` (:mod:`vgi_vision.protocol.limits`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DEFAULT_MAX_REQUEST_BYTES = 256 << 20
-DEFAULT_MAX_ROWS_PER_CALL = 4096
+from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
+
 DEFAULT_MAX_IMAGE_BYTES = 64 << 20
 #: Room in every request for the message header, the schema and Arrow's buffer padding.
 ENVELOPE_BYTES = 64 << 10

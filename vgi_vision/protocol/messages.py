@@ -22,6 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from vgi_vision.protocol.errors import ErrorKind
+
 HEADER_KEY = b"vgi"
 MAX_HEADER_BYTES = 1 << 20
 PROTOCOL_VERSION = 1
@@ -78,5 +80,5 @@ def decode(data: bytes | memoryview) -> Message:
     return Message(header, batch)
 
 
-def error_message(kind: str, message: str) -> bytes:
+def error_message(kind: ErrorKind, message: str) -> bytes:
     return encode({"ok": False, "error": {"kind": kind, "message": message}})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-from vgi_vision.protocol import error_message
+from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.transports import TransportError
 
 RPC_PATH = "/v1/rpc"
@@ -36,7 +36,7 @@ class HttpTransport:
             raise TransportError(f"HTTP request to {self.url} failed: {exc}") from None
         if response.status_code == 413 and response.headers.get("content-type") != CONTENT_TYPE:
             # refused by the HTTP server itself before the worker saw it
-            return error_message("limit_exceeded", f"{self.url} refused the request as too "
+            return error_message(ErrorKind.LIMIT_EXCEEDED, f"{self.url} refused the request as too "
                                                    f"large: {response.text[:200]}")
         if response.headers.get("content-type") != CONTENT_TYPE:
             raise TransportError(f"{self.url} answered HTTP {response.status_code} with "

@@ -22,13 +22,12 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
+from vgi_vision.protocol.limits import MAX_RESPONSE_BYTES
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
-#: Responses are trusted (we spawned the worker) but still bounded.
-MAX_RESPONSE_BYTES = 1 << 31
 #: The frame a worker writes once it serves: empty, which no response ever is.
 READY_FRAME = b""
 #: How long a worker that closed its stdout gets to exit by itself before it is killed.

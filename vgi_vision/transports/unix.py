@@ -9,10 +9,9 @@ from __future__ import annotations
 import queue
 import socket
 
+from vgi_vision.protocol.limits import MAX_RESPONSE_BYTES
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import LENGTH, FrameError, read_frame
-
-MAX_RESPONSE_BYTES = 1 << 31
 
 
 class StaleConnection(FrameError):

@@ -1,7 +1,8 @@
 """Assembling a worker: model, path policy, optional write-back and the registry.
 
 The transport decides the path policy: a subprocess worker belongs to its caller and reads
-what the caller can, while socket and HTTP workers only read under ``--data-root``.
+what the caller can (so does an in-process worker), while socket and HTTP workers only read
+under ``--data-root``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DRAIN_SECONDS = 120.0
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    transport: str = "stdio"  # "stdio" | "unix" | "http"
+    transport: str = "stdio"  # "stdio" | "unix" | "http" | "inprocess"
     model: str = DEFAULT_MODEL  # a shipped model's name or a model directory
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     data_root: str | None = None
@@ -70,7 +71,7 @@ def build_worker(config: WorkerConfig) -> Worker:
         raise ModelError(f"write-back stores image embeddings, but model "
                          f"{classifier.info.name} has no embedding output "
                          f"(outputs.embedding in its metadata.json)")
-    if config.transport == "stdio" and config.data_root is None:
+    if config.transport in ("stdio", "inprocess") and config.data_root is None:
         paths = PathPolicy.unrestricted()
     else:
         paths = PathPolicy.confined(config.data_root)

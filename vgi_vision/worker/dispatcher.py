@@ -19,7 +19,15 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from vgi_vision.protocol import ProtocolError, argument_rows, decode, encode, error_message
+from vgi_vision.protocol import (
+    ErrorKind,
+    ProtocolError,
+    argument_rows,
+    decode,
+    encode,
+    error_message,
+)
+from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 from vgi_vision.worker.registry import FunctionError, FunctionSpec, Registry
 from vgi_vision.worker.state import ScanState, StateError
 from vgi_vision.worker.ticks import TickGuardError, run_ticks
@@ -31,23 +39,6 @@ log = logging.getLogger("vgi_vision.worker.dispatcher")
 #: Ticks one request may run without emitting before the scan is declared stuck.
 MAX_TICKS_PER_REQUEST = 1000
 
-#: HTTP status for each error kind; stream transports send the kind itself.
-ERROR_STATUS = {
-    "bad_request": 400,
-    "invalid_argument": 400,
-    "no_matching_overload": 400,
-    "invalid_token": 400,
-    "unauthorized": 401,
-    "path_refused": 403,
-    "unknown_function": 404,
-    "limit_exceeded": 413,
-    "not_configured": 400,
-    "model_error": 500,
-    "write_failed": 500,
-    "internal": 500,
-    "unavailable": 503,
-}
-
 #: What a request arriving while the worker shuts down is told.
 STOPPING_MESSAGE = ("the worker stopped during the call: it is shutting down and takes no new "
                     "requests")
@@ -57,8 +48,8 @@ STOPPING_MESSAGE = ("the worker stopped during the call: it is shutting down and
 class ServerLimits:
     """Bounds on one request, so a single client cannot exhaust the worker."""
 
-    max_request_bytes: int = 256 * 1024 * 1024
-    max_rows_per_call: int = 4096
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL
 
 
 class StateStore(Protocol):
@@ -126,11 +117,11 @@ def call_digest(function: str, batch: pa.RecordBatch, model: str = "") -> bytes:
 @dataclass(frozen=True)
 class Reply:
     data: bytes
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
 
     @property
     def http_status(self) -> int:
-        return 200 if self.error_kind is None else ERROR_STATUS.get(self.error_kind, 500)
+        return 200 if self.error_kind is None else self.error_kind.http_status
 
 
 class Dispatcher:
@@ -164,7 +155,8 @@ class Dispatcher:
         """Answer one request, with the error kind for transports that report a status."""
         with self._idle:
             if self._stopping:
-                return Reply(error_message("unavailable", STOPPING_MESSAGE), "unavailable")
+                return Reply(error_message(ErrorKind.UNAVAILABLE, STOPPING_MESSAGE),
+                             ErrorKind.UNAVAILABLE)
             self._in_flight += 1
         try:
             return self._reply(data, states)
@@ -175,31 +167,33 @@ class Dispatcher:
 
     def _reply(self, data: bytes, states: StateStore) -> Reply:
         started = time.perf_counter()
-        op, function, outcome = "?", "", "ok"
+        op, function = "?", ""
+        kind: ErrorKind | None = None
         try:
             if len(data) > self.limits.max_request_bytes:
                 raise FunctionError(f"request of {len(data)} bytes exceeds the limit of "
-                                    f"{self.limits.max_request_bytes}", kind="limit_exceeded")
+                                    f"{self.limits.max_request_bytes}",
+                                    kind=ErrorKind.LIMIT_EXCEEDED)
             message = decode(data)
             op = str(message.header.get("op"))
             function = str(message.header.get("function", ""))
             return Reply(self._dispatch(op, function, message.header, message.batch, states))
         except FunctionError as exc:
-            outcome, text = exc.kind, str(exc)
+            kind, text = exc.kind, str(exc)
         except (ProtocolError, StateError) as exc:
-            outcome, text = "bad_request", str(exc)
+            kind, text = ErrorKind.BAD_REQUEST, str(exc)
         except TokenError as exc:
-            outcome, text = "invalid_token", str(exc)
+            kind, text = ErrorKind.INVALID_TOKEN, str(exc)
         except ModelError as exc:
             log.error("model error: %s", exc)
-            outcome, text = "model_error", str(exc)
+            kind, text = ErrorKind.MODEL_ERROR, str(exc)
         except Exception as exc:  # noqa: BLE001 - the worker must survive any bug
             log.exception("internal error in %s %s", op, function)
-            outcome, text = "internal", f"internal worker error: {type(exc).__name__}: {exc}"
+            kind, text = ErrorKind.INTERNAL, f"internal worker error: {type(exc).__name__}: {exc}"
         finally:
-            log.info("%s %s %s %.1fms", op, function, outcome,
+            log.info("%s %s %s %.1fms", op, function, kind or "ok",
                      (time.perf_counter() - started) * 1000)
-        return Reply(error_message(outcome, text), outcome)
+        return Reply(error_message(kind, text), kind)
 
     def _dispatch(self, op: str, function: str, header: dict[str, Any],
                   batch: pa.RecordBatch | None, states: StateStore) -> bytes:
@@ -207,17 +201,17 @@ class Dispatcher:
             return encode({"ok": True, "catalog": self.registry.describe(),
                            "worker": self.worker_info})
         if op not in ("call", "scan"):
-            raise FunctionError(f"unknown op {op!r}", kind="bad_request")
+            raise FunctionError(f"unknown op {op!r}", kind=ErrorKind.BAD_REQUEST)
         spec = self.registry.get(function)
         wanted = "call" if spec.kind == "scalar" else "scan"
         if op != wanted:
             raise FunctionError(f"{spec.name} is a {spec.kind} function: use op {wanted!r}",
-                                kind="bad_request")
+                                kind=ErrorKind.BAD_REQUEST)
         batch = batch if batch is not None else argument_rows([], 1)
         if batch.num_rows > self.limits.max_rows_per_call:
             raise FunctionError(f"{batch.num_rows} argument rows exceed the limit of "
                                 f"{self.limits.max_rows_per_call} per call",
-                                kind="limit_exceeded")
+                                kind=ErrorKind.LIMIT_EXCEEDED)
         args = spec.resolve(batch)
         if op == "call":
             result = spec.impl(args)
@@ -234,7 +228,7 @@ class Dispatcher:
         try:
             out = run_ticks(spec, args, state, MAX_TICKS_PER_REQUEST)
         except TickGuardError as exc:
-            raise FunctionError(str(exc), kind="internal") from None
+            raise FunctionError(str(exc), kind=ErrorKind.INTERNAL) from None
         next_token = None if out.finished else \
             states.save(spec, call_digest(spec.name, batch, self._model), state)
         return encode({"ok": True, "done": out.finished, "token": next_token}, out.batch)

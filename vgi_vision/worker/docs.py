@@ -17,6 +17,20 @@ def signature(spec: dict[str, Any], overload: dict[str, Any]) -> str:
     return f"vision.{spec['name']}({params})"
 
 
+def bounds(param: dict[str, Any]) -> str:
+    """A parameter's accepted range, `` (1 to 1000)``, or nothing when it has none."""
+    low, high = (_number(param.get(b)) for b in ("min", "max"))
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" (at least {low})"
+    return f" (at most {high})" if low is None else f" ({low} to {high})"
+
+
+def _number(value: Any) -> str | None:
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def render_reference(catalog: list[dict[str, Any]], markdown: bool = True) -> str:
     lines: list[str] = []
     if markdown:
@@ -33,7 +47,8 @@ def render_reference(catalog: list[dict[str, Any]], markdown: bool = True) -> st
             lines += [f"| `{c['name']}` | {c['type']} | {c['doc']} |" for c in spec["columns"]]
             params = {p["name"]: p for o in spec["overloads"] for p in o["params"]}
             lines += ["", "Arguments:", ""]
-            lines += [f"- `{p['name']}` {p['type']}: {p['doc']}" for p in params.values()]
+            lines += [f"- `{p['name']}` {p['type']}{bounds(p)}: {p['doc']}"
+                      for p in params.values()]
             lines += ["", "Example:", "", "```sql", spec["example"], "```", ""]
         else:
             lines += [f"{spec['name']} ({kind}): {spec['description']}"]

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.vision.imaging import read_regular_file
 
@@ -32,23 +33,24 @@ class PathPolicy:
     def resolve(self, path: str) -> str:
         """The real path to read for ``path``, or a ``path_refused`` error."""
         if "\x00" in path:
-            raise FunctionError("path contains a NUL byte", kind="path_refused")
+            raise FunctionError("path contains a NUL byte", kind=ErrorKind.PATH_REFUSED)
         if self.allow_any:
             return path
         if self.root is None:
             raise FunctionError("path arguments are disabled on this worker; start it with "
                                 "--data-root DIR or pass the image bytes (BLOB)",
-                                kind="path_refused")
+                                kind=ErrorKind.PATH_REFUSED)
         candidate = Path(path)
         try:
             real = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
             if real.is_symlink():  # Python 3.13+ returns a symlink loop unresolved
                 raise RuntimeError("symlink loop")
         except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
-            raise FunctionError(f"path {path!r} cannot be resolved", kind="path_refused") \
+            raise FunctionError(f"path {path!r} cannot be resolved", kind=ErrorKind.PATH_REFUSED) \
                 from None
         if not self.contains(real):
-            raise FunctionError(f"path {path!r} is outside the data root", kind="path_refused")
+            raise FunctionError(f"path {path!r} is outside the data root",
+                                kind=ErrorKind.PATH_REFUSED)
         return str(real)
 
     def contains(self, real: Path) -> bool:
@@ -68,7 +70,7 @@ class PathPolicy:
         try:
             if not self.contains(opened_path(fd, real)):
                 raise FunctionError(f"path {path!r} is outside the data root",
-                                    kind="path_refused")
+                                    kind=ErrorKind.PATH_REFUSED)
             return read_regular_file(fd, max_bytes)
         finally:
             os.close(fd)

@@ -16,13 +16,15 @@ Two kinds of function:
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.protocol import INPUT_ROW, UnsupportedType, arrow_type
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, arrow_type
 from vgi_vision.worker.state import ScanState
 
 #: Rows a cursor-driven table function emits per tick unless it declares otherwise.
@@ -34,24 +36,79 @@ REQUIRED: Any = object()
 class FunctionError(Exception):
     """A structured, client-visible error. ``kind`` is stable; the message is for people."""
 
-    kind = "invalid_argument"
-
-    def __init__(self, message: str, kind: str | None = None) -> None:
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.INVALID_ARGUMENT) -> None:
         super().__init__(message)
-        if kind is not None:
-            self.kind = kind
+        self.kind = kind
 
 
 @dataclass(frozen=True)
 class Param:
+    """One typed parameter; a numeric one may carry inclusive bounds (``min``, ``max``),
+    checked by :meth:`FunctionSpec.resolve` for every non-NULL argument."""
+
     name: str
     type: str
     default: Any = REQUIRED
     doc: str = ""
+    min: int | float | None = None
+    max: int | float | None = None
 
     @property
     def optional(self) -> bool:
         return self.default is not REQUIRED
+
+    @property
+    def bounded(self) -> bool:
+        return self.min is not None or self.max is not None
+
+    def bounds_text(self) -> str:
+        """The accepted range in words: ``between 1 and 1000``, ``at least 0``, ..."""
+        low, high = _number(self.min), _number(self.max)
+        if self.min is not None and self.max is not None:
+            return f"between {low} and {high}"
+        return f"at least {low}" if self.min is not None else f"at most {high}"
+
+    def check(self, values: pa.Array) -> None:
+        """Fail the call on the first argument outside the bounds; NULL passes."""
+        if not self.bounded:
+            return
+        low = -math.inf if self.min is None else self.min
+        high = math.inf if self.max is None else self.max
+        for value in values.to_pylist():
+            if value is not None and not low <= value <= high:  # NaN fails too
+                raise FunctionError(f"{self.name} must be {self.bounds_text()}, got {value!r}",
+                                    kind=ErrorKind.INVALID_ARGUMENT)
+
+    def validate(self) -> None:
+        """Refuse a declaration the registry cannot honour (see :meth:`Registry.add`)."""
+        wanted = arrow_type(self.type)
+        if not self.bounded:
+            return
+        numeric = pa.types.is_integer(wanted) or pa.types.is_floating(wanted)
+        if not numeric:
+            raise ValueError(f"bounds need a numeric type, not {self.type}")
+        for bound in (self.min, self.max):
+            if bound is not None and (isinstance(bound, bool)
+                                      or not isinstance(bound, (int, float))
+                                      or math.isnan(bound)):
+                raise ValueError(f"bound {bound!r} is not a number")
+            if bound is not None and pa.types.is_integer(wanted) and not isinstance(bound, int):
+                raise ValueError(f"bound {bound!r} of an integer parameter is not an integer")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
+        # A default outside the bounds is allowed: top_k := 5 on a model of 4 classes fails
+        # the calls that rely on it, with the bounds in the message, not the whole worker.
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "doc": self.doc,
+                **({"default": self.default} if self.optional else {}),
+                **({"min": self.min} if self.min is not None else {}),
+                **({"max": self.max} if self.max is not None else {})}
+
+
+def _number(value: int | float | None) -> str:
+    """A bound as people write it: 0 and 1, not 0.0 and 1.0."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -173,11 +230,14 @@ class FunctionSpec(Generic[S]):
         types = [c.type for c in batch.columns]
         for overload in self.overloads:
             if overload.accepts(types):
-                return Args(overload, _complete(overload, batch))
+                args = Args(overload, _complete(overload, batch))
+                for param in overload.params:
+                    param.check(args[param.name])
+                return args
         got = ", ".join(str(t) for t in types) or "no arguments"
         wanted = "; ".join(f"{self.name}({o.signature()})" for o in self.overloads)
         raise FunctionError(f"no overload of {self.name} takes ({got}); candidates: {wanted}",
-                            kind="no_matching_overload")
+                            kind=ErrorKind.NO_MATCHING_OVERLOAD)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -187,9 +247,7 @@ class FunctionSpec(Generic[S]):
             "example": self.example,
             "input_rows_per_call": self.input_rows_per_call,
             "overloads": [
-                {"params": [{"name": p.name, "type": p.type, "doc": p.doc,
-                             **({"default": p.default} if p.optional else {})}
-                            for p in o.params]}
+                {"params": [p.describe() for p in o.params]}
                 for o in self.overloads
             ],
             "columns": [{"name": c.name, "type": c.type, "doc": c.doc} for c in self.columns],
@@ -225,12 +283,14 @@ class Registry:
             raise ValueError(f"unknown function kind {spec.kind!r}")
         if spec.kind == "scalar" and len(spec.columns) != 1:
             raise ValueError("a scalar function returns exactly one column")
-        declared = [(f"parameter {p.name}", p.type) for o in spec.overloads for p in o.params]
-        declared += [(f"column {c.name}", c.type) for c in spec.columns]
-        for what, sql_type in declared:
+        declared: list[tuple[str, Callable[[], object]]] = [
+            (f"parameter {p.name}", p.validate) for o in spec.overloads for p in o.params]
+        declared += [(f"column {c.name}", functools.partial(arrow_type, c.type))
+                     for c in spec.columns]
+        for what, validate in declared:
             try:
-                arrow_type(sql_type)
-            except UnsupportedType as exc:
+                validate()
+            except ValueError as exc:  # UnsupportedType is one
                 raise ValueError(f"{spec.name}: {what}: {exc}") from None
         self._functions[spec.name] = spec
         return spec
@@ -241,7 +301,7 @@ class Registry:
         except KeyError:
             raise FunctionError(f"unknown function {name!r}; this worker serves: "
                                 f"{', '.join(sorted(self._functions))}",
-                                kind="unknown_function") from None
+                                kind=ErrorKind.UNKNOWN_FUNCTION) from None
 
     def describe(self) -> list[dict[str, Any]]:
         return [spec.describe() for spec in self._functions.values()]

@@ -1,29 +1,22 @@
-"""Classification: ``classify``, ``top_label`` and ``image_classes``."""
+"""``classify(image[, top_k])``: the top-k classes of each image, most likely first."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
-import numpy as np
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.categories import ancestor_columns, taxonomy_of
 from vgi_vision.worker.functions.common import (
+    DEFAULT_TOP_K,
+    IMAGES_PER_TICK,
     VisionContext,
+    image_overloads,
     image_sources,
     images_per_tick,
-    top_k_column,
 )
-from vgi_vision.worker.functions.stored import (
-    RunState,
-    finish_run,
-    rolled_back_on_error,
-    write_back,
-)
-from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, Output
-from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error, write_back
+from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Param
 from vgi_vision.worker.vision.model import Classification, Classifier
 
 CLASSIFY_COLUMNS = (
@@ -36,12 +29,32 @@ CLASSIFY_COLUMNS = (
 )
 
 
-class Classify:
-    """``classify(image[, top_k])``: the top-k classes of every argument row.
+def top_k_param(ctx: VisionContext) -> Param:
+    """``top_k``: 1..the serving model's class count."""
+    return Param("top_k", "INTEGER", DEFAULT_TOP_K,
+                 "how many classes per image, up to the model's class count",
+                 min=1, max=ctx.classifier.info.num_classes)
 
-    The cursor is the next argument row to classify; each tick classifies one model batch of
-    rows and emits their predictions. A NULL or undecodable image, or a NULL top_k, yields no
-    rows for that argument row. With write-back on, the call is one run: its rows become
+
+def spec(ctx: VisionContext) -> FunctionSpec:
+    return FunctionSpec(
+        name="classify",
+        kind="table",
+        overloads=image_overloads(top_k_param(ctx)),
+        columns=CLASSIFY_COLUMNS,
+        description="Classify images with the serving model (vision.models()): the top_k "
+                    "most likely classes per image, most likely first. NULL or undecodable "
+                    "images give no rows.",
+        example="SELECT * FROM vision.classify('test/sql/data/coffee.png', top_k := 3)",
+        impl=Classify(ctx),
+        input_rows_per_call=IMAGES_PER_TICK,
+    )
+
+
+class Classify:
+    """The cursor is the next argument row to classify; each tick classifies one model batch
+    of rows and emits their predictions. A NULL or undecodable image, or a NULL top_k, yields
+    no rows for that argument row. With write-back on, the call is one run: its rows become
     visible in LanceDB together when the scan finishes, or not at all.
     """
 
@@ -51,12 +64,11 @@ class Classify:
         self.ctx = ctx
 
     def initial_state(self, args: Args) -> RunState:
-        top_k_column(self.ctx, args)
         return RunState(run_id=uuid.uuid4().hex if self.ctx.sink else "")
 
     def process(self, args: Args, state: RunState, out: Output) -> None:
         with rolled_back_on_error(self.ctx, state):
-            ks = top_k_column(self.ctx, args)
+            ks: list[int | None] = args["top_k"].to_pylist()
             rows = state.advance(args.num_rows, images_per_tick(ks))
             if rows:
                 sources = image_sources(self.ctx, args, rows)
@@ -99,58 +111,3 @@ def prediction_batch(classifier: Classifier, rows: range,
          pa.array([wnids[i] for i in idxs], pa.string()),
          pa.array(confidences, pa.float64())],
         names=[INPUT_ROW] + [c.name for c in CLASSIFY_COLUMNS])
-
-
-class ImageClasses:
-    """``image_classes()``: the serving model's classes, recomputed from a cursor.
-
-    The result is a pure function of the position, so the state is one integer however many
-    ticks the scan takes.
-    """
-
-    state_type = CursorState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    def initial_state(self, args: Args) -> CursorState:
-        return CursorState()
-
-    def process(self, args: Args, state: CursorState, out: Output) -> None:
-        info = self.ctx.classifier.info
-        total = info.num_classes * args.num_rows
-        rows = state.advance(total, ROWS_PER_TICK)
-        positions = np.arange(rows.start, rows.stop)
-        if len(positions):
-            idx = positions % info.num_classes
-            out.emit(pa.RecordBatch.from_arrays(
-                [pa.array(positions // info.num_classes, pa.int32()),
-                 pa.array(idx, pa.int32()),
-                 pa.array([info.labels[i] for i in idx], pa.string()),
-                 pa.array([info.wnids[i] for i in idx], pa.string()),
-                 *ancestor_columns(taxonomy_of(self.ctx), idx.tolist())],
-                names=[INPUT_ROW, "idx", "label", "wnid", "ancestors", "ancestor_wnids"]))
-        if state.offset >= total:
-            out.finish()
-
-
-def top_label(ctx: VisionContext) -> Callable[[Args], pa.Array]:
-    """``top_label(image)``: the single most likely label, NULL where there is no prediction.
-
-    With write-back on, each call stores its top-1 predictions as one run.
-    """
-
-    def call(args: Args) -> pa.Array:
-        rows = range(args.num_rows)
-        sources = image_sources(ctx, args, rows)
-        results = ctx.classifier.classify(sources, top_k=1, thumbnails=ctx.sink is not None)
-        if ctx.sink is not None:
-            state = RunState(run_id=uuid.uuid4().hex)
-            with rolled_back_on_error(ctx, state):
-                write_back(ctx, state, args, rows, sources, results, [1] * len(rows))
-                finish_run(ctx, state)
-        labels = ctx.classifier.info.labels
-        return pa.array([None if r is None else labels[int(r.indices[0])] for r in results],
-                        pa.string())
-
-    return call

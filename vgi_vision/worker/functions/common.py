@@ -2,19 +2,24 @@
 
 ``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
 the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
-package.
+package. Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each
+function's ``Param`` and checked by the registry, not here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
 from vgi_vision.worker.vision.imaging import ImageSource, read_source
-from vgi_vision.worker.vision.model import Classifier, TopKError, validate_top_k
+from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
+
+if TYPE_CHECKING:  # the store's schemas import the function columns: no import cycle
+    from vgi_vision.worker.lance.writeback import WriteBack
 
 DEFAULT_TOP_K = 5
 
@@ -39,7 +44,7 @@ class VisionContext:
     def store(self) -> WriteBack:
         if self.sink is None:
             raise FunctionError("this worker keeps no results: start it with --lance URI "
-                                "(or attach(con, lance=URI))", kind="not_configured")
+                                "(or attach(con, lance=URI))", kind=ErrorKind.NOT_CONFIGURED)
         return self.sink
 
 
@@ -74,16 +79,3 @@ def images_per_tick(ks: list[int | None]) -> int:
     """One model batch of images, fewer when their rows would exceed MAX_ROWS_PER_TICK."""
     largest = max((k for k in ks if k is not None), default=1)
     return max(1, min(IMAGES_PER_TICK, MAX_ROWS_PER_TICK // largest))
-
-
-def top_k_column(ctx: VisionContext, args: Args) -> list[int | None]:
-    """Per-row top_k, validated up front (against the serving model's class count) so a bad
-    value fails the call before any work."""
-    values = args["top_k"].to_pylist()
-    try:
-        for k in values:
-            if k is not None:
-                validate_top_k(k, ctx.classifier.info.num_classes)
-    except TopKError as exc:
-        raise FunctionError(str(exc)) from None
-    return values

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, Output
+from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, FunctionSpec, Output, Overload
 from vgi_vision.worker.state import CursorState
 from vgi_vision.worker.vision.model_files import ModelInfo, available_models
 
@@ -24,6 +24,21 @@ MODEL_COLUMNS = (
     Column("provider", "VARCHAR", "onnxruntime execution provider of the serving model "
                                   "(e.g. CPUExecutionProvider); NULL for the others"),
 )
+
+
+def spec(ctx: VisionContext) -> FunctionSpec:
+    return FunctionSpec(
+        name="models",
+        kind="table",
+        overloads=(Overload(()),),
+        columns=MODEL_COLUMNS,
+        description="The models this worker can load (the shipped ones, and a model "
+                    "directory it was started with) and which one is serving, with its "
+                    "execution provider.",
+        example="SELECT name, precision, classes, serving, provider FROM vision.models()",
+        impl=Models(ctx),
+        input_rows_per_call=1,
+    )
 
 
 class Models:

@@ -40,20 +40,30 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-log = logging.getLogger(__name__)
+from vgi_vision.worker.lance.kinds import (
+    CLASSIFICATION,
+    IMAGES,
+    OCR,
+    OCR_STAGED,
+    RUNS,
+    STAGED,
+    TEXT,
+    ResultKind,
+    RunError,
+    utc_now,
+)
 
-IMAGES = "images"
-STAGED = "staged"
-OCR = "ocr"
-OCR_STAGED = "ocr_staged"
-RUNS = "runs"
+__all__ = ["CLASSIFICATION", "IMAGES", "OCR", "OCR_STAGED", "RUNS", "STAGED", "TEXT",
+           "PredictionStore", "ResultKind", "RunError", "utc_now"]
+
+log = logging.getLogger(__name__)
 
 #: The identity of a stored result: the image's content hash and the model that classified it.
 IMAGE_IDENTITY = ["image_key", "model"]
@@ -104,41 +114,9 @@ def staging(schema: pa.Schema) -> pa.Schema:
     return pa.schema([*plain, pa.field("input_row", pa.int32())])
 
 
-@dataclass(frozen=True)
-class ResultKind:
-    """One kind of stored result: the table readers see, the table its runs stage in, and
-    which of two rows of the same (image, model) is kept: the one whose ``column`` is larger
-    (``larger_wins``) or smaller."""
-
-    table: str
-    staged: str
-    column: str
-    larger_wins: bool
-
-    @property
-    def replaces(self) -> str:
-        """Merge condition: the new row replaces the stored one."""
-        return f"target.{self.column} {'<' if self.larger_wins else '>'} source.{self.column}"
-
-
-#: Classification keeps the row that ranked more classes; OCR the row that kept more lines
-#: (read with a lower min_confidence).
-CLASSIFICATION = ResultKind(IMAGES, STAGED, "top_k", larger_wins=True)
-TEXT = ResultKind(OCR, OCR_STAGED, "min_confidence", larger_wins=False)
-
-
 def runs_schema() -> pa.Schema:
     return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
                       ("committed_at", pa.timestamp("us"))])
-
-
-def utc_now() -> datetime:
-    """Naive UTC: the tables store UTC timestamps without a zone (DuckDB reads them as is)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class RunError(RuntimeError):
-    """A run could not be made durable; it was rolled back."""
 
 
 def run_filter(run_id: str) -> str:

@@ -25,7 +25,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vgi_vision.protocol import error_message
+from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.transports.http import CONTENT_TYPE, HEALTH_PATH, RPC_PATH
 from vgi_vision.worker.dispatcher import Dispatcher, Reply, SealedStates
 
@@ -110,26 +110,28 @@ def refuse(headers: dict[str, str], path: str, method: str, auth_token: str | No
            ) -> tuple[Reply, int | None] | None:
     """Why a request is refused from its headers alone, or None to read and serve it."""
 
-    def failure(kind: str, message: str, status: int | None = None) -> tuple[Reply, int | None]:
+    def failure(kind: ErrorKind, message: str, status: int | None = None
+                ) -> tuple[Reply, int | None]:
         return Reply(error_message(kind, message), kind), status
 
     if path != RPC_PATH:
-        return failure("bad_request", f"no such path {path}", 404)
+        return failure(ErrorKind.BAD_REQUEST, f"no such path {path}", 404)
     if method != "POST":
-        return failure("bad_request", "use POST", 405)
+        return failure(ErrorKind.BAD_REQUEST, "use POST", 405)
     if auth_token is not None and not bearer_matches(headers.get("authorization", ""),
                                                      auth_token):
-        return failure("unauthorized", "missing or wrong bearer token")
+        return failure(ErrorKind.UNAUTHORIZED, "missing or wrong bearer token")
     if "transfer-encoding" in headers:
-        return failure("bad_request", "a Content-Length is required, not a transfer coding")
+        return failure(ErrorKind.BAD_REQUEST, "a Content-Length is required, not a transfer coding")
     try:
         length = int(headers.get("content-length") or -1)
     except ValueError:
         length = -1
     if length < 0:
-        return failure("bad_request", "a Content-Length is required")
+        return failure(ErrorKind.BAD_REQUEST, "a Content-Length is required")
     if length > limit:
-        return failure("limit_exceeded", f"request of {length} bytes exceeds the limit of {limit}")
+        return failure(ErrorKind.LIMIT_EXCEEDED,
+                       f"request of {length} bytes exceeds the limit of {limit}")
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vgi_vision.protocol import error_message
+from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.transports.framing import (
     ByteReader,
     ByteWriter,
@@ -34,7 +34,7 @@ def serve_stream(reader: ByteReader, writer: ByteWriter, dispatcher: Dispatcher,
         try:
             request = read_frame(reader, dispatcher.limits.max_request_bytes)
         except FrameTooLarge as exc:
-            write_frame(writer, error_message("limit_exceeded", str(exc)))
+            write_frame(writer, error_message(ErrorKind.LIMIT_EXCEEDED, str(exc)))
             continue
         if request is None or (gate is not None and not gate.begin_call()):
             return

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from vgi_vision.protocol import error_message
+from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.transports.framing import FrameError, write_frame
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
 from vgi_vision.worker.serve.streams import serve_stream
@@ -130,7 +130,7 @@ class _Handler(socketserver.StreamRequestHandler):
         try:
             if not server.slots.admit(connection):
                 write_frame(self.wfile, error_message(
-                    "limit_exceeded", f"the worker already serves {server.max_connections} "
+                    ErrorKind.LIMIT_EXCEEDED, f"the worker already serves {server.max_connections} "
                                       f"connections, all busy; try again later"))
                 return
             try:

@@ -1,0 +1,80 @@
+"""``similar(image[, k])``: the stored images nearest to an image by embedding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.worker.functions.common import (
+    DEFAULT_TOP_K,
+    IMAGES_PER_TICK,
+    VisionContext,
+    image_overloads,
+    image_sources,
+    images_per_tick,
+)
+from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Param
+from vgi_vision.worker.state import CursorState
+
+#: Most stored images one query image asks for.
+MAX_K = 1000
+
+
+def spec(ctx: VisionContext) -> FunctionSpec:
+    return FunctionSpec(
+        name="similar",
+        kind="table",
+        overloads=image_overloads(Param("k", "INTEGER", DEFAULT_TOP_K,
+                                        "how many stored images to return", min=1, max=MAX_K)),
+        columns=(Column("rank", "INTEGER", "1 for the nearest stored image"),
+                 Column("image_key", "VARCHAR", "sha256 of the stored image's bytes"),
+                 Column("path", "VARCHAR", "stored path, if it was classified by path"),
+                 Column("label", "VARCHAR", "the stored image's top label"),
+                 Column("confidence", "DOUBLE", "the stored top label's confidence"),
+                 Column("distance", "DOUBLE", "cosine distance of the embeddings, 0 = same")),
+        description="The stored images (from write-back) most similar to an image, by the "
+                    "cosine distance of their model embeddings.",
+        example="SELECT * FROM vision.similar('test/sql/data/cat.png', k := 3)",
+        impl=Similar(ctx),
+        input_rows_per_call=IMAGES_PER_TICK,
+    )
+
+
+class Similar:
+    """The k stored images nearest by embedding (cosine distance), per argument row."""
+
+    state_type = CursorState
+
+    def __init__(self, ctx: VisionContext) -> None:
+        self.ctx = ctx
+
+    def initial_state(self, args: Args) -> CursorState:
+        self.ctx.store()
+        return CursorState()
+
+    def process(self, args: Args, state: CursorState, out: Output) -> None:
+        ks = args["k"].to_pylist()
+        rows = state.advance(args.num_rows, images_per_tick(ks))
+        results = self.ctx.classifier.classify(image_sources(self.ctx, args, rows), top_k=1)
+        names = (INPUT_ROW, "rank", "image_key", "path", "label", "confidence", "distance")
+        found: dict[str, list[Any]] = {name: [] for name in names}
+        for row, result in zip(rows, results, strict=True):
+            if result is None or ks[row] is None:
+                continue
+            hits = self.ctx.store().nearest(result.embedding.tolist(), ks[row])
+            found[INPUT_ROW] += [row] * hits.num_rows
+            found["rank"] += list(range(1, hits.num_rows + 1))
+            for name in ("image_key", "path"):
+                found[name] += hits.column(name).to_pylist()
+            for name in ("label", "confidence"):  # the stored top-1
+                found[name] += pc.list_element(hits.column(name), 0).to_pylist()
+            # float32 rounding puts an image's distance to itself a hair below 0
+            found["distance"] += [max(0.0, d) for d in hits.column("_distance").to_pylist()]
+        batch = pa.RecordBatch.from_pydict(found, schema=out.schema)
+        if batch.num_rows:
+            out.emit(batch)
+        if state.offset >= args.num_rows:
+            out.finish()

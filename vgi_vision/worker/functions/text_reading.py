@@ -1,0 +1,81 @@
+"""Reading text in images and staging what was read, shared by ``ocr`` and ``ocr_text``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from vgi_vision.protocol import ErrorKind
+from vgi_vision.worker.functions.common import VisionContext, image_sources
+from vgi_vision.worker.functions.runs import RunState
+from vgi_vision.worker.lance.kinds import TEXT, utc_now
+from vgi_vision.worker.registry import Args, FunctionError, Param
+from vgi_vision.worker.vision.imaging import ImageSource
+from vgi_vision.worker.vision.ocr import (
+    DEFAULT_MIN_CONFIDENCE,
+    OCR_MODEL,
+    OcrUnavailable,
+    TextLine,
+)
+
+#: Argument rows a client sends per call: more would only be held (or re-sent over HTTP).
+OCR_ROWS_PER_CALL = 16
+
+MIN_CONFIDENCE_PARAM = Param("min_confidence", "DOUBLE", DEFAULT_MIN_CONFIDENCE,
+                             "lines recognized with less confidence are left out",
+                             min=0.0, max=1.0)
+
+
+def read_rows(ctx: VisionContext, args: Args, rows: range, sources: list[ImageSource]
+              ) -> list[list[TextLine] | None]:
+    """The lines of each argument row in ``rows``; None for NULL, unusable or refused rows."""
+    confidences = args["min_confidence"].to_pylist()
+    results: list[list[TextLine] | None] = []
+    try:
+        for row, source in zip(rows, sources, strict=True):
+            confidence = confidences[row]
+            results.append(None if confidence is None or source is None else
+                           ctx.reader.read([source], ctx.classifier.limits, confidence)[0])
+    except OcrUnavailable as exc:
+        raise FunctionError(str(exc), kind=ErrorKind.NOT_CONFIGURED) from None
+    return results
+
+
+def stage_text(ctx: VisionContext, state: RunState, args: Args, rows: range,
+               sources: list[ImageSource], results: list[list[TextLine] | None]) -> None:
+    """Stage the lines of one batch of a run's images in LanceDB's ``ocr_staged``: one row
+    per image read (an image without text too), keyed like classification write-back by
+    the image's sha256 and the OCR model. A continuation of a run that already committed
+    (a replayed or retried request) writes nothing."""
+    store = ctx.store()
+    if rows.start and store.committed(state.run_id):
+        return
+    is_path = args.overload.params[0].type == "VARCHAR"
+    given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
+    confidences = args["min_confidence"].to_pylist()
+    now = utc_now()
+    staged: list[dict[str, Any]] = []
+    for row, source, original, lines in zip(rows, sources, given, results, strict=True):
+        if lines is None:
+            continue
+        assert isinstance(source, bytes)  # image_sources reads files when write-back is on
+        staged.append({"image_key": hashlib.sha256(source).hexdigest(), "model": OCR_MODEL,
+                       "path": original if is_path else None,
+                       "min_confidence": confidences[row],
+                       "text": [ln.text for ln in lines],
+                       "confidence": [ln.confidence for ln in lines],
+                       **{edge: [getattr(ln, edge) for ln in lines]
+                          for edge in ("x0", "y0", "x1", "y1")},
+                       "run_id": state.run_id, "created_at": now, "input_row": row})
+    state.images += len(staged)
+    store.write(state.run_id, staged, TEXT)
+
+
+def read_and_stage(ctx: VisionContext, state: RunState, args: Args, rows: range
+                   ) -> list[list[TextLine] | None]:
+    """Read the images of ``rows`` and, with write-back on, stage what was read."""
+    sources = image_sources(ctx, args, rows)
+    results = read_rows(ctx, args, rows, sources)
+    if ctx.sink is not None and rows:
+        stage_text(ctx, state, args, rows, sources, results)
+    return results
