@@ -343,6 +343,18 @@ def test_row_values_are_separated_by_tabs_only(tmp_path: pathlib.Path) -> None:
     assert "expected row 1 has 1 value(s) but the query has 2 column(s)" in report
 
 
+def test_expected_values_from_a_file(tmp_path: pathlib.Path) -> None:
+    answers = tmp_path / "answers.csv"
+    answers.write_text("k|label\n1|one\n2|NULL\n", encoding="utf-8")
+    sql = "SELECT * FROM (VALUES (1, 'one'), (2, NULL)) t(k, label)"
+    run(tmp_path, f"query IT\n{sql}\n----\n<FILE>:{answers}\n")
+    answers.write_text("k|label\n1|one\n2|two\n", encoding="utf-8")
+    report = failure(tmp_path, f"query IT\n{sql}\n----\n<FILE>:{answers}\n")
+    assert "wrong value at row 2, column 2 (label): expected 'two', got 'NULL'" in report
+    report = failure(tmp_path, f"query IT\n{sql}\n----\n<FILE>:{tmp_path}/missing.csv\n")
+    assert report.startswith(f"case.test:1: could not read the expected result file {tmp_path}")
+
+
 def test_empty_pieces_between_tabs_are_dropped(tmp_path: pathlib.Path) -> None:
     # DuckDB's StringUtil::Split drops empty pieces: doubled or trailing tabs are harmless
     run(tmp_path, "query TR\nSELECT 'Bob', 6.5\n----\nBob\t\t6.5\t\n")

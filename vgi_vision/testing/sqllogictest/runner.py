@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 
 from vgi_vision.testing.sqllogictest.compare import (
+    Column,
     Section,
     compare,
     fetch,
@@ -248,6 +249,8 @@ class _FileRunner:
                 [("SQL", sql), ("Expected", "\n".join(expected) or "(no rows)"),
                  ("Error", str(error))],
             ) from None  # fmt: skip
+        if len(expected) == 1 and expected[0].startswith("<FILE>:"):
+            expected = self._file_values(record, loop_vars, sql, expected[0], result.columns)
         header = " ".join((record.types, record.sort_mode.value, record.label or "")).strip()
         values = len(result.rows) * len(result.columns)
         if record.label is None and not expected and values and 0 < record.hash_threshold < values:
@@ -273,6 +276,34 @@ class _FileRunner:
                 record.location, loop_vars, f"{mismatch.summary} (query {header})",
                 [("SQL", sql), *mismatch.sections],
             )  # fmt: skip
+
+    def _file_values(
+        self,
+        record: Query,
+        loop_vars: Mapping[str, str],
+        sql: str,
+        line: str,
+        columns: Sequence[Column],
+    ) -> list[str]:
+        """``<FILE>:path``: the expected values, one per line, from a ``|``-separated CSV
+        file with a header, read as DuckDB's runner reads it (every column as VARCHAR)."""
+        path = self._sql(line.removeprefix("<FILE>:"), record.location, loop_vars)
+        names = ", ".join(
+            "'" + column.name.replace("'", "''") + "': 'VARCHAR'" for column in columns
+        )
+        try:
+            with duckdb.connect() as reader:
+                rows = reader.execute(
+                    "SELECT * FROM read_csv(?, header = true, sep = '|', "
+                    f"columns = {{{names}}}, auto_detect = false)",
+                    [path],
+                ).fetchall()
+        except duckdb.Error as error:
+            raise self._failure(
+                record.location, loop_vars, f"could not read the expected result file {path}",
+                [("SQL", sql), ("Error", str(error))],
+            ) from None  # fmt: skip
+        return ["NULL" if value is None else str(value) for row in rows for value in row]
 
     def _check_label(
         self, record: Query, loop_vars: Mapping[str, str], sql: str, actual: str
