@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=pathlib.Path, help="working directory of every file")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per file")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every file")
+    parser.add_argument("--slow", action="store_true", help="also run *.test_slow files")
     parser.add_argument("--one", type=pathlib.Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.paths:
         parser.error("give at least one folder or .test file")
 
-    files = sorted({f for p in args.paths for f in ([p] if p.is_file() else p.rglob("*.test"))})
+    patterns = ("*.test", "*.test_slow") if args.slow else ("*.test",)
+    files = sorted(
+        {f for p in args.paths for g in patterns for f in ([p] if p.is_file() else p.rglob(g))}
+    )
     root = args.root or default_root(args.paths[0])
     results: dict[pathlib.Path, dict[str, str]] = {}
     for number, path in enumerate(files, 1):
@@ -159,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     tally = collections.Counter(r["status"] for r in results.values())
     kinds = collections.Counter(r["kind"] for r in results.values() if r["status"] == "failed")
     print(
-        f"\n{len(files)} files: "
+        f"\nduckdb {duckdb.__version__}: a file written for another version can fail on a "
+        f"missing or changed function ('duckdb error', 'mismatch') without a runner bug"
+    )
+    print(
+        f"{len(files)} files: "
         + ", ".join(f"{tally[s]} {s}" for s in ("passed", "failed", "unsupported", "skipped"))
     )
     if kinds:
