@@ -343,6 +343,11 @@ def test_row_values_are_separated_by_tabs_only(tmp_path: pathlib.Path) -> None:
     assert "expected row 1 has 1 value(s) but the query has 2 column(s)" in report
 
 
+def test_empty_pieces_between_tabs_are_dropped(tmp_path: pathlib.Path) -> None:
+    # DuckDB's StringUtil::Split drops empty pieces: doubled or trailing tabs are harmless
+    run(tmp_path, "query TR\nSELECT 'Bob', 6.5\n----\nBob\t\t6.5\t\n")
+
+
 def test_one_value_per_line_must_fill_rows(tmp_path: pathlib.Path) -> None:
     report = failure(tmp_path, "query II\nSELECT * FROM (VALUES (1, 2), (3, 4))\n----\n1\n2\n3\n")
     assert "3 expected values (one per line) do not fill rows of 2 column(s)" in report
@@ -776,10 +781,12 @@ def test_keywords_and_environment_variables(
 
         test-env SLT_SIZE large
 
+        set variable SLT_SHAPE round
+
         query T
-        SELECT '{SLT_COLOUR} ${SLT_SIZE} {TEST_NAME}'
+        SELECT '{SLT_COLOUR} ${SLT_SIZE} {SLT_SHAPE} {TEST_NAME}'
         ----
-        blue large case.test
+        blue large round case.test
 
         statement ok
         COPY (SELECT 42 AS answer) TO '{TEST_DIR}/{BASE_TEST_NAME}.csv'
@@ -853,6 +860,124 @@ def test_skipif_and_onlyif(tmp_path: pathlib.Path) -> None:
     )
 
 
+def test_load_restart_and_reconnect(tmp_path: pathlib.Path) -> None:
+    events: list[str] = []
+
+    def answer(conn: duckdb.DuckDBPyConnection) -> Callable[[], None]:
+        conn.execute("CREATE OR REPLACE MACRO answer() AS 42")
+        events.append("setup")
+        return lambda: events.append("cleanup")
+
+    run(
+        tmp_path,
+        """
+        require answer
+
+        load {TEST_DIR}/kept.db
+
+        statement ok
+        CREATE TABLE t AS SELECT answer() AS a
+
+        statement ok
+        SET default_null_order = 'nulls_first'
+
+        restart
+
+        query I
+        SELECT a FROM t UNION ALL SELECT NULL ORDER BY 1
+        ----
+        NULL
+        42
+
+        reconnect
+
+        query I
+        SELECT answer() + count(*) FROM t
+        ----
+        43
+
+        load
+
+        statement error
+        SELECT * FROM t
+        ----
+        does not exist
+        """,
+        requirements={"answer": answer},
+    )
+    # set up on the first database, then again after each load and the restart
+    assert events == ["setup", "cleanup"] * 4
+
+
+def test_restart_carries_settings_that_duckdb_settings_does_not_list(
+    tmp_path: pathlib.Path,
+) -> None:
+    conn = duckdb.connect()
+    listed = {name for (name,) in conn.execute("SELECT name FROM duckdb_settings()").fetchall()}
+    try:
+        conn.execute("SELECT current_setting('lambda_syntax')")
+    except duckdb.Error:
+        pytest.skip("this duckdb has no lambda_syntax setting")
+    assert "lambda_syntax" not in listed  # else this test checks nothing new
+    run(
+        tmp_path,
+        """
+        load {TEST_DIR}/settings.db readwrite latest
+
+        statement ok
+        SET lambda_syntax = 'DISABLE_SINGLE_ARROW'
+
+        restart
+
+        query I
+        SELECT current_setting('lambda_syntax')::VARCHAR || ' ' ||
+               current_setting('storage_compatibility_version')::VARCHAR
+        ----
+        DISABLE_SINGLE_ARROW latest
+        """,
+    )
+
+
+def test_load_starts_a_writable_database_empty(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLT_DIR", str(tmp_path))
+    text = """
+        require-env SLT_DIR
+
+        load {SLT_DIR}/kept.db
+
+        statement ok
+        CREATE TABLE t(i INTEGER)
+        """
+    run(tmp_path, text)
+    assert (tmp_path / "kept.db").exists()
+    run(tmp_path, text)  # the file of the first run was deleted first, as DuckDB does
+
+
+def test_named_connections_share_the_database(tmp_path: pathlib.Path) -> None:
+    run(
+        tmp_path,
+        """
+        statement ok con1
+        CREATE TABLE t AS SELECT 1 AS i
+
+        statement ok con1
+        SET VARIABLE v = 7
+
+        query I con2
+        SELECT i + coalesce(getvariable('v'), 0) FROM t
+        ----
+        1
+
+        query I con1 sum_label
+        SELECT i + getvariable('v') FROM t
+        ----
+        8
+        """,
+    )
+
+
 def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
     run_file(write(tmp_path, "statement ok\nCREATE TABLE t(i INTEGER)\n", "first.test"))
     run_file(write(tmp_path, "statement ok\nCREATE TABLE t(i INTEGER)\n", "second.test"))
@@ -866,20 +991,21 @@ def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     ("line", "directive"),
     [
-        ("load __TEST_DIR__/x.db", "load"),
-        ("restart", "restart"),
-        ("reconnect", "reconnect"),
+        ("load x.db readwrite v1.0.0 more", "load x.db readwrite v1.0.0 more"),
+        ("unzip data.db.gz", "unzip"),
+        ("reset label x", "reset"),
         ("concurrentloop i 0 2", "concurrentloop"),
         ("concurrentforeach i a b", "concurrentforeach"),
         ("include other.test", "include"),
         ("sleep 1 second", "sleep"),
         ("set ignore_error_messages x", "set ignore_error_messages"),
+        ("set variable v <variable:x>", "set variable v"),
         ("mode output_result", "mode output_result"),
         ("foreach c <all_types_columns>", "foreach group <all_types_columns>"),
         ("foreach c <variable:v>", "foreach group <variable:v>"),
-        ("statement ok con1\nSELECT 1", "statement ok con1"),
+        ("statement ok con1 more\nSELECT 1", "statement ok con1 more"),
         ("statement debug\nSELECT 1", "statement debug"),
-        ("query I con1\nSELECT 1", "query I con1"),
+        ("query I nosort label more\nSELECT 1", "query I nosort label more"),
         ("skipif i=2\nstatement ok\nSELECT 1", "skipif i=2 (a condition on a variable)"),
     ],
 )
@@ -982,7 +1108,7 @@ def sql_project(pytester: pytest.Pytester) -> pytest.Pytester:
     write(sql, "require answer\n\nquery I\nSELECT answer()\n----\n42\n", "good.test")
     write(sql, "require answer\n\nquery I\nSELECT answer() + 1\n----\n42\n", "bad.test")
     write(sql, "require vgi_vision\n\nstatement ok\nSELECT 1\n", "needs_plugin.test")
-    write(sql, "statement ok\nSELECT 1\n\nload x.db\n", "unsupported.test")
+    write(sql, "statement ok\nSELECT 1\n\nsleep 1 second\n", "unsupported.test")
     write(sql, "not a sqllogictest file\n", "notes.txt")
     return pytester
 
@@ -1013,7 +1139,7 @@ def test_pytest_outcomes_and_failure_report(sql_project: pytest.Pytester) -> Non
             "    > 42",
             "Actual (1 rows):",
             "    > 43",
-            "unsupported directive 'load' at sql/unsupported.test:4",
+            "unsupported directive 'sleep' at sql/unsupported.test:4",
             "SKIPPED [[]1[]] sql/needs_plugin.test:1: require vgi_vision",
         ]
     )

@@ -18,6 +18,16 @@ Layout, one module per step:
 - ``plugin``: the pytest layer (``collect_file``) that turns the outcome into
   pass / fail / skip.
 
+Implemented as DuckDB does: ``statement ok|error|maybe``, ``query`` with sort modes,
+labels and connection names, ``N values hashing to MD5``, ``hash-threshold``,
+``loop``/``foreach`` (with DuckDB's ``<integral>``-style groups), ``require``,
+``require-env``, ``test-env``, ``mode skip``/``unskip``, ``skipif``/``onlyif`` on a
+system name, ``halt``, ``set seed``, ``tags``, ``load``, ``restart`` and ``reconnect``.
+Unsupported, and failing as such: ``concurrentloop``/``concurrentforeach``, ``include``,
+``unzip``, ``sleep``, ``continue``, ``reset``, other ``set`` and ``mode`` forms,
+conditions on variables (``skipif i=2``) and ``<variable:...>`` loop groups.
+``scripts/run_duckdb_tests.py`` runs DuckDB's own files through it.
+
 It imports pytest; nothing in the runtime package imports it.
 """
 

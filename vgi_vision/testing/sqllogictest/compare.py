@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from vgi_vision.testing.sqllogictest.records import Query, SortMode
+from vgi_vision.testing.sqllogictest.records import Query, SortMode, duckdb_split
 
 _FLOAT_TYPES = frozenset({"float", "double"})
 _EXACT_NUMERIC_TYPES = frozenset(
@@ -233,11 +233,12 @@ def _expected_rows(lines: Sequence[str], width: int, actual_rows: int) -> list[l
 
     As in DuckDB's ``result_helper.cpp``: the lines are rows (values split on tabs) when
     there is one line per result row (for more than one column) or every line holds a
-    tab; otherwise each line is one value, filled into rows of ``width`` values.
+    tab; otherwise each line is one value, filled into rows of ``width`` values. Like
+    DuckDB, empty pieces between tabs are dropped (write an empty string as ``(empty)``).
     """
     row_wise = (width > 1 and len(lines) == actual_rows) or all("\t" in line for line in lines)
     if row_wise:
-        return [line.split("\t") for line in lines]
+        return [duckdb_split(line, "\t") for line in lines]
     if len(lines) % width:
         return f"{len(lines)} expected values (one per line) do not fill rows of {width} column(s)"
     return [list(lines[i : i + width]) for i in range(0, len(lines), width)]
@@ -308,4 +309,4 @@ def compare(query: Query, expected_lines: list[str], result: Result) -> Mismatch
             f"; the expected values match the result otherwise: declare 'query "
             f"{'I' * len(columns)}' (DuckDB's runner fails this too)"
         )
-    return Mismatch(declared, _tables([line.split("\t") for line in expected_lines], shown))
+    return Mismatch(declared, _tables([duckdb_split(line, "\t") for line in expected_lines], shown))

@@ -17,16 +17,19 @@ import re
 from collections.abc import Callable, Mapping
 
 from vgi_vision.testing.sqllogictest.records import (
+    Load,
     Location,
     Loop,
     Query,
     Record,
     Require,
     RequireEnv,
+    Restart,
     SetSeed,
     SortMode,
     SqlLogicParseError,
     Statement,
+    duckdb_split,
 )
 
 _SEPARATOR = "----"
@@ -50,8 +53,8 @@ _SINGLE_LINE = frozenset(
 # anything else as "unknown" (DuckDB's runner rejects those too).
 _UNSUPPORTED = frozenset(
     {
-        "load", "restart", "reconnect", "sleep", "unzip", "include", "continue", "reset",
-        "concurrentloop", "concurrentforeach",
+        "sleep", "unzip", "include", "continue", "reset", "concurrentloop",
+        "concurrentforeach",
     }
 )  # fmt: skip
 # ``foreach`` groups DuckDB expands (``LoopCommand::ForEachTokenReplace``).
@@ -223,8 +226,7 @@ class _Parser:
             raise SqlLogicParseError(
                 f"{location}: expected 'statement ok', 'statement error' or 'statement maybe'"
             )
-        if args[0].startswith("debug") or len(args) > 1:
-            # DuckDB: debug output modes, or a second word naming a connection
+        if args[0].startswith("debug") or len(args) > 2:
             raise _unsupported(" ".join(["statement", *args]), location)
         sql = self._read_sql()
         if not sql:
@@ -239,9 +241,11 @@ class _Parser:
                 f"{location}: 'statement {args[0]}' needs the expected error message after "
                 f"'----' (DuckDB's runner requires it)"
             )
+        connection = args[1] if len(args) == 2 else None
         return Statement(
-            location, sql, args[0] == "error", "\n".join(message or []), args[0] == "maybe"
-        )
+            location, sql, args[0] == "error", "\n".join(message or []), args[0] == "maybe",
+            connection,
+        )  # fmt: skip
 
     def _query(self, location: Location, args: list[str]) -> Query:
         if not args:
@@ -254,18 +258,24 @@ class _Parser:
                 f"{location}: unknown column type '{wrong.group()}' in 'query {args[0]}' "
                 f"(one of T, I or R per column)"
             )
-        if len(args) > 3 or (len(args) >= 2 and args[1] not in _SORT_MODES):
-            # DuckDB reads an unknown second word as a connection name
+        if len(args) > 3:
             raise _unsupported(" ".join(["query", *args]), location)
-        sort_mode = _SORT_MODES[args[1]] if len(args) >= 2 else SortMode.NOSORT
+        sort_mode, connection = SortMode.NOSORT, None
+        if len(args) >= 2:
+            # DuckDB reads a second word that is no sort mode as a connection name
+            if args[1] in _SORT_MODES:
+                sort_mode = _SORT_MODES[args[1]]
+            else:
+                connection = args[1]
         label = args[2] if len(args) == 3 else None
         sql = self._read_sql()
         if not sql:
             raise SqlLogicParseError(f"{location}: query without SQL")
         expected = self._read_after_separator() or []
         return Query(
-            location, sql, args[0], sort_mode, tuple(expected), label, self._hash_threshold
-        )
+            location, sql, args[0], sort_mode, tuple(expected), label, self._hash_threshold,
+            connection,
+        )  # fmt: skip
 
     def _require(self, location: Location, args: list[str]) -> Require:
         if not args:
@@ -307,10 +317,10 @@ class _Parser:
         if "," not in args[0]:
             self._open_loop(location, (args[0],), tuple((value,) for value in values))
             return
-        names = tuple(args[0].split(","))
+        names = tuple(duckdb_split(args[0], ","))
         iterations = []
         for value in values:
-            parts = tuple(value.split(","))
+            parts = tuple(duckdb_split(value, ","))
             if len(parts) != len(names):
                 raise SqlLogicParseError(
                     f"{location}: foreach value {value!r} does not match the names {args[0]!r}"
@@ -353,14 +363,41 @@ class _Parser:
             raise SqlLogicParseError(f"{location}: hash-threshold takes a number")
         self._hash_threshold = int(args[0])
 
-    def _set(self, location: Location, args: list[str]) -> SetSeed:
+    def _set(self, location: Location, args: list[str]) -> SetSeed | RequireEnv:
+        if args[:1] == ["variable"] and len(args) == 3 and not args[2].startswith("<"):
+            # DuckDB: defines {NAME} for the SQL that follows, as test-env does
+            return RequireEnv(location, args[1], None, default=args[2])
         if args[:1] != ["seed"]:
-            raise _unsupported(" ".join(["set", *args[:1]]), location)
+            raise _unsupported(
+                " ".join(["set", *args[: 2 if args[:1] == ["variable"] else 1]]), location
+            )
         try:
             (value,) = (float(word) for word in args[1:])
         except ValueError:
             raise SqlLogicParseError(f"{location}: set seed takes one number") from None
         return SetSeed(location, value)
+
+    def _load(self, location: Location, args: list[str]) -> Load:
+        """No path: a new in-memory database, as in DuckDB."""
+        if len(args) > 3:
+            raise _unsupported(" ".join(["load", *args]), location)
+        if len(args) >= 2 and args[1].lower() not in ("readonly", "readwrite"):
+            raise SqlLogicParseError(
+                f"{location}: load takes 'readonly' or 'readwrite' after the path"
+            )
+        path = args[0] if args else ""
+        read_only = len(args) >= 2 and args[1].lower() == "readonly"
+        return Load(location, path, read_only, args[2] if len(args) == 3 else None)
+
+    def _restart(self, location: Location, args: list[str]) -> Restart:
+        if args not in ([], ["no_extension_load"]):
+            raise SqlLogicParseError(f"{location}: restart takes only 'no_extension_load'")
+        return Restart(location, load_extensions=not args)
+
+    def _reconnect(self, location: Location, args: list[str]) -> Restart:
+        if args:
+            raise SqlLogicParseError(f"{location}: reconnect takes no arguments")
+        return Restart(location, reconnect=True)
 
     def _tags(self, location: Location, args: list[str]) -> None:
         """Tags select files in DuckDB's CI; with no selection every file runs."""
@@ -381,6 +418,9 @@ class _Parser:
         "hash-threshold": _hash_threshold_directive,
         "set": _set,
         "tags": _tags,
+        "load": _load,
+        "restart": _restart,
+        "reconnect": _reconnect,
     }
 
 

@@ -19,6 +19,13 @@ Requirement = Callable[[duckdb.DuckDBPyConnection], Cleanup | None]
 """Prepares the connection for ``require NAME``; may return a cleanup callable."""
 
 
+def duckdb_split(text: str, separator: str) -> list[str]:
+    """``StringUtil::Split`` of DuckDB: empty pieces are dropped (``a\t\tb`` is two values),
+    and a text with no non-empty piece is returned whole."""
+    pieces = [piece for piece in text.split(separator) if piece]
+    return pieces or [text]
+
+
 class SqlLogicTestError(Exception):
     """Base of every reportable problem; ``str()`` is the complete report.
 
@@ -71,7 +78,8 @@ class Statement:
 
     ``statement error`` needs an expected message (a substring, or a ``<REGEX>:``);
     ``statement maybe`` (``may_fail``) passes whether or not the SQL fails, but an error
-    must match its message.
+    must match its message. A second word names a ``connection`` of its own to the
+    database (``statement ok con1``), opened on first use.
     """
 
     location: Location
@@ -79,6 +87,7 @@ class Statement:
     expect_error: bool
     expected_error: str = ""
     may_fail: bool = False
+    connection: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +96,8 @@ class Query:
 
     ``hash_threshold`` is the ``hash-threshold`` in force where the query was parsed
     (0: none); a ``label`` compares the result's hash with earlier queries of that label.
+    As in DuckDB, a second word that is no sort mode names a ``connection``
+    (``query I con1``), and the label is then the third word.
     """
 
     location: Location
@@ -96,6 +107,7 @@ class Query:
     expected: tuple[str, ...]
     label: str | None = None
     hash_threshold: int = 0
+    connection: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +132,38 @@ class RequireEnv:
     """``require-env VAR [value]``: skip unless set; defines ``{VAR}`` (and ``${VAR}``).
 
     ``test-env VAR DEFAULT`` is one too (``default`` set): it never skips and defines
-    ``VAR`` as ``DEFAULT``, since this runner has no test configuration to take it from.
+    ``VAR`` as ``DEFAULT``, since this runner has no test configuration to take it from;
+    so is ``set variable VAR VALUE``.
     """
 
     location: Location
     variable: str
     value: str | None
     default: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """``load PATH [readonly|readwrite [VERSION]]``: reopen on the database file at PATH
+    (deleted first unless ``readonly``; in memory when there is no PATH), with the
+    requirements met so far set up again on it. ``version`` is the storage version to
+    write (``latest``, ``v1.0.0``...), kept for the next loads and restarts."""
+
+    location: Location
+    path: str
+    read_only: bool
+    version: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    """``restart [no_extension_load]``: reopen the current database, keeping the settings
+    changed so far and (unless ``no_extension_load``) setting up the requirements again.
+    ``reconnect`` (``reconnect=True``) only opens a new connection to the same database."""
+
+    location: Location
+    load_extensions: bool = True
+    reconnect: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,4 +190,4 @@ class Loop:
     body: tuple[Record, ...]
 
 
-Record = Statement | Query | Require | RequireEnv | SetSeed | Loop
+Record = Statement | Query | Require | RequireEnv | SetSeed | Load | Restart | Loop

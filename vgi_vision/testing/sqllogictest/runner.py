@@ -30,6 +30,7 @@ from vgi_vision.testing.sqllogictest.compare import (
 )
 from vgi_vision.testing.sqllogictest.parser import parse
 from vgi_vision.testing.sqllogictest.records import (
+    Load,
     Location,
     Loop,
     Query,
@@ -37,11 +38,16 @@ from vgi_vision.testing.sqllogictest.records import (
     Require,
     RequireEnv,
     Requirement,
+    Restart,
     SetSeed,
     SqlLogicTestFailure,
     SqlLogicTestSkip,
     Statement,
 )
+
+# ``SET [GLOBAL|SESSION|LOCAL] name =|TO``: settings a restart must carry over even when
+# ``duckdb_settings()`` does not list them (``lambda_syntax``, for one).
+_SET = re.compile(r"\bSET\s+(?:GLOBAL\s+|SESSION\s+|LOCAL\s+)?(\w+)\s*(?:=|\bTO\b)", re.I)
 
 
 def _error_matches(expected: str, message: str) -> bool:
@@ -59,30 +65,66 @@ def _is_internal(error: duckdb.Error) -> bool:
 
 
 class _FileRunner:
-    """Executes parsed records against one connection.
+    """Executes parsed records against one database.
 
     Holds the per-file state DuckDB's runner keeps: ``{VAR}`` values from
-    ``require-env``, the ``{TEST_DIR}`` directory, the hashes of labelled queries, and
-    the exit stack that runs requirement cleanups before the connection is closed.
+    ``require-env``, the ``{TEST_DIR}`` directory, the hashes of labelled queries, the
+    database (in memory until ``load``), its main and named connections, and the
+    requirements met so far. Closing the database runs the requirement cleanups (newest
+    first), then closes the connections.
     """
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection,
         requirements: Mapping[str, Requirement],
         strict: bool,
         test_dir: str,
         test_name: str,
-        cleanups: contextlib.ExitStack,
     ) -> None:
-        self._conn = conn
         self._requirements = requirements
         self._strict = strict
         self._test_dir = test_dir
         self._test_name = test_name
-        self._cleanups = cleanups
         self._env: dict[str, str] = {}
         self._labels: dict[str, str] = {}
+        self._met: list[Require] = []
+        self._db_path = ":memory:"
+        self._read_only = False
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        self._set_names: set[str] = set()
+        self._db_stack = contextlib.ExitStack()
+        self._root: duckdb.DuckDBPyConnection | None = None
+        self._named: dict[str, duckdb.DuckDBPyConnection] = {}
+
+    # -- the database ---------------------------------------------------------
+
+    def open(self, set_up_requirements: bool) -> None:
+        root = duckdb.connect(self._db_path, read_only=self._read_only, config=self._config)
+        self._db_stack = contextlib.ExitStack()
+        self._db_stack.callback(root.close)
+        self._root = self._conn = root
+        self._named = {}
+        if set_up_requirements:
+            for record in self._met:
+                self._set_up(record)
+
+    def close(self) -> None:
+        self._db_stack.close()
+        self._root = None
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the current database, closed with it."""
+        assert self._root is not None
+        cursor = self._root.cursor()
+        self._db_stack.callback(cursor.close)
+        return cursor
+
+    def _connection(self, name: str | None) -> duckdb.DuckDBPyConnection:
+        if name is None:
+            return self._conn
+        if name not in self._named:
+            self._named[name] = self._cursor()
+        return self._named[name]
 
     def run(self, records: Sequence[Record], loop_vars: Mapping[str, str]) -> None:
         for record in records:
@@ -96,6 +138,10 @@ class _FileRunner:
                 self._require(record)
             elif isinstance(record, SetSeed):
                 self._set_seed(record)
+            elif isinstance(record, Load):
+                self._load(record, loop_vars)
+            elif isinstance(record, Restart):
+                self._restart(record)
             else:
                 self._require_env(record)
 
@@ -145,7 +191,8 @@ class _FileRunner:
 
     def _statement(self, record: Statement, loop_vars: Mapping[str, str]) -> None:
         sql = self._sql(record.sql, record.location, loop_vars)
-        error = self._execute(sql)
+        self._set_names.update(n.lower() for n in _SET.findall(sql) if n.lower() != "variable")
+        error = self._execute(self._connection(record.connection), sql)
         expected = record.expected_error
         if error is None:
             if record.expect_error:
@@ -167,11 +214,12 @@ class _FileRunner:
                 [("SQL", sql), ("Expected error", expected), ("Actual error", str(error))],
             )  # fmt: skip
 
-    def _execute(self, sql: str) -> duckdb.Error | None:
+    @staticmethod
+    def _execute(conn: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Error | None:
         """Run to completion (``complete()`` also surfaces late runtime errors)."""
         try:
-            self._conn.execute(sql)
-            self._conn.complete()
+            conn.execute(sql)
+            conn.complete()
         except duckdb.Error as error:
             return error
         return None
@@ -193,7 +241,7 @@ class _FileRunner:
         sql = self._sql(record.sql, record.location, loop_vars)
         expected = [self._keywords(line, record.location) for line in record.expected]
         try:
-            result = fetch(self._conn, sql)
+            result = fetch(self._connection(record.connection), sql)
         except duckdb.Error as error:
             raise self._failure(
                 record.location, loop_vars, "query failed",
@@ -244,17 +292,20 @@ class _FileRunner:
             self.run(record.body, {**loop_vars, **dict(zip(record.names, values, strict=True))})
 
     def _require(self, record: Require) -> None:
-        setup = self._requirements.get(record.key)
-        if setup is None:
+        if record.key not in self._requirements:
             if self._strict:
                 raise SqlLogicTestFailure(
                     f"{record.location}: require {record.key}: no such requirement is "
                     f"registered (strict mode)"
                 )
             raise SqlLogicTestSkip(f"require {record.key}")
-        cleanup = setup(self._conn)
+        self._set_up(record)
+        self._met.append(record)
+
+    def _set_up(self, record: Require) -> None:
+        cleanup = self._requirements[record.key](self._conn)
         if cleanup is not None:
-            self._cleanups.callback(cleanup)
+            self._db_stack.callback(cleanup)
 
     def _require_env(self, record: RequireEnv) -> None:
         if record.default is not None:  # test-env: no test configuration, so the default
@@ -273,6 +324,52 @@ class _FileRunner:
 
     def _set_seed(self, record: SetSeed) -> None:
         self._conn.execute("SELECT setseed(?)", [record.value]).fetchall()
+
+    def _load(self, record: Load, loop_vars: Mapping[str, str]) -> None:
+        """As DuckDB's ``load``: a writable database file starts empty."""
+        path = self._sql(record.path, record.location, loop_vars) or ":memory:"
+        if not record.read_only and path != ":memory:":
+            for stale in (path, path + ".wal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)
+        self.close()
+        self._db_path, self._read_only = path, record.read_only
+        if record.version is not None:
+            self._config = {"storage_compatibility_version": record.version}
+        self.open(set_up_requirements=True)
+
+    def _restart(self, record: Restart) -> None:
+        """``restart`` reopens the database (an in-memory one comes back empty) and sets
+        again the settings changed so far, as DuckDB's runner carries its configuration
+        over; ``reconnect`` opens a new main connection, keeping the named ones."""
+        if record.reconnect:
+            self._conn = self._cursor()
+            return
+        before = self._settings()
+        self.close()
+        self.open(set_up_requirements=record.load_extensions)
+        after = self._settings()
+        for name, value in before.items():
+            if after.get(name, value) == value:
+                continue
+            try:
+                self._conn.execute(f"SET {name} = ?", [value]).fetchall()
+            except duckdb.Error as error:
+                raise SqlLogicTestFailure(
+                    f"{record.location}: unsupported: restart cannot carry the setting "
+                    f"{name} = {value!r} over to the reopened database: {error}"
+                ) from None
+
+    def _settings(self) -> dict[str, str | None]:
+        """The settings ``duckdb_settings()`` lists, and those the file ``SET`` otherwise."""
+        rows = self._conn.execute("SELECT name, value FROM duckdb_settings()").fetchall()
+        settings: dict[str, str | None] = dict(rows)
+        for name in self._set_names - settings.keys():
+            with contextlib.suppress(duckdb.Error):
+                (settings[name],) = self._conn.execute(
+                    "SELECT current_setting(?)::VARCHAR", [name]
+                ).fetchone() or (None,)
+        return settings
 
 
 def run_file(
@@ -296,6 +393,7 @@ def run_file(
         test_dir = stack.enter_context(
             tempfile.TemporaryDirectory(prefix="sqllogictest-", ignore_cleanup_errors=True)
         )
-        conn = duckdb.connect()
-        stack.callback(conn.close)
-        _FileRunner(conn, requirements or {}, strict, test_dir, name, stack).run(records, {})
+        runner = _FileRunner(requirements or {}, strict, test_dir, name)
+        stack.callback(runner.close)
+        runner.open(set_up_requirements=False)
+        runner.run(records, {})
