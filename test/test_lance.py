@@ -27,7 +27,17 @@ from vgi_vision.protocol import ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.lance.store import IMAGES, RUNS, STAGED, ResultKind, utc_now
+from vgi_vision.worker.lance.store import (
+    IMAGES,
+    RUNS,
+    STAGED,
+    ResultKind,
+    image_schema,
+    ocr_schema,
+    staged_schema,
+    staging,
+    utc_now,
+)
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
@@ -292,3 +302,30 @@ def test_recovery_grace_spares_runs_that_may_still_be_in_flight(tmp_path: Path) 
     assert table_counts(tmp_path / "db")[STAGED] == 1  # young: left for its writer
     WriteBack(uri, 1280).close()
     assert table_counts(tmp_path / "db") == {IMAGES: 0, STAGED: 0, RUNS: 0}  # rolled back
+
+
+def test_stored_schemas_are_the_function_columns_unchanged_on_disk() -> None:
+    """The stored schemas are derived from the columns of classify, predictions, ocr,
+    stored_text and embed; they must stay byte for byte what existing stores hold (these are
+    the literal schemas the derivation replaced)."""
+    key = {b"lance-schema:unenforced-primary-key": b"true"}
+    keys = [pa.field(n, pa.string(), nullable=False, metadata=key) for n in ("image_key", "model")]
+    images = pa.schema(keys + [
+        ("path", pa.string()), ("top_k", pa.int32()),
+        ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
+        ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
+        ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), 1280)),
+        pa.field("thumbnail", pa.binary()),
+    ])
+    ocr = pa.schema(keys + [
+        ("path", pa.string()), ("min_confidence", pa.float64()),
+        ("text", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64())),
+        ("x0", pa.list_(pa.int32())), ("y0", pa.list_(pa.int32())),
+        ("x1", pa.list_(pa.int32())), ("y1", pa.list_(pa.int32())),
+        ("run_id", pa.string()), ("created_at", pa.timestamp("us")),
+    ])
+    for derived, literal in ((image_schema(1280), images), (ocr_schema(), ocr),
+                             (staged_schema(1280), staging(images)),
+                             (staging(ocr_schema()), staging(ocr))):
+        assert derived.equals(literal, check_metadata=True)
+        assert derived.serialize().to_pybytes() == literal.serialize().to_pybytes()

@@ -6,6 +6,7 @@ the same harness on the real model to show that each terminates and emits every 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,6 +15,7 @@ import pytest
 
 from vgi_vision.protocol import INPUT_ROW, ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.worker.docs import render_reference
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import (
@@ -148,6 +150,78 @@ def test_registry_rejects_bad_declarations() -> None:
     with pytest.raises(FunctionError) as info:
         registry.get("missing")
     assert info.value.kind is ErrorKind.UNKNOWN_FUNCTION
+
+
+def bounded_spec(*params: Param, column_type: str = "INTEGER") -> FunctionSpec:
+    return FunctionSpec(name="f", kind="scalar", overloads=(Overload(params),),
+                        columns=(Column("out", column_type),), description="", example="",
+                        impl=None)
+
+
+def test_bounds_are_checked_when_arguments_resolve_and_null_passes() -> None:
+    spec = Registry().add(bounded_spec(Param("k", "INTEGER", 5, min=1, max=1000),
+                                       Param("t", "DOUBLE", 0.5, min=0.0, max=1.0)))
+    args = spec.resolve(argument_rows([pa.array([1, None, 1000], pa.int64()),
+                                       pa.array([0.0, 1.0, None])]))
+    assert args["k"].to_pylist() == [1, None, 1000]
+    for k, t, message in ((0, 0.5, "k must be between 1 and 1000, got 0"),
+                          (1001, 0.5, "k must be between 1 and 1000, got 1001"),
+                          (5, 1.5, "t must be between 0 and 1, got 1.5"),
+                          (5, float("nan"), "t must be between 0 and 1, got nan")):
+        with pytest.raises(FunctionError) as info:
+            spec.resolve(argument_rows([pa.array([5, k]), pa.array([0.5, t])]))
+        assert info.value.kind is ErrorKind.INVALID_ARGUMENT
+        assert str(info.value) == message
+    with pytest.raises(FunctionError, match="k must be at least 1, got 0"):
+        Registry().add(bounded_spec(Param("k", "INTEGER", min=1))).resolve(
+            argument_rows([pa.array([0])]))
+    # a default outside the bounds fails the calls relying on it, not the registration
+    spec = Registry().add(bounded_spec(Param("k", "INTEGER", 5, min=1, max=4)))
+    with pytest.raises(FunctionError, match="k must be between 1 and 4, got 5"):
+        spec.resolve(argument_rows([], 1))
+
+
+def test_bounds_appear_in_describe_and_the_reference() -> None:
+    spec = bounded_spec(Param("k", "INTEGER", 5, "how many", min=1, max=1000),
+                        Param("t", "DOUBLE", 0.5, "cut-off", min=0.0))
+    params = spec.describe()["overloads"][0]["params"]
+    assert params[0] == {"name": "k", "type": "INTEGER", "doc": "how many", "default": 5,
+                         "min": 1, "max": 1000}
+    assert params[1]["min"] == 0.0 and "max" not in params[1]
+    reference = render_reference([spec.describe()])
+    assert "- `k` INTEGER (1 to 1000): how many" in reference
+    assert "- `t` DOUBLE (at least 0): cut-off" in reference
+
+
+@pytest.mark.parametrize(("param", "column_type", "message"), [
+    (Param("k", "INTEGER", min=5, max=1), "INTEGER", "parameter k: min 5 is greater than max 1"),
+    (Param("s", "VARCHAR", min=1), "INTEGER", "parameter s: bounds need a numeric type"),
+    (Param("k", "INTEGER", max=0.5), "INTEGER", "parameter k: bound 0.5 of an integer"),
+    (Param("k", "INTEGER", min=True), "INTEGER", "parameter k: bound True is not a number"),
+    (Param("t", "DOUBLE", max=float("nan")), "INTEGER", "parameter t: bound nan is not"),
+    (Param("k", "INTEGR"), "INTEGER", "parameter k: unsupported SQL type 'INTEGR'"),
+    (Param("k", "INTEGER"), "FLAOT[]", "column out: unsupported SQL type 'FLAOT[]'"),
+    (Param("k", "INTEGER"), "FLOAT[0]", "column out: unsupported SQL type 'FLOAT[0]'"),
+])
+def test_add_refuses_what_it_cannot_carry_or_check(param: Param, column_type: str,
+                                                   message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"f: {message}")):
+        Registry().add(bounded_spec(param, column_type=column_type))
+
+
+def test_fixed_size_float_arrays_are_a_column_type() -> None:
+    spec = Registry().add(bounded_spec(Param("k", "INTEGER"), column_type="FLOAT[1280]"))
+    assert spec.result_schema.field("out").type == pa.list_(pa.float32(), 1280)
+    assert spec.describe()["columns"][0]["type"] == "FLOAT[1280]"
+
+
+def test_the_catalog_declares_its_bounds(vision_registry: Registry) -> None:
+    bounds = {(f["name"], p["name"]): (p.get("min"), p.get("max"))
+              for f in vision_registry.describe() for o in f["overloads"]
+              for p in o["params"] if "min" in p or "max" in p}
+    assert bounds == {("classify", "top_k"): (1, 1000), ("similar", "k"): (1, 1000),
+                      ("is_a", "threshold"): (0.0, 1.0), ("ocr", "min_confidence"): (0.0, 1.0),
+                      ("ocr_text", "min_confidence"): (0.0, 1.0)}
 
 
 @pytest.fixture(scope="module")

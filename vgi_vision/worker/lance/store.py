@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,6 +48,12 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vgi_vision.protocol import arrow_type
+from vgi_vision.worker.functions.classify import CLASSIFY_COLUMNS
+from vgi_vision.worker.functions.embed import embedding_type
+from vgi_vision.worker.functions.ocr import OCR_COLUMNS
+from vgi_vision.worker.functions.predictions import PREDICTION_COLUMNS
+from vgi_vision.worker.functions.stored_text import STORED_TEXT_COLUMNS
 from vgi_vision.worker.lance.kinds import (
     CLASSIFICATION,
     IMAGES,
@@ -59,6 +66,7 @@ from vgi_vision.worker.lance.kinds import (
     RunError,
     utc_now,
 )
+from vgi_vision.worker.registry import Column
 
 __all__ = ["CLASSIFICATION", "IMAGES", "OCR", "OCR_STAGED", "RUNS", "STAGED", "TEXT",
            "PredictionStore", "ResultKind", "RunError", "utc_now"]
@@ -76,30 +84,45 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
 
 
+def _key_fields() -> list[pa.Field]:
+    """The identity columns, kept explicit: they are the merge key, not a function's output."""
+    return [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+            for name in IMAGE_IDENTITY]
+
+
+def _fields(columns: Sequence[Column], *names: str, per: str = "image") -> list[pa.Field]:
+    """Stored fields of the function columns ``names``, typed as the columns travel (via
+    :func:`~vgi_vision.protocol.sqltypes.arrow_type`): one value per image, or a list of one
+    value per rank or line (``per="item"``) so one row holds an image's whole result."""
+    by_name = {c.name: c for c in columns}
+    types = [arrow_type(by_name[name].type) for name in names]
+    return [pa.field(name, pa.list_(t) if per == "item" else t)
+            for name, t in zip(names, types, strict=True)]
+
+
 def image_schema(dim: int) -> pa.Schema:
-    """Columns of ``images``: one stored image per (image_key, model)."""
-    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
-                  for name in IMAGE_IDENTITY]
-    return pa.schema(key_fields + [
-        ("path", pa.string()), ("top_k", pa.int32()),
-        ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
-        ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
-        ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), dim)),
+    """Columns of ``images``: one stored image per (image_key, model), its ranked classes as
+    lists of ``classify``'s columns, the rest as ``predictions()`` returns them."""
+    return pa.schema([
+        *_key_fields(),
+        *_fields(PREDICTION_COLUMNS, "path"),
+        pa.field("top_k", pa.int32()),  # how many ranks the lists hold
+        *_fields(CLASSIFY_COLUMNS, "idx", "label", "confidence", per="item"),
+        *_fields(PREDICTION_COLUMNS, "run_id", "created_at"),
+        pa.field("vector", arrow_type(embedding_type(dim))),  # what embed() returns
         THUMBNAIL_FIELD,
     ])
 
 
 def ocr_schema() -> pa.Schema:
     """Columns of ``ocr``: the text lines of one image read by one OCR model, in reading order
-    (parallel lists, like the ranks of ``images``)."""
-    key_fields = [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
-                  for name in IMAGE_IDENTITY]
-    return pa.schema(key_fields + [
-        ("path", pa.string()), ("min_confidence", pa.float64()),
-        ("text", pa.list_(pa.string())), ("confidence", pa.list_(pa.float64())),
-        ("x0", pa.list_(pa.int32())), ("y0", pa.list_(pa.int32())),
-        ("x1", pa.list_(pa.int32())), ("y1", pa.list_(pa.int32())),
-        ("run_id", pa.string()), ("created_at", pa.timestamp("us")),
+    (lists of ``ocr``'s columns, like the ranks of ``images``), the rest as
+    ``stored_text()`` returns them."""
+    return pa.schema([
+        *_key_fields(),
+        *_fields(STORED_TEXT_COLUMNS, "path", "min_confidence"),
+        *_fields(OCR_COLUMNS, "text", "confidence", "x0", "y0", "x1", "y1", per="item"),
+        *_fields(STORED_TEXT_COLUMNS, "run_id", "created_at"),
     ])
 
 
