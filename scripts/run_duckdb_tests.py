@@ -9,7 +9,9 @@ Usage::
 Each ``.test`` file runs in a child process of its own (a crash or a hang costs one file,
 not the run) against plain ``duckdb``, without a vgi-vision worker. ``require NAME`` loads
 an extension when the installed ``duckdb`` already has it (nothing is downloaded) and
-skips the file otherwise, as DuckDB's runner does. Files run from ``--root`` (by default
+skips the file otherwise, as DuckDB's runner does; the names DuckDB's runner answers
+itself (``64bit``, ``vector_size 2048``, ``skip_reload``...) are answered for a release
+build. Files run from ``--root`` (by default
 the folder above the first ``test/`` in the path), since DuckDB's files name data files
 relative to its repository root.
 
@@ -22,11 +24,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import json
+import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 
 import duckdb
 
@@ -55,9 +61,80 @@ def extension_requirement(name: str) -> Requirement:
     return load
 
 
+def _no_setup(conn: duckdb.DuckDBPyConnection) -> None:
+    return None
+
+
+def _bytes(text: str) -> int:
+    """``8gb``, ``500mb``... as DuckDB's ParseMemoryLimit reads them (powers of 1000)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", text.strip().lower())
+    if not match:
+        raise ValueError(text)
+    return int(float(match.group(1)) * 1000 ** " kmgt".index(match.group(2) or " "))
+
+
+def builtin_requirement(key: str) -> bool | None:
+    """What DuckDB's runner decides itself in ``CheckRequire`` (None: not one of those).
+
+    Answered for a release build of duckdb such as the Python package: vector size 2048,
+    no sanitizers, no verification modes, no forced storage, no reloading of files.
+    """
+    name, *args = key.split()
+    name = name.lower()
+    present_in_release_builds = {
+        "notmusl", "noforcestorage", "no_force_storage", "nothreadsan", "strinline",
+        "skip_reload", "no_alternative_verify", "no_latest_storage", "no_vector_verification",
+    }  # fmt: skip
+    if name in present_in_release_builds and not args:
+        return True
+    if name in ("windows", "notwindows", "mingw", "notmingw") and not args:
+        return (sys.platform == "win32") == (name in ("windows", "mingw"))
+    if name == "64bit" and not args:
+        return sys.maxsize > 2**32
+    if name == "longdouble" and not args:
+        return ctypes.sizeof(ctypes.c_longdouble) > 8
+    if name in ("vector_size", "exact_vector_size") and len(args) == 1 and args[0].isdigit():
+        return 2048 >= int(args[0]) if name == "vector_size" else int(args[0]) == 2048
+    if name in ("ram", "disk_space") and len(args) == 1:
+        if name == "ram":
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        else:
+            available = shutil.disk_usage(".").free
+        try:
+            return available >= _bytes(args[0])
+        except ValueError:
+            return None
+    return None
+
+
+class DuckDBRequirements(Mapping[str, Requirement]):
+    """``require`` as DuckDB's runner answers it: its built-in names, then extensions the
+    installed duckdb can load; anything else is missing and skips the file."""
+
+    def __init__(self) -> None:
+        self._extensions = {name: extension_requirement(name) for name in available_extensions()}
+
+    def __getitem__(self, key: str) -> Requirement:
+        if builtin_requirement(key):
+            return _no_setup
+        return self._extensions[key]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        builtin = builtin_requirement(key)
+        return builtin if builtin is not None else key in self._extensions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._extensions)
+
+    def __len__(self) -> int:
+        return len(self._extensions)
+
+
 def outcome(path: pathlib.Path) -> dict[str, str]:
     """Run one file in this process; the outcome as a JSON-able dict."""
-    requirements = {name: extension_requirement(name) for name in available_extensions()}
+    requirements = DuckDBRequirements()
     try:
         run_file(path, requirements)
     except SqlLogicTestSkip as skip:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pathlib
@@ -967,6 +968,28 @@ def test_load_starts_a_writable_database_empty(
     run(tmp_path, text)  # the file of the first run was deleted first, as DuckDB does
 
 
+def test_unzip(tmp_path: pathlib.Path) -> None:
+    packed = tmp_path / "numbers.csv.gz"
+    with gzip.open(packed, "wt", encoding="utf-8") as out:
+        out.write("n\n1\n2\n")
+    run(
+        tmp_path,
+        f"""
+        unzip {packed}
+
+        unzip {packed} {{TEST_DIR}}/copy.csv
+
+        query II
+        SELECT (SELECT sum(n) FROM '{{TEST_DIR}}/numbers.csv'),
+               (SELECT sum(n) FROM '{{TEST_DIR}}/copy.csv')
+        ----
+        3\t3
+        """,
+    )
+    report = failure(tmp_path, f"unzip {tmp_path}/missing.gz\n")
+    assert report.startswith(f"case.test:1: unzip {tmp_path}/missing.gz failed: ")
+
+
 def test_named_connections_share_the_database(tmp_path: pathlib.Path) -> None:
     run(
         tmp_path,
@@ -1004,7 +1027,7 @@ def test_each_file_gets_a_fresh_connection(tmp_path: pathlib.Path) -> None:
     ("line", "directive"),
     [
         ("load x.db readwrite v1.0.0 more", "load x.db readwrite v1.0.0 more"),
-        ("unzip data.db.gz", "unzip"),
+        ("continue", "continue"),
         ("reset label x", "reset"),
         ("concurrentloop i 0 2", "concurrentloop"),
         ("concurrentforeach i a b", "concurrentforeach"),

@@ -23,9 +23,9 @@ labels and connection names, ``N values hashing to MD5`` and ``<FILE>:`` results
 ``hash-threshold``, ``loop``/``foreach`` (with DuckDB's ``<integral>``-style groups),
 ``require``, ``require-env``, ``test-env``, ``set variable``, ``set seed``,
 ``mode skip``/``unskip``, ``skipif``/``onlyif`` on a system name, ``halt``, ``tags``,
-``load``, ``restart`` and ``reconnect``.
+``load``, ``restart``, ``reconnect`` and ``unzip``.
 Unsupported, and failing as such: ``concurrentloop``/``concurrentforeach``, ``include``,
-``unzip``, ``sleep``, ``continue``, ``reset``, other ``set`` and ``mode`` forms,
+``sleep``, ``continue``, ``reset``, other ``set`` and ``mode`` forms,
 conditions on variables (``skipif i=2``) and ``<variable:...>`` loop groups.
 ``scripts/run_duckdb_tests.py`` runs DuckDB's own files through it.
 

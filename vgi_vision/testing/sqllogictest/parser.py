@@ -29,6 +29,7 @@ from vgi_vision.testing.sqllogictest.records import (
     SortMode,
     SqlLogicParseError,
     Statement,
+    Unzip,
     duckdb_split,
 )
 
@@ -53,7 +54,7 @@ _SINGLE_LINE = frozenset(
 # anything else as "unknown" (DuckDB's runner rejects those too).
 _UNSUPPORTED = frozenset(
     {
-        "sleep", "unzip", "include", "continue", "reset", "concurrentloop",
+        "sleep", "include", "continue", "reset", "concurrentloop",
         "concurrentforeach",
     }
 )  # fmt: skip
@@ -399,6 +400,14 @@ class _Parser:
             raise SqlLogicParseError(f"{location}: reconnect takes no arguments")
         return Restart(location, reconnect=True)
 
+    def _unzip(self, location: Location, args: list[str]) -> Unzip:
+        if len(args) not in (1, 2):
+            raise SqlLogicParseError(f"{location}: expected 'unzip SOURCE.gz [TARGET]'")
+        if not args[0].endswith(".gz"):
+            raise SqlLogicParseError(f"{location}: unzip: {args[0]} has no .gz extension")
+        target = args[1] if len(args) == 2 and args[1] != "NULL" else None
+        return Unzip(location, args[0], target)
+
     def _tags(self, location: Location, args: list[str]) -> None:
         """Tags select files in DuckDB's CI; with no selection every file runs."""
         if not args:
@@ -421,6 +430,7 @@ class _Parser:
         "load": _load,
         "restart": _restart,
         "reconnect": _reconnect,
+        "unzip": _unzip,
     }
 
 

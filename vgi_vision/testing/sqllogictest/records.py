@@ -167,6 +167,16 @@ class Restart:
 
 
 @dataclasses.dataclass(frozen=True)
+class Unzip:
+    """``unzip SOURCE.gz [TARGET]``: decompress a gzip file, by default to
+    ``{TEST_DIR}/SOURCE`` without ``.gz`` (also when TARGET is ``NULL``)."""
+
+    location: Location
+    source: str
+    target: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class SetSeed:
     """``set seed VALUE``: ``SELECT setseed(VALUE)`` on the connection."""
 
@@ -190,4 +200,4 @@ class Loop:
     body: tuple[Record, ...]
 
 
-Record = Statement | Query | Require | RequireEnv | SetSeed | Load | Restart | Loop
+Record = Statement | Query | Require | RequireEnv | SetSeed | Load | Restart | Unzip | Loop

@@ -11,9 +11,11 @@ the loop variables, as in DuckDB.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -44,6 +46,7 @@ from vgi_vision.testing.sqllogictest.records import (
     SqlLogicTestFailure,
     SqlLogicTestSkip,
     Statement,
+    Unzip,
 )
 
 # ``SET [GLOBAL|SESSION|LOCAL] name =|TO``: settings a restart must carry over even when
@@ -143,6 +146,8 @@ class _FileRunner:
                 self._load(record, loop_vars)
             elif isinstance(record, Restart):
                 self._restart(record)
+            elif isinstance(record, Unzip):
+                self._unzip(record, loop_vars)
             else:
                 self._require_env(record)
 
@@ -390,6 +395,18 @@ class _FileRunner:
                     f"{record.location}: unsupported: restart cannot carry the setting "
                     f"{name} = {value!r} over to the reopened database: {error}"
                 ) from None
+
+    def _unzip(self, record: Unzip, loop_vars: Mapping[str, str]) -> None:
+        source = self._keywords(record.source, record.location)
+        default = "{TEST_DIR}/" + pathlib.Path(source).name.removesuffix(".gz")
+        target = self._keywords(record.target or default, record.location)
+        try:
+            with gzip.open(source, "rb") as packed, open(target, "wb") as unpacked:
+                shutil.copyfileobj(packed, unpacked)
+        except OSError as error:
+            raise self._failure(
+                record.location, loop_vars, f"unzip {source} failed: {error}", []
+            ) from None
 
     def _settings(self) -> dict[str, str | None]:
         """The settings ``duckdb_settings()`` lists, and those the file ``SET`` otherwise."""
