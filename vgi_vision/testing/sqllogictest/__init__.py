@@ -36,6 +36,7 @@ from vgi_vision.testing.sqllogictest.parser import parse
 from vgi_vision.testing.sqllogictest.plugin import SqlLogicTestFile, SqlLogicTestItem, collect_file
 from vgi_vision.testing.sqllogictest.records import (
     Cleanup,
+    Load,
     Location,
     Loop,
     Query,
@@ -43,17 +44,21 @@ from vgi_vision.testing.sqllogictest.records import (
     Require,
     RequireEnv,
     Requirement,
+    Restart,
+    SetSeed,
     SortMode,
     SqlLogicParseError,
     SqlLogicTestError,
     SqlLogicTestFailure,
     SqlLogicTestSkip,
     Statement,
+    Unzip,
 )
 from vgi_vision.testing.sqllogictest.runner import run_file
 
 __all__ = [
     "Cleanup",
+    "Load",
     "Location",
     "Loop",
     "Query",
@@ -61,6 +66,8 @@ __all__ = [
     "Require",
     "RequireEnv",
     "Requirement",
+    "Restart",
+    "SetSeed",
     "SortMode",
     "SqlLogicParseError",
     "SqlLogicTestError",
@@ -69,6 +76,7 @@ __all__ = [
     "SqlLogicTestItem",
     "SqlLogicTestSkip",
     "Statement",
+    "Unzip",
     "collect_file",
     "parse",
     "run_file",
