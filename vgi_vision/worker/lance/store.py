@@ -30,6 +30,16 @@ merges inserting the same new image and retry one, so replicas committing the sa
 the same time still store it once. A failed run is rolled back by deleting its staged rows,
 which never touches ``images``. On open, recovery deletes staged rows left by a crash.
 
+Every run adds small fragments and a table version to each table it touches, so
+:meth:`PredictionStore.maintain` (run by the write-back thread every few commits, never as
+part of a run) compacts them with LanceDB's ``optimize``: small fragments are rewritten into
+one (deleted staged rows dropped on the way) and the files of versions older than
+:data:`VERSION_RETENTION` are removed. Younger versions stay readable, so a ``predictions()``
+scan paging a pinned version finishes with the rows it started with. Compaction only rewrites
+rows, it never adds or removes one; when it races another worker's merge or delete on the same
+fragments, Lance lets the writer win (its commit rebases or retries) and the compaction's
+commit fails, which is logged and skipped until the next round.
+
 Everything here is async and must run on one event loop (see
 :mod:`vgi_vision.worker.lance.writeback` for the thread that owns it). The URI goes straight
 to ``lancedb.connect_async``, so object store URIs work as well as local folders.
@@ -79,6 +89,12 @@ IMAGE_IDENTITY = ["image_key", "model"]
 #: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
 #: gallery can show images classified from BLOBs. NULL in rows written before it existed.
 THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+
+#: Versions younger than this are never cleaned up by :meth:`PredictionStore.maintain`: well
+#: above the continuation token lifetime (one hour, :mod:`vgi_vision.worker.tokens`) and any
+#: call, so a scan paging a pinned version, or a replica still committing on top of an older
+#: one, always finds its files. Older versions' files are removed.
+VERSION_RETENTION = timedelta(days=1)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
@@ -146,6 +162,11 @@ def run_filter(run_id: str) -> str:
     if not _RUN_ID.match(run_id):  # ids are ours, but never splice unchecked text into SQL
         raise ValueError(f"invalid run id {run_id!r}")
     return f"run_id = '{run_id}'"
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is Lance reporting a commit that lost a race with another commit."""
+    return "commit conflict" in str(exc).lower()
 
 
 def one_row_per_image(staged: pa.Table, kind: ResultKind = CLASSIFICATION) -> pa.Table:
@@ -264,6 +285,42 @@ class PredictionStore:
         """Remove the staged rows of an unacknowledged run; stored images are never touched."""
         for staged in (self.staged, self.ocr_staged):
             await staged.delete(run_filter(run_id))
+
+    def tables_of(self, kinds: Sequence[ResultKind]) -> list[tuple[str, Any]]:
+        """(name, table) of the stored and staging tables of ``kinds``, and ``runs``."""
+        named = [(kind.table, self._tables(kind)[0]) for kind in kinds]
+        named += [(kind.staged, self._tables(kind)[1]) for kind in kinds]
+        return [*named, (RUNS, self.runs)]
+
+    async def maintain(self, kinds: Sequence[ResultKind] = (CLASSIFICATION,),
+                       retention: timedelta = VERSION_RETENTION) -> dict[str, bool]:
+        """Compact the tables of ``kinds`` (and ``runs``) and remove versions older than
+        ``retention``; whether each table's maintenance succeeded.
+
+        Never raises for a table: maintenance is an optimisation, so a failure (most often a
+        commit conflict with another worker's merge or delete on the same fragments, which
+        Lance resolves in the writer's favour) is logged and retried at the next round.
+        """
+        done = {}
+        for name, table in self.tables_of(kinds):
+            try:
+                stats = await table.optimize(cleanup_older_than=retention)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                level = logging.INFO if is_commit_conflict(exc) else logging.WARNING
+                log.log(level, "maintenance of %s skipped this round: %s", name, exc)
+                done[name] = False
+            else:
+                log.debug("maintenance of %s: %d fragments rewritten into %d, %d old "
+                          "versions and %d bytes removed", name,
+                          stats.compaction.fragments_removed, stats.compaction.fragments_added,
+                          stats.prune.old_versions_removed, stats.prune.bytes_removed)
+                done[name] = True
+        return done
+
+    async def fragments(self, name: str) -> int:
+        """How many fragments table ``name`` has now."""
+        table = dict((n, t) for n, t in self.tables_of((CLASSIFICATION, TEXT)))[name]
+        return (await table.stats())["fragment_stats"]["num_fragments"]
 
     async def version(self, kind: ResultKind = CLASSIFICATION) -> int:
         return await self._tables(kind)[0].version()

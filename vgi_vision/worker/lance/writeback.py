@@ -6,6 +6,12 @@ run's rows and goes on inferring, but at most ``max_in_flight`` batches may be u
 once: a slow LanceDB slows inference down instead of growing memory. ``finish`` makes a run
 durable and visible, or rolls it back and raises. A run that already committed (its request
 replayed or retried) is left exactly as it is.
+
+Every ``compact_every`` commits the same thread compacts the tables in the background
+(:meth:`~vgi_vision.worker.lance.store.PredictionStore.maintain`): after the commit, never
+inside it, so a run's result does not depend on it, and a maintenance error is only logged.
+Within one worker a commit waits for a maintenance round in progress (they never race each
+other); with replicas, Lance settles races with other workers' commits.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -24,9 +31,11 @@ import pyarrow as pa
 from vgi_vision.worker.lance.store import (
     CLASSIFICATION,
     TEXT,
+    VERSION_RETENTION,
     PredictionStore,
     ResultKind,
     RunError,
+    is_commit_conflict,
 )
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
 
@@ -37,15 +46,29 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT = 2
 #: How long ``finish`` waits for rows that another replica wrote to become countable.
 SETTLE_SECONDS = 10.0
+#: Commits between two maintenance rounds (see bench/bench_store_growth.py for the choice).
+DEFAULT_COMPACT_EVERY = 20
 
 
 class WriteBack:
     def __init__(self, uri: str, embedding_dim: int, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                  window_seconds: float = 0.1, max_batch: int = 128,
-                 max_queue_size: int = 4096, recovery_grace_seconds: float = 0.0) -> None:
+                 max_queue_size: int = 4096, recovery_grace_seconds: float = 0.0,
+                 compact_every: int = DEFAULT_COMPACT_EVERY,
+                 version_retention: timedelta = VERSION_RETENTION) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
                 or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
+        if isinstance(compact_every, bool) or not isinstance(compact_every, int) \
+                or compact_every < 0:
+            raise ValueError(f"compact_every must be an integer >= 0 (0: never), "
+                             f"got {compact_every!r}")
+        self.compact_every = compact_every
+        self.version_retention = version_retention
+        self._commits = 0
+        self._touched: set[ResultKind] = set()  # kinds committed since the last maintenance
+        self._maintenance: concurrent.futures.Future | None = None
+        self._store_lock = asyncio.Lock()  # a commit or a maintenance round, one at a time
         self.uri = uri
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vgi-lance",
@@ -146,24 +169,62 @@ class WriteBack:
         except Exception as exc:
             self.abort(run_id)
             raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
+        self._after_commit(kind)
+
+    def _after_commit(self, kind: ResultKind) -> None:
+        """Count the commit; every ``compact_every`` start a maintenance round in the
+        background (unless one is still running: the next count starts one)."""
+        with self._lock:
+            self._commits += 1
+            self._touched.add(kind)
+            due = (self.compact_every and self._commits >= self.compact_every
+                   and (self._maintenance is None or self._maintenance.done())
+                   and not self._closed)
+            if not due:
+                return
+            kinds, self._touched, self._commits = sorted(self._touched, key=str), set(), 0
+            self._maintenance = asyncio.run_coroutine_threadsafe(self._maintain(kinds),
+                                                                 self._loop)
+
+    async def _maintain(self, kinds: list[ResultKind]) -> None:
+        try:
+            async with self._store_lock:
+                await self.store.maintain(kinds, self.version_retention)
+        except Exception:  # noqa: BLE001 - maintain logs per table; this is a bug guard
+            log.exception("store maintenance failed")
+
+    def maintain(self) -> None:
+        """Run a maintenance round of every table now (tests, tools); waits for it."""
+        self._run(self._maintain([CLASSIFICATION, TEXT]))
 
     async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind) -> None:
         """Over HTTP a run's batches may come from several replicas: give theirs time to land.
 
         Checked each round: the run may have committed meanwhile through a concurrent replay
         of this request, which is then success, not a missing batch.
+
+        A commit that meets a commit conflict Lance could not settle itself (another
+        worker's write or compaction on the same fragments) is tried again too: each step of
+        a commit is safe to repeat (the merge is keyed, the run record makes the next round
+        see the run committed, and a delete of staged rows deletes what is left).
         """
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
-            if await self.store.committed(run_id):
-                await self.store.rollback(run_id)  # rows a replay staged after the commit
-                return
             try:
-                return await self.store.commit(run_id, images, kind)
+                async with self._store_lock:
+                    if await self.store.committed(run_id):
+                        await self.store.rollback(run_id)  # rows a replay staged after it
+                        return
+                    return await self.store.commit(run_id, images, kind)
             except RunError:
                 if time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.05)
+            except Exception as exc:
+                if not is_commit_conflict(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("commit of run %s met a concurrent commit, trying again: %s",
+                         run_id, exc)
+            await asyncio.sleep(0.05)
 
     def version(self, kind: ResultKind = CLASSIFICATION) -> int:
         return self._run(self.store.version(kind))
@@ -181,6 +242,10 @@ class WriteBack:
             return
         self._closed = True
         try:
+            with self._lock:
+                maintenance = self._maintenance
+            if maintenance is not None:
+                concurrent.futures.wait([maintenance])
             for queue in self._queues.values():
                 self._run(queue.stop())
             self.store.close()
