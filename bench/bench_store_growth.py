@@ -8,7 +8,7 @@ worst ``finish`` (commit) time of the first and the last 50 runs, the fragments 
 and ``staged`` and the store's size on disk at the end, and each setting's last-50 commit time
 and disk size as a ratio of the no-compaction baseline (``compact_every=0``).
 
-The default version retention (a day) keeps every version this bench makes, so the disk size
+The default version retention (six hours) keeps every version this bench makes, so the disk size
 with compaction includes the files it replaced; ``--retention-seconds`` shortens it to show
 the steady state.
 

@@ -90,11 +90,12 @@ IMAGE_IDENTITY = ["image_key", "model"]
 #: gallery can show images classified from BLOBs. NULL in rows written before it existed.
 THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
 
-#: Versions younger than this are never cleaned up by :meth:`PredictionStore.maintain`: well
-#: above the continuation token lifetime (one hour, :mod:`vgi_vision.worker.tokens`) and any
-#: call, so a scan paging a pinned version, or a replica still committing on top of an older
-#: one, always finds its files. Older versions' files are removed.
-VERSION_RETENTION = timedelta(days=1)
+#: Versions younger than this are never cleaned up by :meth:`PredictionStore.maintain`: six
+#: times the continuation token lifetime (one hour, :mod:`vgi_vision.worker.tokens`, which
+#: bounds an HTTP scan) and far above any call, so a ``predictions()`` scan paging a pinned
+#: version, or a replica committing on top of an older one, finds its files. Older versions'
+#: files are removed; a compaction's replaced files stay this long, which is the disk cost.
+VERSION_RETENTION = timedelta(hours=6)
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
