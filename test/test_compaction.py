@@ -61,7 +61,7 @@ def images_table(sink: WriteBack) -> list[tuple]:
 
 
 def test_many_runs_stay_compact_and_store_the_same_rows(tmp_path: Path) -> None:
-    """200 runs: with maintenance every 10 commits the tables stay at a few fragments, and
+    """200 runs: with maintenance checked every 10 commits the tables stay small, and
     ``images`` holds exactly what it holds without maintenance, each image once."""
     plain = WriteBack(str(tmp_path / "plain"), 1280, window_seconds=0.005, compact_every=0)
     compact = WriteBack(str(tmp_path / "compact"), 1280, window_seconds=0.005, compact_every=10)
@@ -72,8 +72,10 @@ def test_many_runs_stay_compact_and_store_the_same_rows(tmp_path: Path) -> None:
     compact = WriteBack(str(tmp_path / "compact"), 1280, compact_every=0)
     plain = WriteBack(str(tmp_path / "plain"), 1280, compact_every=0)
     assert sink_fragments(plain, IMAGES) >= 100  # what nothing compacting looks like
-    assert sink_fragments(compact, IMAGES) <= 11
-    assert sink_fragments(compact, RUNS) <= 11
+    # Compacted once the rows since the last compaction are 10% of ~200 (a run adds one or
+    # two), checked every 10 commits: about 30 fragments at most, whatever the run count.
+    assert sink_fragments(compact, IMAGES) <= 40
+    assert sink_fragments(compact, RUNS) <= 40
     assert sink_fragments(compact, STAGED) <= 1
     stored_rows = images_table(compact)
     assert stored_rows == images_table(plain)
@@ -112,7 +114,7 @@ def test_maintenance_failure_is_logged_and_the_run_succeeds(tmp_path: Path, capl
 def compact_from_another_replica(uri: Path, retention: timedelta) -> None:
     async def compact() -> None:
         store = await PredictionStore.open(str(uri), 1280, recovery_grace_seconds=3600)
-        assert all((await store.maintain(retention=retention)).values())
+        assert all((await store.maintain(retention=retention, force=True)).values())
         store.close()
 
     asyncio.run(compact())
@@ -184,7 +186,7 @@ def test_concurrent_writers_and_compaction_store_each_image_once(
         async def loop() -> None:
             store = await PredictionStore.open(uri, 1280, recovery_grace_seconds=3600)
             while writing.is_set():
-                await store.maintain()
+                await store.maintain(force=True)
                 rounds["maintenance"] += 1
             store.close()
 

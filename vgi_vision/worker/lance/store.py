@@ -32,13 +32,14 @@ which never touches ``images``. On open, recovery deletes staged rows left by a 
 
 Every run adds small fragments and a table version to each table it touches, so
 :meth:`PredictionStore.maintain` (run by the write-back thread every few commits, never as
-part of a run) compacts them with LanceDB's ``optimize``: small fragments are rewritten into
-one (deleted staged rows dropped on the way) and the files of versions older than
-:data:`VERSION_RETENTION` are removed. Younger versions stay readable, so a ``predictions()``
-scan paging a pinned version finishes with the rows it started with. Compaction only rewrites
-rows, it never adds or removes one; when it races another worker's merge or delete on the same
-fragments, Lance lets the writer win (its commit rebases or retries) and the compaction's
-commit fails, which is logged and skipped until the next round.
+part of a run) compacts them with LanceDB's ``optimize`` once they are worth it (see
+:func:`needs_compaction`): small fragments are rewritten into one (deleted staged rows dropped
+on the way) and the files of versions older than :data:`VERSION_RETENTION` are removed.
+Younger versions stay readable, so a ``predictions()`` scan paging a pinned version finishes
+with the rows it started with. Compaction only rewrites rows, it never adds or removes one;
+when it races another worker's merge or delete on the same fragments, Lance lets the writer
+win (its commit rebases or retries) and the compaction's commit fails, which is logged and
+skipped until the next round.
 
 Everything here is async and must run on one event loop (see
 :mod:`vgi_vision.worker.lance.writeback` for the thread that owns it). The URI goes straight
@@ -96,6 +97,12 @@ THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
 #: version, or a replica committing on top of an older one, finds its files. Older versions'
 #: files are removed; a compaction's replaced files stay this long, which is the disk cost.
 VERSION_RETENTION = timedelta(hours=6)
+
+#: A table is compacted once the rows written since its last compaction (those outside its
+#: largest fragment) are this share of its rows ...
+COMPACT_NEW_ROWS_SHARE = 0.1
+#: ... or once it has this many fragments, whatever their size.
+COMPACT_MAX_FRAGMENTS = 64
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
@@ -168,6 +175,25 @@ def run_filter(run_id: str) -> str:
 def is_commit_conflict(exc: BaseException) -> bool:
     """Whether ``exc`` is Lance reporting a commit that lost a race with another commit."""
     return "commit conflict" in str(exc).lower()
+
+
+def needs_compaction(stats: dict[str, Any]) -> bool:
+    """Whether a table with these ``AsyncTable.stats()`` is worth compacting now.
+
+    LanceDB's ``optimize`` rewrites every fragment smaller than a million rows, so compacting
+    ``images`` rewrites the whole table (and keeps the replaced files for the retention
+    age). Waiting until the new rows are a share of the table keeps the rewriting in
+    proportion to what was written (about ``1 / COMPACT_NEW_ROWS_SHARE`` times the table over
+    its life) instead of growing with the number of runs; the fragment cap keeps reads and
+    commits fast on a large table that grows slowly.
+    """
+    fragments = stats["fragment_stats"]
+    if fragments["num_fragments"] < 2:
+        return False
+    if fragments["num_fragments"] >= COMPACT_MAX_FRAGMENTS:
+        return True
+    rows = stats["num_rows"]
+    return rows - fragments["lengths"]["max"] >= COMPACT_NEW_ROWS_SHARE * rows
 
 
 def one_row_per_image(staged: pa.Table, kind: ResultKind = CLASSIFICATION) -> pa.Table:
@@ -294,9 +320,11 @@ class PredictionStore:
         return [*named, (RUNS, self.runs)]
 
     async def maintain(self, kinds: Sequence[ResultKind] = (CLASSIFICATION,),
-                       retention: timedelta = VERSION_RETENTION) -> dict[str, bool]:
-        """Compact the tables of ``kinds`` (and ``runs``) and remove versions older than
-        ``retention``; whether each table's maintenance succeeded.
+                       retention: timedelta = VERSION_RETENTION, *, force: bool = False
+                       ) -> dict[str, bool]:
+        """Compact the tables of ``kinds`` (and ``runs``) that need it and remove their
+        versions older than ``retention``; whether each compacted table's maintenance
+        succeeded (tables left alone are not listed). ``force`` compacts every table.
 
         Never raises for a table: maintenance is an optimisation, so a failure (most often a
         commit conflict with another worker's merge or delete on the same fragments, which
@@ -305,6 +333,8 @@ class PredictionStore:
         done = {}
         for name, table in self.tables_of(kinds):
             try:
+                if not force and not needs_compaction(await table.stats()):
+                    continue
                 stats = await table.optimize(cleanup_older_than=retention)
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 level = logging.INFO if is_commit_conflict(exc) else logging.WARNING

@@ -186,16 +186,16 @@ class WriteBack:
             self._maintenance = asyncio.run_coroutine_threadsafe(self._maintain(kinds),
                                                                  self._loop)
 
-    async def _maintain(self, kinds: list[ResultKind]) -> None:
+    async def _maintain(self, kinds: list[ResultKind], force: bool = False) -> None:
         try:
             async with self._store_lock:
-                await self.store.maintain(kinds, self.version_retention)
+                await self.store.maintain(kinds, self.version_retention, force=force)
         except Exception:  # noqa: BLE001 - maintain logs per table; this is a bug guard
             log.exception("store maintenance failed")
 
     def maintain(self) -> None:
-        """Run a maintenance round of every table now (tests, tools); waits for it."""
-        self._run(self._maintain([CLASSIFICATION, TEXT]))
+        """Compact every table now (tests, tools), needed or not; waits for it."""
+        self._run(self._maintain([CLASSIFICATION, TEXT], force=True))
 
     async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind) -> None:
         """Over HTTP a run's batches may come from several replicas: give theirs time to land.
