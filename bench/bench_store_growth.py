@@ -12,7 +12,7 @@ The default version retention (six hours) keeps every version this bench makes, 
 with compaction includes the files it replaced; ``--retention-seconds`` shortens it to show
 the steady state.
 
-Usage: python bench/bench_store_growth.py [--runs 400] [--images 8] [--compact-every 0,20]
+Usage: python bench/bench_store_growth.py [--runs 400] [--images 8] [--compact-every 0,10]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--images", type=int, default=8, help="new images per run")
-    parser.add_argument("--compact-every", default="0,20",
+    parser.add_argument("--compact-every", default="0,10",
                         help="settings to compare, comma-separated (0: never compact)")
     parser.add_argument("--retention-seconds", type=float,
                         default=VERSION_RETENTION.total_seconds())

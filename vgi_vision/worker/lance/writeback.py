@@ -46,8 +46,8 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT = 2
 #: How long ``finish`` waits for rows that another replica wrote to become countable.
 SETTLE_SECONDS = 10.0
-#: Commits between two maintenance rounds (see bench/bench_store_growth.py for the choice).
-DEFAULT_COMPACT_EVERY = 20
+#: Commits between two maintenance checks (the choice: bench/bench_store_growth.py, README).
+DEFAULT_COMPACT_EVERY = 10
 
 
 class WriteBack:
