@@ -7,7 +7,8 @@ once: a slow LanceDB slows inference down instead of growing memory. ``finish`` 
 durable and visible, or rolls it back and raises. A run that already committed (its request
 replayed or retried) is left exactly as it is.
 
-Every ``compact_every`` commits the same thread compacts the tables in the background
+Every ``compact_every`` commits the same thread checks the tables in the background and
+compacts those that need it
 (:meth:`~vgi_vision.worker.lance.store.PredictionStore.maintain`): after the commit, never
 inside it, so a run's result does not depend on it, and a maintenance error is only logged.
 Within one worker a commit waits for a maintenance round in progress (they never race each
@@ -173,7 +174,7 @@ class WriteBack:
 
     def _after_commit(self, kind: ResultKind) -> None:
         """Count the commit; every ``compact_every`` start a maintenance round in the
-        background (unless one is still running: the next count starts one)."""
+        background (unless one is still running: the next commit starts one)."""
         with self._lock:
             self._commits += 1
             self._touched.add(kind)
