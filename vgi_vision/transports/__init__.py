@@ -1,8 +1,10 @@
 """Transports move framed request/response bytes; none of them knows what a function is.
 
-Each module holds both halves of one transport: the server loop that feeds requests to the
-shared :class:`~vgi_vision.worker.dispatcher.Dispatcher`, and the client transport that
-:class:`~vgi_vision.client.client.Client` sends requests through.
+These are the client halves, which :class:`~vgi_vision.client.client.Client` sends requests
+through (``stdio``: a private subprocess worker; ``unix``; ``http``; ``inprocess``: a
+dispatcher in this process), plus the frame codec both sides of the stream transports use. The
+server halves, the loops that feed requests to the worker's dispatcher, live in
+:mod:`vgi_vision.worker.serve`, so the DuckDB process never imports worker code.
 """
 
 from __future__ import annotations

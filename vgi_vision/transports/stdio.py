@@ -1,8 +1,9 @@
 """Subprocess transport: the client spawns a worker and speaks frames over its stdin/stdout.
 
 The worker is private to one client, so scan state stays live in its memory. stdout carries
-only frames: the server half moves file descriptor 1 to stderr before loading anything and
-keeps a private copy for frames, so a stray print anywhere cannot corrupt the stream.
+only frames: the server half (:mod:`vgi_vision.worker.serve.stdio`) moves file descriptor 1
+to stderr before loading anything and keeps a private copy for frames, so a stray print
+anywhere cannot corrupt the stream.
 
 Start-up is a handshake: once the worker has loaded its model and can serve, it writes one
 empty frame. A worker that dies before that (a missing model, a bad flag, an unwritable
