@@ -30,7 +30,8 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog
 from vgi_vision.gallery.facts import FilePolicy
-from vgi_vision.worker.lance.store import IMAGES, image_schema, utc_now
+from vgi_vision.worker.lance.kinds import IMAGES, utc_now
+from vgi_vision.worker.lance.store import image_schema
 from vgi_vision.worker.vision.model import ModelInfo, models_root
 
 BATCH = 5000

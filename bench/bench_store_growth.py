@@ -29,7 +29,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from vgi_vision.worker.lance.store import IMAGES, STAGED, VERSION_RETENTION, utc_now
+from vgi_vision.worker.lance.kinds import IMAGES, STAGED, utc_now
+from vgi_vision.worker.lance.store import VERSION_RETENTION
 from vgi_vision.worker.lance.writeback import WriteBack
 
 WINDOW = 50

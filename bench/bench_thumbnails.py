@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from images import make_jpegs  # noqa: E402
 
-from vgi_vision.worker.lance.store import utc_now  # noqa: E402
+from vgi_vision.worker.lance.kinds import utc_now  # noqa: E402
 from vgi_vision.worker.lance.writeback import WriteBack  # noqa: E402
 from vgi_vision.worker.vision.model import Classification, Classifier, load_classifier  # noqa: E402
 

@@ -27,7 +27,8 @@ import time
 
 import pyarrow as pa
 
-from vgi_vision.worker.lance.store import PredictionStore, staged_schema, utc_now
+from vgi_vision.worker.lance.kinds import utc_now
+from vgi_vision.worker.lance.store import PredictionStore, staged_schema
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
 
 

@@ -23,7 +23,7 @@ from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import wait_for
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.lance.store import IMAGES, utc_now
+from vgi_vision.worker.lance.kinds import IMAGES, utc_now
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.vision.model import load_classifier

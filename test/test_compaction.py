@@ -22,14 +22,8 @@ from vgi_vision.client.client import Client, WorkerError
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
-from vgi_vision.worker.lance.store import (
-    IMAGES,
-    RUNS,
-    STAGED,
-    VERSION_RETENTION,
-    PredictionStore,
-    utc_now,
-)
+from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED, utc_now
+from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore
 from vgi_vision.worker.lance.writeback import WriteBack
 
 NO_ARGS = argument_rows([], 1)  # a nullary call

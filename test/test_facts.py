@@ -22,7 +22,7 @@ from PIL import ExifTags, Image, ImageFile
 
 from vgi_vision.protocol import argument_rows
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.lance.kinds import IMAGES
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Registry

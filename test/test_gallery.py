@@ -22,7 +22,7 @@ from PIL import Image
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
-from vgi_vision.worker.lance.store import IMAGES, STAGED
+from vgi_vision.worker.lance.kinds import IMAGES, STAGED
 from vgi_vision.worker.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"

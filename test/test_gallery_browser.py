@@ -30,7 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.lance.kinds import IMAGES
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.model import load_classifier
 

@@ -21,7 +21,7 @@ from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.functions.ocr import OcrState
-from vgi_vision.worker.lance.store import OCR, OCR_STAGED, RUNS
+from vgi_vision.worker.lance.kinds import OCR, OCR_STAGED, RUNS
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.ticks import run_ticks
 from vgi_vision.worker.vision.ocr import OCR_MODEL

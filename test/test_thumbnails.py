@@ -17,7 +17,8 @@ from PIL import Image
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.lance.store import IMAGES, PredictionStore, image_schema
+from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.worker.lance.store import PredictionStore, image_schema
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.vision.imaging import THUMBNAIL_SIDE, decode, decode_image

@@ -26,7 +26,7 @@ from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import read_frame, write_frame
-from vgi_vision.worker.lance.store import STAGED
+from vgi_vision.worker.lance.kinds import STAGED
 
 
 def worker_log(folder: Path) -> str:

@@ -18,7 +18,7 @@ from vgi_vision.client.client import Client
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
-from vgi_vision.worker.lance.store import IMAGES, RUNS, STAGED, ResultKind
+from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED, ResultKind
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.registry import FunctionError
 

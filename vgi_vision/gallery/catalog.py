@@ -25,7 +25,7 @@ import duckdb
 import lancedb
 import pyarrow as pa
 
-from vgi_vision.worker.lance.store import IMAGES
+from vgi_vision.worker.lance.kinds import IMAGES
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.model import ModelError, ModelInfo, models_root
 

@@ -79,9 +79,6 @@ from vgi_vision.worker.lance.kinds import (
 )
 from vgi_vision.worker.registry import Column
 
-__all__ = ["CLASSIFICATION", "IMAGES", "OCR", "OCR_STAGED", "RUNS", "STAGED", "TEXT",
-           "PredictionStore", "ResultKind", "RunError", "utc_now"]
-
 log = logging.getLogger(__name__)
 
 #: The identity of a stored result: the image's content hash and the model that classified it.

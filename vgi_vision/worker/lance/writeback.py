@@ -29,15 +29,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.worker.lance.store import (
-    CLASSIFICATION,
-    TEXT,
-    VERSION_RETENTION,
-    PredictionStore,
-    ResultKind,
-    RunError,
-    is_commit_conflict,
-)
+from vgi_vision.worker.lance.kinds import CLASSIFICATION, TEXT, ResultKind, RunError
+from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore, is_commit_conflict
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
 
 log = logging.getLogger(__name__)
