@@ -73,8 +73,7 @@ class InProcessTransport:
     def roundtrip(self, request: bytes) -> bytes:
         if self._closed:
             raise TransportError("the in-process worker is closed")
-        # A copy: the dispatcher gets bytes of its own, as it would from any wire.
-        response = self.dispatcher.handle(bytes(request), self.states)
+        response = self.dispatcher.handle(request, self.states)
         if len(response) > MAX_RESPONSE_BYTES:
             raise TransportError(f"the in-process worker answered {len(response)} bytes, over "
                                  f"the limit of {MAX_RESPONSE_BYTES}")
