@@ -6,6 +6,8 @@ import gc
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -196,3 +198,40 @@ def test_nullary_table_function_in_a_correlated_subquery(con: duckdb.DuckDBPyCon
                        "WHERE list_contains(i.ancestor_wnids, c.wnid)) FROM vision.categories() c "
                        "WHERE c.name IN ('dog', 'cat') ORDER BY 1").fetchall() == \
         [("cat", 7), ("dog", 118)]
+
+
+#: Attach through a cursor, then lose the cursor one way or another, then query the connection.
+#: Run in a child interpreter: the failure this guards against is a crash (SIGSEGV), which
+#: would take the test process with it.
+CURSOR_SCRIPT = """
+import gc, sys, duckdb, vgi_vision
+con = duckdb.connect()
+cur = con.cursor()
+vgi_vision.attach(cur)
+for step in sys.argv[1].split(","):
+    if step == "close":
+        cur.close()
+    elif step == "detach":
+        vgi_vision.detach(cur)
+    elif step == "collect":
+        del cur
+        gc.collect()
+try:
+    print(con.execute("SELECT vision.top_label('{image}')").fetchone()[0])
+except duckdb.Error as exc:
+    print("error:", exc)
+"""
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    ("close", "espresso"),  # the attachment lives on: its functions keep working
+    ("collect", "does not exist"),  # collected: unregistered, worker stopped
+    ("close,collect", "was detached"),  # closed, then collected: a clear error
+    ("close,detach", "was detached"),
+])
+def test_attach_through_a_cursor_survives_losing_the_cursor(steps: str, expected: str) -> None:
+    script = CURSOR_SCRIPT.format(image=DATA / "coffee.png")
+    result = subprocess.run([sys.executable, "-c", script, steps], capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, f"rc {result.returncode}: {result.stderr[-2000:]}"
+    assert expected in result.stdout, result.stdout + result.stderr[-2000:]

@@ -38,10 +38,20 @@ from vgi_vision.transports import Transport
 _attachments: dict[tuple[int, str], Attachment] = {}
 # Re-entrant: a connection collected while attach() holds it runs _collected in this thread.
 _lock = threading.RLock()
+#: What registrations that could not be removed run on: the cursor that made them and their
+#: callables. DuckDB keeps a UDF in the database after the connection object that registered it
+#: is closed or gone, and drops what the UDF runs on with that object: a query would then call
+#: freed memory. Kept here, such a UDF answers with a clear error instead.
+_retired: list[object] = []
 
 
 class BindingError(ValueError):
     """A worker function whose signature cannot be expressed as DuckDB macros."""
+
+
+class DetachedError(RuntimeError):
+    """A ``vision.*`` function was called after its attachment was closed: the connection or
+    cursor it was attached through was closed or collected, or ``detach`` ran."""
 
 
 @dataclass
@@ -147,26 +157,25 @@ def group_rows(table: pa.Table, columns: list[str], num_rows: int) -> pa.Array:
 class Attachment:
     """A live attachment: the client, the catalog name and what was registered.
 
-    It holds the connection weakly (and the UDFs hold only the client), so a connection that
-    is garbage collected without ``detach`` still stops its worker.
+    It holds the user's connection (or cursor) weakly, so one that is garbage collected
+    without ``detach`` still stops its worker. Everything is registered through ``owner``, a
+    cursor of its own that it holds strongly: the user may close or drop a cursor passed to
+    ``attach`` while the functions it registered stay in the database, and DuckDB frees what a
+    UDF runs on together with the connection object that registered it.
     """
 
     connection: weakref.ref
+    owner: duckdb.DuckDBPyConnection
     name: str
     client: Client
     udfs: list[str] = field(default_factory=list)
+    callables: list[Callable[..., pa.Array]] = field(default_factory=list)
     attached: bool = False  # the catalog is ours to detach
-
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        con = self.connection()
-        if con is None:
-            raise ValueError("the DuckDB connection of this attachment is gone")
-        return con
+    closed: bool = False
 
     def register(self) -> None:
         try:
-            self.con.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
+            self.owner.execute(f"ATTACH ':memory:' AS {quote(self.name)}")
         except duckdb.Error as exc:
             # Catalogs (and UDFs) belong to the database, so every cursor already sees a
             # worker attached through another connection of it; that one is left as it is.
@@ -187,59 +196,72 @@ class Attachment:
             # A UDF without arguments cannot tell how many rows DuckDB wants (one per outer
             # row in a correlated subquery): a nullary table function's UDF takes a constant.
             args = fn.udf_args() or "true"
-            self._create_udf(udf, table_udf(self.client, spec["name"], fn, names),
+            self._create_udf(udf, table_udf(self, spec["name"], fn, names),
                              params or ["BOOLEAN"], duckdb_row_type(spec["columns"]))
             # Depth 2: the list of rows, then each row struct into columns; a LIST or STRUCT
             # result column stays one column.
             body = f"TABLE (SELECT unnest({udf}({args}), max_depth := 2))"
             comment_kind = "MACRO TABLE"
         else:
-            self._create_udf(udf, scalar_udf(self.client, spec["name"], fn), params,
+            self._create_udf(udf, scalar_udf(self, spec["name"], fn), params,
                              duckdb.sqltype(spec["columns"][0]["type"]))
             body = f"{udf}({fn.udf_args()})"
             comment_kind = "MACRO"
         self.udfs.append(udf)
         target = f"{quote(self.name)}.{quote(spec['name'])}"
-        self.con.execute(f"CREATE MACRO {target}({fn.macro_params()}) AS {body}")
-        self.con.execute(f"COMMENT ON {comment_kind} {target} IS {sql_literal(doc_text(spec))}")
+        self.owner.execute(f"CREATE MACRO {target}({fn.macro_params()}) AS {body}")
+        self.owner.execute(f"COMMENT ON {comment_kind} {target} IS {sql_literal(doc_text(spec))}")
 
     def _create_udf(self, name: str, udf: Callable[..., pa.Array], params: list[str],
                     returns: duckdb.sqltypes.DuckDBPyType) -> None:
         """A vectorized (Arrow) UDF that sees NULLs itself and is never constant-folded."""
-        self.con.create_function(name, udf, list(params), returns,
+        self.callables.append(udf)
+        self.owner.create_function(name, udf, list(params), returns,
                                  type=PythonUDFType.ARROW,
                                  null_handling=FunctionNullHandling.SPECIAL,
                                  side_effects=True)
 
+    def checked_client(self) -> Client:
+        """The client, or a clear error once this attachment is closed."""
+        if self.closed:
+            raise DetachedError(f"the worker attached as {self.name!r} was detached (its "
+                                f"connection or cursor was closed or collected): attach again")
+        return self.client
+
     def close(self) -> None:
-        con = self.connection()
+        self.closed = True
         try:
-            if con is not None:
-                if self.attached:
-                    con.execute(f"DETACH {quote(self.name)}")
-                for udf in self.udfs:
-                    con.remove_function(udf)
+            if self.attached:
+                self.owner.execute(f"DETACH {quote(self.name)}")
+            for udf in self.udfs:
+                self.owner.remove_function(udf)
+            self.owner.close()
         except duckdb.Error:
-            pass  # the connection is already closed: nothing left to unregister
+            # Closed with the cursor it came from: the functions stay registered, so what
+            # they run on must stay too (they now raise DetachedError).
+            with _lock:
+                _retired.append((self.owner, self.callables))
         finally:
             self.client.close()
 
 
-def table_udf(client: Client, function: str, fn: SqlFunction, names: list[str]
+def table_udf(attachment: Attachment, function: str, fn: SqlFunction, names: list[str]
               ) -> Callable[..., pa.Array]:
     """The UDF behind a table macro: per argument row, the list of its result rows."""
 
     def udf(*columns: pa.ChunkedArray) -> pa.Array:
         num_rows = len(columns[0])  # a nullary function's UDF gets one constant column
-        table = client.table(function, *fn.arguments(columns), num_rows=num_rows)
+        table = attachment.checked_client().table(function, *fn.arguments(columns),
+                                                  num_rows=num_rows)
         return group_rows(table, names, num_rows)
 
     return with_arity(udf, max(1, len(fn.slots)))
 
 
-def scalar_udf(client: Client, function: str, fn: SqlFunction) -> Callable[..., pa.Array]:
+def scalar_udf(attachment: Attachment, function: str, fn: SqlFunction
+               ) -> Callable[..., pa.Array]:
     def udf(*columns: pa.ChunkedArray) -> pa.Array:
-        return client.call(function, *fn.arguments(columns))
+        return attachment.checked_client().call(function, *fn.arguments(columns))
 
     return with_arity(udf, len(fn.slots))
 
@@ -298,7 +320,7 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
         client = client or Client(location, workers=workers, concurrency=concurrency,
                                   timeout=timeout, auth_token=auth_token,
                                   worker_args=worker_flags(options), transport=transport)
-        attachment = Attachment(weakref.ref(con), name, client)
+        attachment = Attachment(weakref.ref(con), con.cursor(), name, client)
         try:
             attachment.register()
         except BaseException:
@@ -310,11 +332,11 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
 
 
 def _collected(key: tuple[int, str], attachment: Attachment) -> None:
-    """The connection was garbage collected without ``detach``: stop its worker."""
+    """The connection was garbage collected without ``detach``: unregister, stop its worker."""
     with _lock:
         if _attachments.get(key) is attachment:
             del _attachments[key]
-    attachment.client.close()
+    attachment.close()
 
 
 def detach(con: duckdb.DuckDBPyConnection, name: str = "vision") -> None:
