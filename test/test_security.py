@@ -29,12 +29,16 @@ from PIL import Image
 import vgi_vision
 from vgi_vision.client.client import Client, WorkerError
 from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
+from vgi_vision.protocol.bearer import bearer_matches
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
-from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, ServerLimits
+from vgi_vision.transports.http import HttpTransport
+from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, SealedStates, ServerLimits
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError, Registry
+from vgi_vision.worker.serve.http import make_app
+from vgi_vision.worker.tokens import TokenSealer
 from vgi_vision.worker.vision.imaging import decode as decode_image
 from vgi_vision.worker.vision.model import load_classifier
 
@@ -136,6 +140,40 @@ def test_client_and_attach_need_the_token(authed) -> None:
         assert con.execute("SELECT count(*) FROM vision.image_classes()").fetchone() == (1000,)
     finally:
         vgi_vision.detach(con)
+
+
+#: Lossily encoded to Latin-1, each of these letters became "?": a header of question marks
+#: of the right length was let in.
+CYRILLIC_TOKEN = "секретный-ключ-доступа-2026"
+
+
+def as_received(text: str) -> str:
+    """A header value as the HTTP servers hand it over: its UTF-8 bytes decoded as Latin-1."""
+    return text.encode().decode("latin-1")
+
+
+def test_bearer_tokens_are_compared_as_exact_bytes() -> None:
+    assert bearer_matches(f"Bearer {as_received(TOKEN)}", TOKEN)
+    assert not bearer_matches(f"Bearer {TOKEN[:-1]}", TOKEN)
+    question_marks = "".join("?" if ord(c) > 255 else c for c in CYRILLIC_TOKEN)
+    assert not bearer_matches(f"Bearer {question_marks}", CYRILLIC_TOKEN)
+    assert bearer_matches(f"Bearer {as_received(CYRILLIC_TOKEN)}", CYRILLIC_TOKEN)
+
+
+@pytest.mark.parametrize("command", [["serve", "--http", "--port", "0"],
+                                     ["browse", "--lance", "no-such-store", "--port", "0"]])
+def test_a_token_outside_the_allowed_characters_is_refused_at_start(command: list[str]
+                                                                    ) -> None:
+    result = subprocess.run([sys.executable, "-m", "vgi_vision", *command],
+                            env={**os.environ, AUTH_ENV: CYRILLIC_TOKEN},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "a bearer token may hold only ASCII letters" in result.stderr
+    states = SealedStates(TokenSealer())
+    for make in (lambda: make_app(Dispatcher(Registry()), states, CYRILLIC_TOKEN),
+                 lambda: HttpTransport("http://127.0.0.1:1", auth_token=CYRILLIC_TOKEN)):
+        with pytest.raises(ValueError, match="may hold only ASCII"):
+            make()
 
 
 def env_without_token() -> dict[str, str]:

@@ -222,7 +222,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def checked_auth_token(args: argparse.Namespace) -> str | None:
     """The HTTP bearer token, refusing to start where it would not protect the worker."""
+    from vgi_vision.protocol.bearer import checked_token
+
     auth_token = read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
+    if auth_token is not None:
+        try:
+            checked_token(auth_token)
+        except ValueError as exc:
+            raise CliError(f"refusing to start: {exc}") from None
     if is_loopback(args.host) or args.insecure_no_auth:
         return auth_token
     if not auth_token:

@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
-from vgi_vision.worker.serve.http import bearer_matches
+from vgi_vision.protocol.bearer import bearer_matches, checked_token
 
 NEIGHBOURS = 8
 TOKEN_COOKIE = "vgi_gallery_token"
@@ -63,7 +63,7 @@ class Guard(BaseHTTPMiddleware):
 
     def __init__(self, app: Any, token: str | None, loopback_only: bool) -> None:
         super().__init__(app)
-        self.token = token
+        self.token = None if token is None else checked_token(token)
         self.loopback_only = loopback_only
 
     async def dispatch(self, request: Request,

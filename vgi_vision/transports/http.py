@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 
 from vgi_vision.protocol import ErrorKind, error_message
+from vgi_vision.protocol.bearer import checked_token
 from vgi_vision.transports import TransportError
 
 RPC_PATH = "/v1/rpc"
@@ -22,7 +23,7 @@ class HttpTransport:
     def __init__(self, url: str, auth_token: str | None = None, timeout: float = 600.0) -> None:
         headers = {"Content-Type": CONTENT_TYPE}
         if auth_token:
-            headers["Authorization"] = f"Bearer {auth_token}"
+            headers["Authorization"] = f"Bearer {checked_token(auth_token)}"
         self.url = url.rstrip("/")
         self._client = httpx.Client(base_url=self.url, headers=headers,
                                     timeout=httpx.Timeout(timeout, connect=10.0),

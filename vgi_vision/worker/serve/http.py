@@ -15,7 +15,6 @@ depends on which replica served the previous one.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vgi_vision.protocol import ErrorKind, error_message
+from vgi_vision.protocol.bearer import bearer_matches, checked_token
 from vgi_vision.transports.http import CONTENT_TYPE, HEALTH_PATH, RPC_PATH
 from vgi_vision.worker.dispatcher import Dispatcher, Reply, SealedStates
 
@@ -50,7 +50,7 @@ class RpcApp:
                  max_requests: int = 64) -> None:
         self.dispatcher = dispatcher
         self.states = states
-        self.auth_token = auth_token
+        self.auth_token = None if auth_token is None else checked_token(auth_token)
         self.calls = calls or ThreadPoolExecutor(max_workers=8, thread_name_prefix="vgi-http")
         self.max_requests = max_requests
         self._admitted: asyncio.Semaphore | None = None  # made on the serving loop
@@ -133,13 +133,6 @@ def refuse(headers: dict[str, str], path: str, method: str, auth_token: str | No
         return failure(ErrorKind.LIMIT_EXCEEDED,
                        f"request of {length} bytes exceeds the limit of {limit}")
     return None
-
-
-def bearer_matches(header: str, token: str) -> bool:
-    """``Authorization: Bearer <token>``; the scheme is case-insensitive (RFC 7235)."""
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode("latin-1", "replace"), token.encode("latin-1", "replace"))
 
 
 async def read_body(receive: Receive) -> bytes | None:
