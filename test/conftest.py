@@ -182,3 +182,11 @@ def inprocess(inprocess_worker):
     from vgi_vision.transports.inprocess import InProcessTransport
 
     return lambda: InProcessTransport(inprocess_worker.dispatcher)
+
+
+def kilobytes(pid: int, field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import os
 import shutil
 import socket
@@ -23,12 +24,20 @@ import duckdb
 import httpx
 import pyarrow as pa
 import pytest
-from conftest import DATA
+from conftest import DATA, kilobytes
 from PIL import Image
 
 import vgi_vision
 from vgi_vision.client.client import Client, WorkerError
-from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
+from vgi_vision.protocol import (
+    HEADER_KEY,
+    PROTOCOL_VERSION,
+    ErrorKind,
+    ProtocolError,
+    argument_rows,
+    decode,
+    encode,
+)
 from vgi_vision.protocol.bearer import bearer_matches
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame
@@ -638,4 +647,48 @@ def test_a_second_unix_worker_does_not_steal_a_live_socket(tmp_path: Path) -> No
         assert "another worker is serving" in second.stderr
         assert "Traceback" not in second.stderr
         with Client(first.location) as client:
+            assert client.table("image_classes").num_rows == 1000
+
+
+# --- compressed bodies ----------------------------------------------------------------------
+
+def compressed_bomb() -> bytes:
+    """A ~35 KB request whose zstd body holds 1,024 one-megabyte BLOBs of zeros (1 GB)."""
+    batch = pa.record_batch({"image": pa.array([bytes(MB)] * 1024, pa.binary())})
+    meta = {HEADER_KEY: json.dumps({"v": PROTOCOL_VERSION, "op": "call",
+                                    "function": "top_label"}).encode()}
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, batch.schema.with_metadata(meta), options=options) as writer:
+        writer.write_batch(batch.replace_schema_metadata(meta))
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_compressed_message_is_refused_before_it_is_decompressed() -> None:
+    bomb = compressed_bomb()
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(ProtocolError, match="compressed Arrow IPC bodies are not accepted"):
+        decode(bomb)  # the one decoder of both sides: workers and clients alike
+
+
+@pytest.mark.parametrize("transport", ["unix", "http"])
+def test_a_compression_bomb_costs_the_worker_no_memory(transport: str, tmp_path: Path) -> None:
+    bomb = compressed_bomb()
+    with running_worker(transport, workdir=tmp_path) as worker:
+        assert worker.process is not None and worker.location is not None
+        with Client(worker.location) as client:
+            assert client.table("image_classes").num_rows == 1000
+        at_rest = kilobytes(worker.process.pid, "VmRSS")
+        for _ in range(2):
+            if transport == "unix":
+                with connect(worker) as sock:
+                    header = exchange(sock, bomb)
+            else:
+                header = decode(httpx.post(f"{worker.location}/v1/rpc", content=bomb,
+                                           timeout=60).content).header
+            assert header["error"]["kind"] == "bad_request"
+            assert "compressed" in header["error"]["message"]
+        # Decompressed, each request would have cost the worker a gigabyte.
+        assert kilobytes(worker.process.pid, "VmHWM") < at_rest + 128 * 1024
+        with Client(worker.location) as client:
             assert client.table("image_classes").num_rows == 1000

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vgi_vision.protocol.compression import CompressedBody, refuse_compressed_bodies
 from vgi_vision.protocol.errors import ErrorKind
 
 HEADER_KEY = b"vgi"
@@ -50,9 +51,13 @@ def encode(header: dict[str, Any], batch: pa.RecordBatch | None = None) -> bytes
 
 
 def decode(data: bytes | memoryview) -> Message:
+    buffer = pa.py_buffer(data)
     try:
-        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        refuse_compressed_bodies(buffer)  # before the reader decompresses anything
+        reader = pa.ipc.open_stream(buffer)
         batches = list(reader)
+    except CompressedBody as exc:
+        raise ProtocolError(str(exc)) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
     if len(batches) > 1:
