@@ -30,6 +30,7 @@ class WorkerConfig:
     transport: str = "stdio"  # "stdio" | "unix" | "http" | "inprocess"
     model: str = DEFAULT_MODEL  # a shipped model's name or a model directory
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    threads: int | None = None  # onnxruntime and decode threads; None: the cores we may use
     data_root: str | None = None
     limits: ServerLimits = ServerLimits()
     decode_limits: DecodeLimits = DecodeLimits()  # per image: --max-image-mb, --max-pixels
@@ -59,7 +60,8 @@ class Worker:
 
 
 def build_worker(config: WorkerConfig) -> Worker:
-    classifier = load_classifier(config.model, config.device).with_limits(config.decode_limits)
+    classifier = load_classifier(config.model, config.device, config.threads)
+    classifier = classifier.with_limits(config.decode_limits)
     # The session is created (and the model checked against its metadata) now, so a bad
     # model or device fails the start, not the first query; warming up also runs it once.
     if config.warm_up:

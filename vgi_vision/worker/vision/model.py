@@ -265,12 +265,14 @@ def top_k_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
-def load_classifier(model: str = DEFAULT_MODEL, device: str = "cpu") -> Classifier:
+def load_classifier(model: str = DEFAULT_MODEL, device: str = "cpu",
+                    threads: int | None = None) -> Classifier:
     """The process-wide classifier for a shipped model's name or a model directory (one
-    onnxruntime session per model and device per process)."""
-    return _load_classifier(resolve_model(model), device)
+    onnxruntime session per model, device and thread count per process). ``threads``: the
+    cores it may use, e.g. those an engine gave one actor (None: every core of the process)."""
+    return _load_classifier(resolve_model(model), device, threads)
 
 
 @functools.cache
-def _load_classifier(directory: Path, device: str) -> Classifier:
-    return Classifier(ModelInfo.load(directory), device=device)
+def _load_classifier(directory: Path, device: str, threads: int | None) -> Classifier:
+    return Classifier(ModelInfo.load(directory), device=device, threads=threads)
