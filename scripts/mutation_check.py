@@ -187,6 +187,21 @@ MUTATIONS = (
              'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
              "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
              ("test/test_model.py::test_probabilities_are_sorted_probabilities",)),
+    # imaging, OCR and model options
+    Mutation("image-formats-unrestricted",
+             "untrusted images are opened in any format Pillow knows (ICO and ICNS decode an "
+             "embedded PNG while opening)",
+             "vgi_vision/worker/vision/imaging.py",
+             "Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)",
+             "Image.open(io.BytesIO(data))",
+             ("test/test_hostile_images.py::test_icons_that_decode_while_opening_are_never_opened",
+              "test/test_hostile_images.py::test_the_gallery_reads_no_facts_from_icon_bombs")),
+    Mutation("decoder-overhead-uncounted",
+             "a decode's cost counts the frame only, not what the WebP, JPEG 2000 or AVIF "
+             "decoder holds besides it",
+             "vgi_vision/worker/vision/imaging.py",
+             'per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)', "pass",
+             ("test/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
 )
 
 

@@ -12,6 +12,17 @@ and every decode in the process (model input, thumbnails, hashes, OCR) holds its
 does not cover are never converted: the centre region is box-reduced straight from the
 decoded frame, so colour conversion and resampling run on an image a few times the output
 size, however large the input.
+
+Only the formats in :data:`DECODER_BYTES_PER_PIXEL` are ever opened: formats whose size is
+stated in a header read before any pixel is decoded, each with what its decoder holds on top
+of the frame counted in the cost. Others are refused unopened, because Pillow decodes some of
+them while merely opening the file (ICO and ICNS decode an embedded PNG of any size before a
+limit can be checked). Measured peaks of a 7000 x 7000 RGB decode (a 4000 x 4000 one in
+parentheses), above the 4 bytes a pixel of the frame itself: WebP 16 (16.3) bytes a pixel in
+all, its decoder keeping its own canvas and a copy of the decoded bytes; JPEG 2000 19.4 (19.6),
+OpenJPEG holding 32-bit planes; AVIF (9.6), libavif holding YUV planes and an RGB copy.
+Those three decode, their real cost counted; PNG, GIF, BMP and TIFF hold the frame alone, and
+JPEG less (draft mode).
 """
 
 from __future__ import annotations
@@ -77,13 +88,31 @@ class DecodeLimits:
     pool_bytes: int = 512 * MiB
 
 
-def decode_cost(mode: str, width: int, height: int) -> int:
+#: The Pillow formats an image may be opened as, and the bytes a pixel that format's decoder
+#: holds besides the frame (measured, see the module docstring). Pillow's other formats are
+#: never opened: some decode pixels inside ``Image.open``, before any limit is checked. (JPEG
+#: covers MPO, the multi-picture JPEG of phones: Pillow opens those through JPEG.)
+DECODER_BYTES_PER_PIXEL = {"JPEG": 0, "PNG": 0, "GIF": 0, "BMP": 0, "TIFF": 0,
+                           "WEBP": 12, "JPEG2000": 16, "AVIF": 8}
+DECODABLE_FORMATS = tuple(DECODER_BYTES_PER_PIXEL)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """``data`` opened (headers parsed, no pixel decoded) if it is in a decodable format.
+
+    Every reader of untrusted image bytes opens them through here. Raises on anything else.
+    """
+    return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+
+
+def decode_cost(mode: str, width: int, height: int, image_format: str | None = None) -> int:
     """The most memory decoding a ``width x height`` frame of ``mode`` holds at once.
 
     Only the first frame of an animated or multi-page file is ever decoded, so it is the
-    frame that counts.
+    frame that counts, plus what the ``image_format``'s decoder holds while producing it.
     """
     per_pixel = _BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
+    per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)
     return width * height * per_pixel + DECODE_OVERHEAD_BYTES
 
 
@@ -252,7 +281,7 @@ def decoded_frame(data: bytes, limits: DecodeLimits, *, shorter_side: int | None
     caller needs only ``shorter_side`` (or ``longer_side``) pixels; the cost is judged at
     that scale, and held in the process's decode budget until the block ends.
     """
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
             yield None
@@ -263,7 +292,7 @@ def decoded_frame(data: bytes, limits: DecodeLimits, *, shorter_side: int | None
         else:
             scale = min(1.0, (longer_side or max(width, height)) / max(width, height))
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        cost = decode_cost(image.mode, *image.size)  # the size and mode draft will decode
+        cost = decode_cost(image.mode, *image.size, image.format)  # what draft will decode
         if cost > limits.max_decode_bytes:
             yield None
             return
@@ -437,7 +466,7 @@ def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> Oriente
     with decoded_frame(data, limits, longer_side=max_side) as image:
         if image is None:
             return None
-        with Image.open(io.BytesIO(data)) as header:
+        with open_image(data) as header:
             width, height = header.size  # the stored size, before JPEG draft scaling
         orientation = image.getexif().get(ORIENTATION_TAG)
         factor = int(max(image.size) // (max_side * REDUCING_GAP))
