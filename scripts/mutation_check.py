@@ -202,6 +202,11 @@ MUTATIONS = (
              "vgi_vision/worker/vision/imaging.py",
              'per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)', "pass",
              ("test/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
+    Mutation("ocr-working-image-uncounted",
+             "OCR's decode holds only the frame's cost, not its 2000 x 2000 working image's",
+             "vgi_vision/worker/vision/imaging.py",
+             "working_pixels=max_side**2", "working_pixels=0",
+             ("test/test_hostile_images.py::test_ocr_decodes_a_sixteen_bit_image_within_its_cost",)),
 )
 
 

@@ -30,6 +30,7 @@ from vgi_vision.worker.vision.imaging import (
     DecodeLimits,
     decode,
     decode_cost,
+    decode_upright,
 )
 
 MB = 1 << 20
@@ -266,3 +267,22 @@ def test_decode_cost_covers_each_decoders_measured_peak() -> None:
         assert decode(out.getvalue(), DecodeLimits(max_decode_bytes=1 << 30)) is not None
         peak = (kilobytes_self("VmHWM") - before) * 1024
         assert peak <= decode_cost("RGB", 3000, 3000, fmt), (fmt, peak)
+
+
+@pytest.mark.parametrize("side", [5000, 3900])
+def test_ocr_decodes_a_sixteen_bit_image_within_its_cost(side: int) -> None:
+    """OCR reads the whole picture at up to 2000 px: a 16-bit PNG (60 KB at 5000 x 5000) is
+    reduced in its stored mode before any conversion, so the peak stays within the cost the
+    decode budget holds for it, its 2000 x 2000 working image included, and grey stays grey.
+    (At 6000 x 6000 that cost is over the per-image cap: refused from the header.)"""
+    data = gray16_png(side, side, value=32768)
+    before = kilobytes_self("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    image = decode_upright(data, DecodeLimits(), 2000)
+    peak = (kilobytes_self("VmHWM") - before) * 1024
+    assert image is not None and image.pixels.shape == (2000, 2000, 3)
+    assert (image.width, image.height) == (side, side)
+    assert abs(float(image.pixels.mean()) - 127.5) < 1.5
+    assert peak <= decode_cost("I;16", side, side, "PNG", working_pixels=2000 * 2000), peak
+    if side == 5000:
+        assert decode_upright(gray16_png(6000, 6000), DecodeLimits(), 2000) is None
