@@ -207,6 +207,12 @@ MUTATIONS = (
              "vgi_vision/worker/vision/imaging.py",
              "working_pixels=max_side**2", "working_pixels=0",
              ("test/test_hostile_images.py::test_ocr_decodes_a_sixteen_bit_image_within_its_cost",)),
+    Mutation("gps-west-sign-ignored",
+             "a GPS longitude west of Greenwich is read as east",
+             "vgi_vision/worker/vision/facts.py",
+             'GPSLongitudeRef, "W", 180.0)', 'GPSLongitudeRef, "", 180.0)',
+             ("test/test_facts.py::test_north_and_west_give_a_positive_latitude_and_a_negative_"
+              "longitude",)),
 )
 
 
