@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache",
                               ".pytest_cache", "*.egg-info", "build", "dist")
 SECURITY = "test/test_security.py"
+USER_MODEL = "test/test_user_model.py"
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,28 @@ MUTATIONS = (
              'GPSLongitudeRef, "W", 180.0)', 'GPSLongitudeRef, "", 180.0)',
              ("test/test_facts.py::test_north_and_west_give_a_positive_latitude_and_a_negative_"
               "longitude",)),
+    Mutation("normalization-finiteness-unchecked",
+             "a model's normalization may be NaN or infinite (every confidence NaN)",
+             "vgi_vision/worker/vision/model_files.py",
+             "and math.isfinite(v) for v in values", "for v in values",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[normalization NaN]",
+              f"{USER_MODEL}::test_each_problem_has_one_clear_error[normalization infinite]")),
+    Mutation("resize-shorter-side-unchecked",
+             "a model's resize_shorter_side may be 0, negative or below its input size",
+             "vgi_vision/worker/vision/model_files.py",
+             "if not size[0] <= resize_shorter_side <= MAX_INPUT_SIZE:", "if False:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error"
+              "[resize_shorter_side not positive]",)),
+    Mutation("probe-batch-rows-unchecked",
+             "the start-up probe accepts outputs without one row per image of its batch",
+             "vgi_vision/worker/vision/model_files.py",
+             "if result.ndim != 2 or result.shape[0] != PROBE_BATCH:", "if result.ndim != 2:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[graph ignores the batch]",)),
+    Mutation("user-model-takes-shipped-name",
+             "a user's model may be named like a shipped model (and merge into its stored rows)",
+             "vgi_vision/worker/vision/model_files.py",
+             "if not shipped and name in shipped_model_names():", "if False:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[a shipped model's name]",)),
 )
 
 
