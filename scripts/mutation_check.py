@@ -236,6 +236,23 @@ MUTATIONS = (
              "vgi_vision/worker/vision/model_files.py",
              "if not shipped and name in shipped_model_names():", "if False:",
              (f"{USER_MODEL}::test_each_problem_has_one_clear_error[a shipped model's name]",)),
+    Mutation("ocr-lines-per-image-unbounded",
+             "OCR recognizes every text box an image has",
+             "vgi_vision/worker/vision/ocr.py",
+             "for box in boxes[:self.max_lines]]", "for box in boxes]",
+             ("test/test_ocr.py::test_an_image_gives_at_most_max_lines_lines_the_first_in_"
+              "reading_order",)),
+    Mutation("ocr-time-unbounded",
+             "OCR recognition runs on past an image's time bound",
+             "vgi_vision/worker/vision/ocr.py",
+             "            if time.monotonic() >= deadline:\n                break\n", "",
+             ("test/test_ocr.py::test_recognition_stops_at_the_time_bound",)),
+    Mutation("ocr-page-in-one-turn",
+             "one turn of the shared OCR sessions recognizes a whole page (a one-image call "
+             "waits for all of it)",
+             "vgi_vision/worker/vision/ocr.py",
+             "LINES_PER_TURN = 8", "LINES_PER_TURN = 1000",
+             ("test/test_ocr.py::test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight",)),
 )
 
 
