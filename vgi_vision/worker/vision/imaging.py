@@ -17,12 +17,13 @@ Only the formats in :data:`DECODER_BYTES_PER_PIXEL` are ever opened: formats who
 stated in a header read before any pixel is decoded, each with what its decoder holds on top
 of the frame counted in the cost. Others are refused unopened, because Pillow decodes some of
 them while merely opening the file (ICO and ICNS decode an embedded PNG of any size before a
-limit can be checked). Measured peaks of a 7000 x 7000 RGB decode (a 4000 x 4000 one in
-parentheses), above the 4 bytes a pixel of the frame itself: WebP 16 (16.3) bytes a pixel in
-all, its decoder keeping its own canvas and a copy of the decoded bytes; JPEG 2000 19.4 (19.6),
-OpenJPEG holding 32-bit planes; AVIF (9.6), libavif holding YUV planes and an RGB copy.
-Those three decode, their real cost counted; PNG, GIF, BMP and TIFF hold the frame alone, and
-JPEG less (draft mode).
+limit can be checked). Measured peaks of an RGB decode in bytes a pixel, 7000 x 7000 (4000 x
+4000 in parentheses): WebP 16.1 (16.3), its decoder keeping a canvas of its own and a copy of
+the decoded bytes; JPEG 2000 19.4 (19.6), OpenJPEG holding 32-bit planes; AVIF 9.3 (9.6),
+libavif holding YUV planes and an RGB copy; PNG, BMP and TIFF 4.2-4.4 (4000 x 4000), the
+frame itself; JPEG far less (draft mode). The three dear ones still decode, what they hold
+beyond the frame counted in the cost, so under the default 256 MB an image they are refused
+above about 15 (WebP), 12.5 (JPEG 2000) and 20 (AVIF) megapixels.
 """
 
 from __future__ import annotations
