@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache",
                               ".pytest_cache", "*.egg-info", "build", "dist")
 SECURITY = "test/test_security.py"
+USER_MODEL = "test/test_user_model.py"
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,71 @@ MUTATIONS = (
              "Attachment(weakref.ref(con), con.cursor(), name, client)",
              "Attachment(weakref.ref(con), con, name, client)",
              ("test/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
+    # --- imaging, OCR and model options
+    Mutation("image-formats-unrestricted",
+             "untrusted images are opened in any format Pillow knows (ICO and ICNS decode an "
+             "embedded PNG while opening)",
+             "vgi_vision/worker/vision/imaging.py",
+             "Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)",
+             "Image.open(io.BytesIO(data))",
+             ("test/test_hostile_images.py::test_icons_that_decode_while_opening_are_never_opened",
+              "test/test_hostile_images.py::test_the_gallery_reads_no_facts_from_icon_bombs")),
+    Mutation("decoder-overhead-uncounted",
+             "a decode's cost counts the frame only, not what the WebP, JPEG 2000 or AVIF "
+             "decoder holds besides it",
+             "vgi_vision/worker/vision/imaging.py",
+             'per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)', "pass",
+             ("test/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
+    Mutation("ocr-working-image-uncounted",
+             "OCR's decode holds only the frame's cost, not its 2000 x 2000 working image's",
+             "vgi_vision/worker/vision/imaging.py",
+             "working_pixels=max_side**2", "working_pixels=0",
+             ("test/test_hostile_images.py::test_ocr_decodes_a_sixteen_bit_image_within_its_cost",)),
+    Mutation("gps-west-sign-ignored",
+             "a GPS longitude west of Greenwich is read as east",
+             "vgi_vision/worker/vision/facts.py",
+             'GPSLongitudeRef, "W", 180.0)', 'GPSLongitudeRef, "", 180.0)',
+             ("test/test_facts.py::test_north_and_west_give_a_positive_latitude_and_a_negative_"
+              "longitude",)),
+    Mutation("normalization-finiteness-unchecked",
+             "a model's normalization may be NaN or infinite (every confidence NaN)",
+             "vgi_vision/worker/vision/model_files.py",
+             "and math.isfinite(v) for v in values", "for v in values",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[normalization NaN]",
+              f"{USER_MODEL}::test_each_problem_has_one_clear_error[normalization infinite]")),
+    Mutation("resize-shorter-side-unchecked",
+             "a model's resize_shorter_side may be 0, negative or below its input size",
+             "vgi_vision/worker/vision/model_files.py",
+             "if not size[0] <= resize_shorter_side <= MAX_INPUT_SIZE:", "if False:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error"
+              "[resize_shorter_side not positive]",)),
+    Mutation("probe-batch-rows-unchecked",
+             "the start-up probe accepts outputs without one row per image of its batch",
+             "vgi_vision/worker/vision/model_files.py",
+             "if result.ndim != 2 or result.shape[0] != PROBE_BATCH:", "if result.ndim != 2:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[graph ignores the batch]",)),
+    Mutation("user-model-takes-shipped-name",
+             "a user's model may be named like a shipped model (and merge into its stored rows)",
+             "vgi_vision/worker/vision/model_files.py",
+             "if not shipped and name in shipped_model_names():", "if False:",
+             (f"{USER_MODEL}::test_each_problem_has_one_clear_error[a shipped model's name]",)),
+    Mutation("ocr-lines-per-image-unbounded",
+             "OCR recognizes every text box an image has",
+             "vgi_vision/worker/vision/ocr.py",
+             "for box in boxes[:self.max_lines]]", "for box in boxes]",
+             ("test/test_ocr.py::test_an_image_gives_at_most_max_lines_lines_the_first_in_"
+              "reading_order",)),
+    Mutation("ocr-time-unbounded",
+             "OCR recognition runs on past an image's time bound",
+             "vgi_vision/worker/vision/ocr.py",
+             "            if time.monotonic() >= deadline:\n                break\n", "",
+             ("test/test_ocr.py::test_recognition_stops_at_the_time_bound",)),
+    Mutation("ocr-page-in-one-turn",
+             "one turn of the shared OCR sessions recognizes a whole page (a one-image call "
+             "waits for all of it)",
+             "vgi_vision/worker/vision/ocr.py",
+             "LINES_PER_TURN = 8", "LINES_PER_TURN = 1000",
+             ("test/test_ocr.py::test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight",)),
 )
 
 

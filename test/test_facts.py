@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 from PIL import ExifTags, Image, ImageFile
 
+from vgi_vision.gallery.facts import image_facts
 from vgi_vision.protocol import argument_rows
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.kinds import IMAGES
@@ -109,7 +110,11 @@ def test_phash_overloads_agree_and_bad_rows_are_null(registry: Registry) -> None
 
 # --- image_info ----------------------------------------------------------------------------
 
-def with_exif(image: Image.Image, fmt: str = "JPEG") -> bytes:
+def with_exif(image: Image.Image, fmt: str = "JPEG",
+              position: tuple[str, tuple[float, ...], str, tuple[float, ...]] = (
+                  "S", (33.0, 51.0, 54.0), "E", (151.0, 12.0, 36.0))) -> bytes:
+    """``image`` encoded as ``fmt`` with camera EXIF and a GPS ``position`` (latitude
+    reference and degrees/minutes/seconds, then longitude's): Sydney unless told."""
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6
     exif[ExifTags.Base.Make] = "Acme\x00"
@@ -117,10 +122,10 @@ def with_exif(image: Image.Image, fmt: str = "JPEG") -> bytes:
     exif[ExifTags.Base.DateTime] = "2001:01:01 00:00:00"
     exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:17 08:30:15"
     gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
-    gps[ExifTags.GPS.GPSLatitudeRef] = "S"
-    gps[ExifTags.GPS.GPSLatitude] = (33.0, 51.0, 54.0)
-    gps[ExifTags.GPS.GPSLongitudeRef] = "E"
-    gps[ExifTags.GPS.GPSLongitude] = (151.0, 12.0, 36.0)
+    for tag, value in zip((ExifTags.GPS.GPSLatitudeRef, ExifTags.GPS.GPSLatitude,
+                           ExifTags.GPS.GPSLongitudeRef, ExifTags.GPS.GPSLongitude),
+                          position, strict=True):
+        gps[tag] = value
     out = io.BytesIO()
     image.save(out, fmt, exif=exif)
     return out.getvalue()
@@ -135,6 +140,18 @@ def test_exif_fields_are_read() -> None:
     assert info.taken_at == datetime(2024, 5, 17, 8, 30, 15)  # the original, not DateTime
     assert info.latitude == pytest.approx(-(33 + 51 / 60 + 54 / 3600))
     assert info.longitude == pytest.approx(151 + 12 / 60 + 36 / 3600)
+
+
+def test_north_and_west_give_a_positive_latitude_and_a_negative_longitude() -> None:
+    """New York: west of Greenwich, so its longitude is negative (in image_info and in the
+    gallery's facts alike)."""
+    data = with_exif(photo("rocket.jpg"), position=("N", (40.0, 41.0, 21.0),
+                                                    "W", (74.0, 2.0, 40.0)))
+    info = read_info(data)
+    assert info is not None
+    assert info.latitude == pytest.approx(40 + 41 / 60 + 21 / 3600)
+    assert info.longitude == pytest.approx(-(74 + 2 / 60 + 40 / 3600))
+    assert ("position", "40.68917, -74.04444") in image_facts(data)
 
 
 def test_no_exif_gives_null_fields_and_header_facts() -> None:

@@ -324,8 +324,11 @@ def test_concurrent_callers_get_sequential_results(info, classifier, variety):
 
 @pytest.fixture
 def model_copy(tmp_path) -> Path:
+    """The shipped model's files in a folder of their own, under a name of their own (a
+    shipped model's name is refused outside the shipped folder)."""
     target = tmp_path / "models" / DEFAULT_MODEL
     shutil.copytree(MODEL_DIR, target)
+    _rewrite_metadata(target, lambda meta: meta.update(name=f"{DEFAULT_MODEL}-copy"))
     return target
 
 

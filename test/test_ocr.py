@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -11,7 +15,7 @@ import pyarrow as pa
 import pytest
 from conftest import DATA
 from PIL import Image
-from text_images import MANY_LINES, SQL_TEXT, encode, render, text_boxes
+from text_images import MANY_LINES, SIGN, SQL_TEXT, encode, render, text_boxes
 
 import vgi_vision
 from vgi_vision.protocol import INPUT_ROW, argument_rows, decode
@@ -26,6 +30,7 @@ from vgi_vision.worker.vision.imaging import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 from vgi_vision.worker.vision.ocr import (
     INSTALL_HINT,
+    LINES_PER_TURN,
     OcrUnavailable,
     TextLine,
     TextReader,
@@ -146,6 +151,53 @@ def test_hostile_and_oversized_images_give_none() -> None:
 def test_degenerate_images_give_no_lines_without_blowing_up(image: Image.Image) -> None:
     # a 60000 x 1 picture used to be upscaled to a 64-pixel short side: gigabytes, then OOM
     assert read(image) == []
+
+
+def test_an_image_gives_at_most_max_lines_lines_the_first_in_reading_order() -> None:
+    """80 lines with a cap of 10: the first 10, top to bottom, and no more work than that."""
+    data = (SQL_TEXT / "many_lines.png").read_bytes()
+    reader = TextReader(max_lines=10)
+    assert texts(reader.read([data], LIMITS)[0] or []) == MANY_LINES[:10]
+    # one detection, then recognition (and any retries of doubtful lines) of 10 boxes only
+    assert reader.turns.finished <= 1 + 2 * math.ceil(10 / LINES_PER_TURN)
+
+
+def test_recognition_stops_at_the_time_bound() -> None:
+    """No time at all: the text is found but none of it is recognized; nothing fails."""
+    data = encode(render(PARAGRAPH, 24))
+    assert TextReader(max_seconds=0).read([data], LIMITS) == [[]]
+    assert texts(TextReader(max_seconds=60).read([data], LIMITS)[0] or []) == PARAGRAPH
+
+
+def until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    """Wait for ``condition`` (polled; fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
+
+
+def test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight() -> None:
+    """Two callers share one reader: a one-line image asked for while an 80-line page is
+    being recognized is read before the page is done (turns alternate), not after it."""
+    reader = TextReader()
+    page = (SQL_TEXT / "many_lines.png").read_bytes()
+    read_page: list[list[TextLine] | None] = []
+    page_done = threading.Event()
+
+    def read_the_page() -> None:
+        read_page.extend(reader.read([page], LIMITS))
+        page_done.set()
+
+    heavy = threading.Thread(target=read_the_page)
+    heavy.start()
+    until(lambda: reader.turns.finished >= 1)  # the page's text is found; recognition is next
+    sign = reader.read([encode(render(SIGN, 40, fg="white", bg="#102040"))], LIMITS)[0]
+    finished_first = not page_done.is_set()
+    heavy.join()
+    assert texts(sign or []) == SIGN
+    assert texts(read_page[0] or []) == MANY_LINES
+    assert finished_first
 
 
 def registry(reader: TextReader | None = None):

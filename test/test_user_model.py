@@ -35,14 +35,21 @@ COLOURS = {"red": (220, 20, 30), "green": (10, 200, 40), "blue": (20, 30, 230),
            "gray": (128, 128, 128)}
 
 
-def colour_model() -> onnx.ModelProto:
-    """pixels (N x 3 x 32 x 32, 0..1) -> channel means (embedding) -> 4 class scores."""
+def colour_model(batch_ignored: bool = False) -> onnx.ModelProto:
+    """pixels (N x 3 x 32 x 32, 0..1) -> channel means (embedding) -> 4 class scores.
+
+    ``batch_ignored``: the means are averaged over the batch too, so any batch gets one row
+    of scores (a graph exported with its batch dimension folded away behaves like this).
+    """
     weights = 20 * np.array([[1, -0.5, -0.5, 0], [-0.5, 1, -0.5, 0], [-0.5, -0.5, 1, 0]],
                             dtype=np.float32)
     bias = np.array([0, 0, 0, 2], dtype=np.float32)
+    pooling = [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+               helper.make_node("Flatten", ["pooled"], ["per_image"], axis=1),
+               helper.make_node("ReduceMean", ["per_image"], ["means"], axes=[0])
+               if batch_ignored else helper.make_node("Identity", ["per_image"], ["means"])]
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
+        [*pooling,
          helper.make_node("MatMul", ["means", "weights"], ["product"]),
          helper.make_node("Add", ["product", "bias"], ["scores"])],
         "colours",
@@ -143,6 +150,20 @@ def damage(folder: Path, problem: str) -> None:
         edit_metadata(folder, embedding_dim=1280)
     elif problem == "no such logits output":
         edit_metadata(folder, outputs__logits="logits")
+    elif problem == "normalization NaN":
+        edit_metadata(folder, input__normalization={"mean": [0, float("nan"), 0],
+                                                    "std": [255, 255, 255]})
+    elif problem == "normalization infinite":
+        edit_metadata(folder, input__normalization={"mean": [0, 0, 0],
+                                                    "std": [255, float("inf"), 255]})
+    elif problem == "resize_shorter_side not positive":
+        edit_metadata(folder, input__resize_shorter_side=0)
+    elif problem == "graph ignores the batch":
+        data = colour_model(batch_ignored=True).SerializeToString()
+        (folder / "model.onnx").write_bytes(data)
+        edit_metadata(folder, sha256=hashlib.sha256(data).hexdigest())
+    elif problem == "a shipped model's name":
+        edit_metadata(folder, name="efficientnet-lite0")
     elif problem == "normalization not 3 numbers":
         edit_metadata(folder, input__normalization={"mean": [0], "std": [1, 1, 1]})
     elif problem == "input size absurd":
@@ -161,7 +182,7 @@ PROBLEMS = {
     "missing labels.tsv": ["label table missing", "labels.tsv"],
     "missing metadata.json": ["model metadata missing", "metadata.json"],
     "wrong sha256": ["is corrupt: sha256", "does not match"],
-    "label count != output width": ["logits output 'scores' has shape [1, 4]",
+    "label count != output width": ["logits output 'scores' has shape [2, 4]",
                                     "label table has 5 classes"],
     "input size not the graph's": ["input 'pixels' has shape ['N', 3, 32, 32]",
                                    "describes Nx3x64x64 (NCHW)"],
@@ -169,9 +190,16 @@ PROBLEMS = {
     "no such input": ["has no input 'images'", "pixels"],
     "no such embedding output": ["names the embedding output 'features'",
                                  "does not have", "scores, means"],
-    "wrong embedding_dim": ["embedding output 'means' has shape [1, 3]", "embedding_dim 1280"],
+    "wrong embedding_dim": ["embedding output 'means' has shape [2, 3]", "embedding_dim 1280"],
     "no such logits output": ["names the logits output 'logits'"],
-    "normalization not 3 numbers": ["'input.normalization.mean' must be three numbers"],
+    "normalization not 3 numbers": ["'input.normalization.mean' must be three finite numbers"],
+    "normalization NaN": ["'input.normalization.mean' must be three finite numbers", "nan"],
+    "normalization infinite": ["'input.normalization.std' must be three finite numbers", "inf"],
+    "resize_shorter_side not positive": ["input.resize_shorter_side must be in 32..4096",
+                                         "got 0"],
+    "graph ignores the batch": ["output 'scores' has shape [1, 4] for a batch of 2 images",
+                                "one row per image"],
+    "a shipped model's name": ["name 'efficientnet-lite0' is a shipped model's"],
     "input size absurd": ["input.size must be a square [n, n] with n in 1..4096"],
     "labels out of order": ["line 2: expected idx 0"],
     "duplicate labels": ["labels must be unique"],

@@ -13,6 +13,7 @@ from vgi_vision.worker.functions.common import VisionContext, image_overloads
 from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error
 from vgi_vision.worker.functions.text_reading import (
     MIN_CONFIDENCE_PARAM,
+    OCR_BOUNDS,
     OCR_ROWS_PER_CALL,
     read_and_stage,
 )
@@ -66,8 +67,8 @@ def spec(ctx: VisionContext) -> FunctionSpec:
         columns=OCR_COLUMNS,
         description="Read the text in images (PP-OCR models, offline): one row per line in "
                     "reading order, with its confidence and box in pixels of the upright "
-                    "image. NULL, undecodable or textless images give no rows. Needs "
-                    "vgi-vision[ocr].",
+                    "image. NULL, undecodable or textless images give no rows. "
+                    f"{OCR_BOUNDS} Needs vgi-vision[ocr].",
         example="SELECT line, text FROM vision.ocr('test/sql/text/invoice.png')",
         impl=Ocr(ctx),
         input_rows_per_call=OCR_ROWS_PER_CALL,

@@ -11,6 +11,7 @@ from vgi_vision.worker.functions.common import VisionContext, image_overloads
 from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error
 from vgi_vision.worker.functions.text_reading import (
     MIN_CONFIDENCE_PARAM,
+    OCR_BOUNDS,
     OCR_ROWS_PER_CALL,
     read_and_stage,
 )
@@ -26,7 +27,8 @@ def spec(ctx: VisionContext) -> FunctionSpec:
         columns=(Column("text", "VARCHAR", "the lines in reading order, joined by newlines; "
                                            "NULL when no text is found"),),
         description="All the text in an image as one string, lines in reading order joined "
-                    "by newlines; NULL when there is none. Needs vgi-vision[ocr].",
+                    f"by newlines; NULL when there is none. {OCR_BOUNDS} Needs "
+                    "vgi-vision[ocr].",
         example="SELECT vision.ocr_text('test/sql/text/invoice.png')",
         impl=ocr_text(ctx),
         input_rows_per_call=OCR_ROWS_PER_CALL,

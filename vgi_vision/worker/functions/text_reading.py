@@ -13,6 +13,8 @@ from vgi_vision.worker.registry import Args, FunctionError, Param
 from vgi_vision.worker.vision.imaging import ImageSource
 from vgi_vision.worker.vision.ocr import (
     DEFAULT_MIN_CONFIDENCE,
+    MAX_LINES,
+    MAX_SECONDS,
     OCR_MODEL,
     OcrUnavailable,
     TextLine,
@@ -20,6 +22,10 @@ from vgi_vision.worker.vision.ocr import (
 
 #: Argument rows a client sends per call: more would only be held (or re-sent over HTTP).
 OCR_ROWS_PER_CALL = 16
+
+#: What an image's OCR reads at most, said in each OCR function's description.
+OCR_BOUNDS = (f"At most {MAX_LINES} lines an image are read (the first in reading order), "
+              f"for at most {MAX_SECONDS:g} s an image; the rest are left out.")
 
 MIN_CONFIDENCE_PARAM = Param("min_confidence", "DOUBLE", DEFAULT_MIN_CONFIDENCE,
                              "lines recognized with less confidence are left out",

@@ -8,7 +8,6 @@ pixel limit as the model input) because a hash of what the picture shows needs t
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -16,7 +15,13 @@ from typing import Any
 
 from PIL import ExifTags, Image
 
-from vgi_vision.worker.vision.imaging import DecodeLimits, ImageSource, load_rgb, read_untrusted
+from vgi_vision.worker.vision.imaging import (
+    DecodeLimits,
+    ImageSource,
+    load_rgb,
+    open_image,
+    read_untrusted,
+)
 
 #: Longest EXIF text (camera make or model) returned; longer values are cut.
 MAX_TEXT = 256
@@ -52,7 +57,7 @@ def read_info(source: ImageSource, limits: DecodeLimits = DecodeLimits()) -> Ima
 
 
 def _identify(data: bytes) -> ImageInfo:
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data) as image:
         return _info(image)
 
 

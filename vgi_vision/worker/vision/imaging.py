@@ -12,6 +12,18 @@ and every decode in the process (model input, thumbnails, hashes, OCR) holds its
 does not cover are never converted: the centre region is box-reduced straight from the
 decoded frame, so colour conversion and resampling run on an image a few times the output
 size, however large the input.
+
+Only the formats in :data:`DECODER_BYTES_PER_PIXEL` are ever opened: formats whose size is
+stated in a header read before any pixel is decoded, each with what its decoder holds on top
+of the frame counted in the cost. Others are refused unopened, because Pillow decodes some of
+them while merely opening the file (ICO and ICNS decode an embedded PNG of any size before a
+limit can be checked). Measured peaks of an RGB decode in bytes a pixel, 7000 x 7000 (4000 x
+4000 in parentheses): WebP 16.1 (16.3), its decoder keeping a canvas of its own and a copy of
+the decoded bytes; JPEG 2000 19.4 (19.6), OpenJPEG holding 32-bit planes; AVIF 9.3 (9.6),
+libavif holding YUV planes and an RGB copy; PNG, BMP and TIFF 4.2-4.4 (4000 x 4000), the
+frame itself; JPEG far less (draft mode). The three dear ones still decode, what they hold
+beyond the frame counted in the cost, so under the default 256 MB an image they are refused
+above about 15 (WebP), 12.5 (JPEG 2000) and 20 (AVIF) megapixels.
 """
 
 from __future__ import annotations
@@ -63,6 +75,11 @@ _DEFAULT_BYTES_PER_PIXEL = 4
 #: (at most ``(REDUCING_GAP * 2 * 256) ** 2`` pixels of 4 bytes), rounded up.
 DECODE_OVERHEAD_BYTES = 16 * MiB
 
+#: Bytes a pixel of a working image larger than the overhead covers (OCR's whole picture) is
+#: held in while it is resized and converted: the resample in a widened mode, its 8-bit and
+#: RGB conversions and the array handed on (measured: 12).
+WORKING_BYTES_PER_PIXEL = 16
+
 
 @dataclass(frozen=True)
 class DecodeLimits:
@@ -77,14 +94,35 @@ class DecodeLimits:
     pool_bytes: int = 512 * MiB
 
 
-def decode_cost(mode: str, width: int, height: int) -> int:
+#: The Pillow formats an image may be opened as, and the bytes a pixel that format's decoder
+#: holds besides the frame (measured, see the module docstring). Pillow's other formats are
+#: never opened: some decode pixels inside ``Image.open``, before any limit is checked. (JPEG
+#: covers MPO, the multi-picture JPEG of phones: Pillow opens those through JPEG.)
+DECODER_BYTES_PER_PIXEL = {"JPEG": 0, "PNG": 0, "GIF": 0, "BMP": 0, "TIFF": 0,
+                           "WEBP": 12, "JPEG2000": 16, "AVIF": 8}
+DECODABLE_FORMATS = tuple(DECODER_BYTES_PER_PIXEL)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """``data`` opened (headers parsed, no pixel decoded) if it is in a decodable format.
+
+    Every reader of untrusted image bytes opens them through here. Raises on anything else.
+    """
+    return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
+
+
+def decode_cost(mode: str, width: int, height: int, image_format: str | None = None,
+                working_pixels: int = 0) -> int:
     """The most memory decoding a ``width x height`` frame of ``mode`` holds at once.
 
     Only the first frame of an animated or multi-page file is ever decoded, so it is the
-    frame that counts.
+    frame that counts, plus what the ``image_format``'s decoder holds while producing it and
+    the caller's working image of up to ``working_pixels`` pixels.
     """
     per_pixel = _BYTES_PER_PIXEL.get(mode, _DEFAULT_BYTES_PER_PIXEL)
-    return width * height * per_pixel + DECODE_OVERHEAD_BYTES
+    per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)
+    return (width * height * per_pixel + working_pixels * WORKING_BYTES_PER_PIXEL
+            + DECODE_OVERHEAD_BYTES)
 
 
 class DecodeBudget:
@@ -244,15 +282,17 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, prep: Preprocessing, thumbn
 
 @contextlib.contextmanager
 def decoded_frame(data: bytes, limits: DecodeLimits, *, shorter_side: int | None = None,
-                  longer_side: int | None = None) -> Iterator[Image.Image | None]:
+                  longer_side: int | None = None, working_pixels: int = 0
+                  ) -> Iterator[Image.Image | None]:
     """The first frame of ``data``, loaded, while its decode cost is held; None over a limit.
 
     Raises on undecodable bytes (callers catch). JPEG draft mode lets libjpeg scale by
     1/2..1/8 while decoding, so a 24 MP photo is never materialized at full size when the
     caller needs only ``shorter_side`` (or ``longer_side``) pixels; the cost is judged at
-    that scale, and held in the process's decode budget until the block ends.
+    that scale, and held in the process's decode budget until the block ends, with the
+    caller's ``working_pixels`` (see :func:`decode_cost`).
     """
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data) as image:
         width, height = image.size
         if width <= 0 or height <= 0 or width * height > limits.max_pixels:
             yield None
@@ -263,7 +303,8 @@ def decoded_frame(data: bytes, limits: DecodeLimits, *, shorter_side: int | None
         else:
             scale = min(1.0, (longer_side or max(width, height)) / max(width, height))
         image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        cost = decode_cost(image.mode, *image.size)  # the size and mode draft will decode
+        cost = decode_cost(image.mode, *image.size, image.format,  # what draft will decode
+                           working_pixels)
         if cost > limits.max_decode_bytes:
             yield None
             return
@@ -288,11 +329,22 @@ def load_rgb(data: bytes, limits: DecodeLimits, shorter_side: int) -> Image.Imag
         return whole_picture(image, factor, image.getexif().get(ORIENTATION_TAG))
 
 
-def whole_picture(image: Image.Image, factor: int, orientation: object) -> Image.Image:
-    """The whole ``image`` box-reduced by ``factor`` (if >= 2), as upright RGB, in a new image
-    that outlives the file it was decoded from."""
+def whole_picture(image: Image.Image, factor: int, orientation: object,
+                  longer_side: int | None = None) -> Image.Image:
+    """The whole ``image`` box-reduced by ``factor`` (if >= 2), then resized to at most
+    ``longer_side`` if given, as upright RGB, in a new image that outlives the file it was
+    decoded from.
+
+    Both steps run in the stored mode (widened only as far as Pillow needs to resample it),
+    so conversion to RGB only ever sees the small result.
+    """
     stored_mode = image.mode
     small = reducible(image).reduce(factor) if factor >= 2 else image
+    if longer_side is not None and max(small.size) > longer_side:
+        shrink = longer_side / max(small.size)
+        small = reducible(small).resize(
+            (max(1, round(small.width * shrink)), max(1, round(small.height * shrink))),
+            Image.Resampling.LANCZOS)
     rgb = to_rgb(small, stored_mode)
     method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
     if method is not None:
@@ -341,10 +393,7 @@ def to_rgb(image: Image.Image, stored_mode: str | None = None) -> Image.Image:
     the mode the file stored, when ``image`` was widened to be reduced (16-bit to "I").
     """
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
-        pixels = np.asarray(image, dtype=np.float64)
-        top = full_scale(stored_mode or image.mode, float(pixels.max(initial=0.0)))
-        scaled = np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
+        return eight_bit(image, stored_mode or image.mode).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -354,6 +403,18 @@ def to_rgb(image: Image.Image, stored_mode: str | None = None) -> Image.Image:
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+def eight_bit(image: Image.Image, stored_mode: str) -> Image.Image:
+    """A 16-bit, 32-bit or float ``image`` rescaled to 8-bit "L" (white at the stored mode's
+    full scale, negatives black), in Pillow's own loops: no float copy of the pixels is made.
+    """
+    if image.mode not in ("I;16", "I", "F"):
+        image = image.convert("I")  # Pillow scales only the native 16-bit layout
+    _, brightest = image.getextrema()  # one band: (lowest, highest)
+    assert isinstance(brightest, (int, float))
+    top = full_scale(stored_mode, max(float(brightest), 0.0))
+    return image.point(lambda value: value * (255.0 / top)).convert("L")
 
 
 def full_scale(mode: str, brightest: float) -> float:
@@ -428,24 +489,22 @@ def decode_upright(source: ImageSource, limits: DecodeLimits, max_side: int
     """Decode ``source`` upright, its longer side at most ``max_side`` pixels; or None.
 
     For models that read the whole picture (OCR) rather than a centre crop. Total on hostile
-    input, with the same header-first limits as :func:`decode`.
+    input, with the same header-first limits and decode budget as :func:`decode`: the frame is
+    box-reduced, then resized, before any conversion, so nothing larger than the frame and its
+    widening to a mode Pillow resamples is ever held at full size.
     """
     return read_untrusted(source, limits, lambda data: _decode_upright(data, limits, max_side))
 
 
 def _decode_upright(data: bytes, limits: DecodeLimits, max_side: int) -> OrientedImage | None:
-    with decoded_frame(data, limits, longer_side=max_side) as image:
+    with decoded_frame(data, limits, longer_side=max_side, working_pixels=max_side**2) as image:
         if image is None:
             return None
-        with Image.open(io.BytesIO(data)) as header:
+        with open_image(data) as header:
             width, height = header.size  # the stored size, before JPEG draft scaling
         orientation = image.getexif().get(ORIENTATION_TAG)
-        factor = int(max(image.size) // (max_side * REDUCING_GAP))
-        rgb = whole_picture(image, factor, orientation)
+        factor = int(max(image.size) // max_side)  # box-reduced to under twice max_side
+        rgb = whole_picture(image, factor, orientation, longer_side=max_side)
     turned = orientation in (5, 6, 7, 8)  # these orientations swap the sides
     upright_w, upright_h = (height, width) if turned else (width, height)
-    if max(rgb.size) > max_side:
-        shrink = max_side / max(rgb.size)
-        rgb = rgb.resize((max(1, round(rgb.width * shrink)), max(1, round(rgb.height * shrink))),
-                         Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
     return OrientedImage(np.asarray(rgb, dtype=np.uint8), upright_w, upright_h)

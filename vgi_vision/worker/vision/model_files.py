@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ LAYOUTS = ("NCHW", "NHWC")
 #: Largest input side accepted: every decoded image becomes a size x size x 3 array, so a
 #: mistyped size must not make each image (and the start-up probe) cost gigabytes.
 MAX_INPUT_SIZE = 4096
+#: Images in the start-up test run: more than one, so a graph that ignores the batch
+#: dimension (answering one row whatever it is given) is caught before it mislabels rows.
+PROBE_BATCH = 2
 
 
 class ModelError(RuntimeError):
@@ -126,18 +130,28 @@ class ModelInfo:
         if layout not in LAYOUTS:
             raise ModelError(f"{directory / 'metadata.json'}: input.layout must be one of "
                              f"{', '.join(LAYOUTS)}, got {layout!r}")
+        resize_shorter_side = field.get("input.resize_shorter_side", int, size[0])
+        if not size[0] <= resize_shorter_side <= MAX_INPUT_SIZE:
+            raise ModelError(f"{directory / 'metadata.json'}: input.resize_shorter_side must "
+                             f"be in {size[0]}..{MAX_INPUT_SIZE} (at least input.size), got "
+                             f"{resize_shorter_side}")
         embedding_output = field.get("outputs.embedding", str, None)
         embedding_dim = field.get("embedding_dim", int) if embedding_output else 0
         shape = (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
+        name = field.get("name", str)
+        shipped = directory.parent.resolve() == models_root().resolve()
+        if not shipped and name in shipped_model_names():
+            raise ModelError(f"{directory / 'metadata.json'}: name {name!r} is a shipped "
+                             f"model's; give your model a name of its own (results are "
+                             f"stored under the model's name)")
         return cls(
-            name=field.get("name", str),
+            name=name,
             directory=directory,
             onnx_file=onnx_file,
             sha256=field.get("sha256", str),
             input_name=field.get("input.name", str),
             layout=layout,
-            prep=Preprocessing(size=size[0], resize_shorter_side=field.get(
-                "input.resize_shorter_side", int, size[0])),
+            prep=Preprocessing(size=size[0], resize_shorter_side=resize_shorter_side),
             mean=_channels(field, "input.normalization.mean").reshape(shape),
             std=_channels(field, "input.normalization.std").reshape(shape),
             labels=labels,
@@ -147,7 +161,7 @@ class ModelInfo:
             embedding_dim=embedding_dim,
             precision=field.get("precision", str, "fp32"),
             license=field.get("license", str),
-            shipped=directory.parent.resolve() == models_root().resolve(),
+            shipped=shipped,
             metadata=meta,
         )
 
@@ -188,8 +202,9 @@ class _Fields:
 
 def _channels(field: _Fields, key: str) -> np.ndarray:
     values = field.get(key, list)
-    if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
-        raise ModelError(f"{field.path}: {key!r} must be three numbers (R, G, B), got "
+    if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) for v in values):
+        raise ModelError(f"{field.path}: {key!r} must be three finite numbers (R, G, B), got "
                          f"{values!r}")
     if key.endswith("std") and min(values) <= 0:
         raise ModelError(f"{field.path}: {key!r} must be positive, got {values!r}")
@@ -232,7 +247,8 @@ def check_graph(info: ModelInfo, session: Any) -> None:
     """The ONNX graph matches what the metadata says: input shape, outputs, output widths.
 
     Static dimensions are compared with the metadata; the widths of the outputs are checked
-    on a real run of one blank image, which also covers graphs with symbolic dimensions.
+    on a real run of :data:`PROBE_BATCH` blank images, which also covers graphs with symbolic
+    dimensions, and each output must have one row per image.
     """
     inputs = {i.name: i for i in session.get_inputs()}
     if info.input_name not in inputs:
@@ -252,15 +268,21 @@ def check_graph(info: ModelInfo, session: Any) -> None:
             raise ModelError(f"{info.onnx_file}: metadata.json names the {role} output "
                              f"{name!r}, which the model does not have (its outputs: "
                              f"{', '.join(outputs)})")
-    probe_shape = (1, 3, size, size) if info.layout == "NCHW" else (1, size, size, 3)
+    probe_shape = ((PROBE_BATCH, 3, size, size) if info.layout == "NCHW"
+                   else (PROBE_BATCH, size, size, 3))
     wanted_outputs = [n for n in (info.logits_output, info.embedding_output) if n]
     try:
         results = session.run(wanted_outputs,
                               {info.input_name: np.zeros(probe_shape, dtype=np.float32)})
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{info.onnx_file}: a test run on one blank image failed: {exc}"
-                         ) from exc
-    widths = [r.shape[-1] if r.ndim == 2 and r.shape[0] == 1 else None for r in results]
+        raise ModelError(f"{info.onnx_file}: a test run on {PROBE_BATCH} blank images "
+                         f"failed: {exc}") from exc
+    for name, result in zip(wanted_outputs, results, strict=True):
+        if result.ndim != 2 or result.shape[0] != PROBE_BATCH:
+            raise ModelError(f"{info.onnx_file}: the output {name!r} has shape "
+                             f"{list(result.shape)} for a batch of {PROBE_BATCH} images; it "
+                             f"must have one row per image (a batch dimension)")
+    widths = [r.shape[-1] for r in results]
     if widths[0] != info.num_classes:
         raise ModelError(f"{info.onnx_file}: the logits output {info.logits_output!r} has "
                          f"shape {list(results[0].shape)} per image batch, but the label table "

@@ -9,6 +9,13 @@ serves everything else.
 Images never reach rapidocr as paths or bytes: it would open paths (and fetch URLs) itself,
 outside the worker's path policy and decode limits. They are decoded here, upright, and
 handed over as pixels.
+
+The work one image costs is bounded: at most :data:`MAX_LINES` text boxes are recognized, and
+recognition stops :data:`MAX_SECONDS` after the image's reading began; what was read until
+then is the image's result (a warning is logged). The process's one set of OCR sessions is
+shared in turns taken in arrival order (:class:`Turns`): one detection, or the recognition
+of :data:`LINES_PER_TURN` boxes, a turn. So a call reading many long pages slows a one-image
+call beside it by a turn per turn, instead of making it wait until all its pages are read.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +37,7 @@ from vgi_vision.worker.vision.imaging import (
     decode_upright,
 )
 from vgi_vision.worker.vision.model import ModelError, default_threads
+from vgi_vision.worker.vision.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,17 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 
 #: Lines recognized with less confidence are read again upside down (see upside_down_retried).
 RETRY_BELOW = 0.9
+
+#: Text boxes recognized in one image at most, the first in reading order from the top: a
+#: dense page holds ~60 lines. An image with more gives its first MAX_LINES lines.
+MAX_LINES = 200
+
+#: Seconds one image's recognition may run (its detection always completes): boxes not yet
+#: recognized by then are left out. ~0.1 s a box on two cores: MAX_LINES fit with room.
+MAX_SECONDS = 60.0
+
+#: Boxes recognized in one turn of the shared OCR sessions.
+LINES_PER_TURN = 8
 
 INSTALL_HINT = "OCR needs the optional dependency rapidocr: pip install 'vgi-vision[ocr]'"
 
@@ -82,12 +102,17 @@ class TextLine:
 class TextReader:
     """One lazily created rapidocr engine shared by every caller of the process.
 
-    Reads are serialized: each runs three onnxruntime sessions that already use every core,
-    and the engine keeps per-call settings on itself.
+    Each step (a detection, a few boxes' recognition) runs alone, in turns taken in arrival
+    order: the sessions already use every core, and the engine keeps per-call settings on
+    itself. ``max_lines`` and ``max_seconds`` bound one image's work (see the module).
     """
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, max_lines: int = MAX_LINES,
+                 max_seconds: float = MAX_SECONDS) -> None:
         self.threads = threads or default_threads()
+        self.max_lines = max_lines
+        self.max_seconds = max_seconds
+        self.turns = Turns()
         self._engine: Any = None
         self._lock = threading.Lock()
 
@@ -130,18 +155,27 @@ class TextReader:
     def _read_image(self, engine: Any, image: OrientedImage, min_confidence: float
                     ) -> list[TextLine]:
         bgr = padded_to(MIN_SIDE, np.ascontiguousarray(image.pixels[:, :, ::-1]))
+        deadline = time.monotonic() + self.max_seconds
         try:
-            with self._lock:
-                found = engine(bgr)
+            with self.turns.held():
+                found = engine(bgr, use_det=True, use_cls=False, use_rec=False)
+            if found.boxes is None:
+                return []
+            boxes = [np.asarray(box, dtype=np.float32) for box in found.boxes]
+            texts, scores = self._recognized(
+                engine, [text_crop(bgr, box) for box in boxes[:self.max_lines]], deadline)
+            if len(texts) < len(boxes):
+                log.warning("OCR read %d of the %d text boxes of a %dx%d image (at most %d "
+                            "boxes and %g s an image)", len(texts), len(boxes), image.width,
+                            image.height, self.max_lines, self.max_seconds)
+            boxes = boxes[:len(texts)]
+            texts, scores, turned = upside_down_retried(
+                lambda crops: self._recognized(engine, crops, deadline), bgr, boxes, texts,
+                scores)
         except Exception as exc:  # noqa: BLE001 - one odd image must not fail the query
             log.warning("OCR failed on a %dx%d image: %s: %s", image.width, image.height,
                         type(exc).__name__, exc)
             return []
-        if found.txts is None or found.boxes is None:
-            return []
-        boxes = [np.asarray(box, dtype=np.float32) for box in found.boxes]
-        texts, scores, turned = upside_down_retried(engine, bgr, boxes, list(found.txts),
-                                                    [float(s) for s in found.scores])
         lines = [(line_in_original(text, score, box, image), text_turn(box, flipped))
                  for text, score, box, flipped in zip(texts, scores, boxes, turned, strict=True)
                  if score >= min_confidence and text.strip()]
@@ -149,30 +183,50 @@ class TextReader:
         return reading_order([line for line, _ in lines],
                              max(set(turns), key=turns.count) if turns else 0)
 
+    def _recognized(self, engine: Any, crops: list[np.ndarray], deadline: float
+                    ) -> tuple[list[str], list[float]]:
+        """The text and score of each crop, LINES_PER_TURN a turn, until ``deadline``: then
+        those of the crops read so far."""
+        texts: list[str] = []
+        scores: list[float] = []
+        for start in range(0, len(crops), LINES_PER_TURN):
+            if time.monotonic() >= deadline:
+                break
+            with self.turns.held():
+                found = engine.recognize_txt(crops[start:start + LINES_PER_TURN])
+            texts.extend(found.txts)
+            scores.extend(float(score) for score in found.scores)
+        return texts, scores
 
-def upside_down_retried(engine: Any, bgr: np.ndarray, boxes: list[np.ndarray],
-                        texts: list[str], scores: list[float]
-                        ) -> tuple[list[str], list[float], list[bool]]:
+
+def upside_down_retried(recognize: Callable[[list[np.ndarray]], tuple[list[str], list[float]]],
+                        bgr: np.ndarray, boxes: list[np.ndarray], texts: list[str],
+                        scores: list[float]) -> tuple[list[str], list[float], list[bool]]:
     """Lines read with little confidence, read again turned 180 degrees; the better reading wins.
 
     rapidocr's angle classifier is off: on upright text it flipped ~1 line in 20 and turned it
     into confident-looking garbage. A line that is really upside down reads badly upright, so
-    only those lines pay for a second recognition. Also says which lines read better turned.
+    only those lines pay for a second recognition (by ``recognize``, which may read fewer
+    than it is given when time runs out). Also says which lines read better turned.
     """
-    from rapidocr.utils.process_img import get_rotate_crop_image
-
     doubtful = [i for i, score in enumerate(scores) if score < RETRY_BELOW]
     flipped = [False] * len(texts)
     if not doubtful:
         return texts, scores, flipped
-    turned = [np.ascontiguousarray(np.rot90(get_rotate_crop_image(bgr, boxes[i].copy()), 2))
-              for i in doubtful]
-    again = engine.recognize_txt(turned)
+    turned = [np.ascontiguousarray(np.rot90(text_crop(bgr, boxes[i]), 2)) for i in doubtful]
+    again_texts, again_scores = recognize(turned)
     texts, scores = list(texts), list(scores)
-    for i, text, score in zip(doubtful, again.txts, again.scores, strict=True):
+    for i, text, score in zip(doubtful, again_texts, again_scores, strict=False):
         if float(score) > scores[i]:
             texts[i], scores[i], flipped[i] = text, float(score), True
     return texts, scores, flipped
+
+
+def text_crop(bgr: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """The pixels of a detected box, straightened to a horizontal strip (as rapidocr crops)."""
+    from rapidocr.utils.process_img import get_rotate_crop_image
+
+    return get_rotate_crop_image(bgr, quad.copy())
 
 
 def text_turn(quad: np.ndarray, flipped: bool) -> int:
