@@ -6,7 +6,6 @@ Results are compared with the same functions through DuckDB SQL, on the real mod
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
@@ -16,13 +15,12 @@ from pathlib import Path
 
 import daft  # noqa: E402 - the [ray] and [daft] extras are part of [test]
 import duckdb
-import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
 import ray  # noqa: E402
 from conftest import DATA
-from PIL import Image
+from pipeline_store import distinct_jpegs, store_counts
 
 import vgi_vision
 from vgi_vision.batch import BatchFunction, BatchFunctionError, BatchSQL, clear_unfinished_runs
@@ -170,27 +168,6 @@ def test_daft_udfs_give_what_sql_gives(photos: pa.Table, sql_results, worker_poo
 
 
 # --- exactly-once write-back --------------------------------------------------------------
-
-def distinct_jpegs(count: int) -> list[bytes]:
-    """``count`` distinct small JPEGs (seeded noise over a gradient)."""
-    rng = np.random.default_rng(7)
-    gradient = np.linspace(0, 255, 96, dtype=np.float32)[None, :, None]
-    images = []
-    for _ in range(count):
-        pixels = np.clip(gradient + rng.normal(0, 40, (96, 96, 3)), 0, 255).astype(np.uint8)
-        out = io.BytesIO()
-        Image.fromarray(pixels).save(out, "JPEG", quality=80)
-        images.append(out.getvalue())
-    assert len(set(images)) == count
-    return images
-
-
-def store_counts(uri: Path) -> dict[str, int]:
-    db = lancedb.connect(str(uri))
-    counts = {name: db.open_table(name).count_rows() for name in ("images", "staged")}
-    counts["run_images"] = sum(db.open_table("runs").to_arrow().column("images").to_pylist())
-    return counts
-
 
 def worker_pids() -> list[int]:
     """Ray Data's map actors, by their process titles (``ray::MapWorker(...)``)."""
