@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache",
                               ".pytest_cache", "*.egg-info", "build", "dist")
 SECURITY = "test/test_security.py"
+GALLERY = "test/test_gallery.py"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class Mutation:
             raise LookupError(f"{self.name}: the code it rewrites is no longer in "
                               f"{self.file}; update the mutation")
         target.write_text(source.replace(self.before, self.after))
-        py_compile.compile(str(target), doraise=True)
+        if target.suffix == ".py":  # templates are mutated too
+            py_compile.compile(str(target), doraise=True)
 
 
 RECHECK = """            if not self.contains(opened_path(fd, real)):
@@ -187,6 +189,39 @@ MUTATIONS = (
              'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
              "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
              ("test/test_model.py::test_probabilities_are_sorted_probabilities",)),
+    # HTTP worker and gallery surfaces
+    Mutation("gallery-exif-unescaped",
+             "the gallery renders EXIF fact values as markup",
+             "vgi_vision/gallery/templates/detail.html",
+             '<dd class="fact">{{ value }}</dd>', '<dd class="fact">{{ value|safe }}</dd>',
+             (f"{GALLERY}::test_hostile_exif_is_shown_escaped",)),
+    Mutation("gallery-cookie-unchecked",
+             "the gallery accepts its token cookie whatever its value",
+             "vgi_vision/gallery/app.py",
+             'self.matches(request.cookies.get(TOKEN_COOKIE, ""))',
+             "TOKEN_COOKIE in request.cookies",
+             (f"{GALLERY}::test_a_token_protects_every_page_and_a_link_with_it_logs_in",)),
+    Mutation("gallery-open-redirect",
+             "the gallery's login redirect goes to the request path as decoded (//host)",
+             "vgi_vision/gallery/app.py",
+             'return "/" + quote(path.lstrip("/"), safe="/")', 'return quote(path, safe="/")',
+             (f"{GALLERY}::test_the_login_redirect_stays_on_the_gallery",)),
+    Mutation("gallery-error-without-headers",
+             "the gallery's security headers are left off error responses",
+             "vgi_vision/gallery/app.py",
+             'if message["type"] == "http.response.start":',
+             'if message["type"] == "http.response.start" and message["status"] < 500:',
+             (f"{GALLERY}::test_a_failing_page_still_carries_the_security_headers",)),
+    Mutation("gallery-holed-vector-searched",
+             "the gallery searches neighbours with a stored vector holding a NULL",
+             "vgi_vision/gallery/catalog.py",
+             "if vector is None or None in vector:", "if vector is None:",
+             (f"{GALLERY}::test_null_predictions_and_vectors_show_as_missing",)),
+    Mutation("host-header-prefix-match",
+             "a Host header only has to start with a loopback name (localhost:1@evil.com)",
+             "vgi_vision/loopback.py",
+             "HOST_HEADER.fullmatch(host_header)", "HOST_HEADER.match(host_header)",
+             (f"{GALLERY}::test_only_loopback_host_names_are_served",)),
 )
 
 

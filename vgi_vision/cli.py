@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
+from vgi_vision.loopback import is_loopback
 from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
@@ -42,15 +42,6 @@ def read_secret(file: str | None, env_var: str) -> str | None:
         except OSError as exc:
             raise CliError(f"cannot read {file}: {exc.strerror}") from None
     return os.environ.get(env_var) or None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
