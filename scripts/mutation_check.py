@@ -34,6 +34,7 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".r
                               ".pytest_cache", "*.egg-info", "build", "dist")
 SECURITY = "test/test_security.py"
 GALLERY = "test/test_gallery.py"
+HTTP_SURFACE = "test/test_http_surface.py"
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,25 @@ MUTATIONS = (
              "a Host header only has to start with a loopback name (localhost:1@evil.com)",
              "vgi_vision/loopback.py",
              "HOST_HEADER.fullmatch(host_header)", "HOST_HEADER.match(host_header)",
-             (f"{GALLERY}::test_only_loopback_host_names_are_served",)),
+             (f"{GALLERY}::test_only_loopback_host_names_are_served",
+              f"{HTTP_SURFACE}::test_a_loopback_worker_without_a_token_refuses_other_host_names")),
+    Mutation("worker-host-unchecked",
+             "a loopback HTTP worker without a token answers to any Host (DNS rebinding)",
+             "vgi_vision/worker/serve/http.py",
+             'if self.loopback_hosts_only and not is_loopback_host(headers.get("host", "")):',
+             "if False:",
+             (f"{HTTP_SURFACE}::test_a_loopback_worker_without_a_token_refuses_other_host_names",)),
+    Mutation("http-body-deadline-removed",
+             "an HTTP body that stalls is waited for forever (no --idle-timeout while reading)",
+             "vgi_vision/worker/serve/http.py",
+             "config.read_timeout = max(1, round(idle_timeout))", "config.read_timeout = None",
+             (f"{HTTP_SURFACE}::test_a_body_that_stalls_is_cut_off_after_the_idle_timeout",)),
+    Mutation("max-connections-zero-accepted",
+             "serve takes --max-connections 0 (every HTTP request then waits forever)",
+             "vgi_vision/cli.py",
+             'p.add_argument("--max-connections", type=positive(int)',
+             'p.add_argument("--max-connections", type=int',
+             (f"{HTTP_SURFACE}::test_serve_refuses_limits_below_one[0---max-connections]",)),
 )
 
 
