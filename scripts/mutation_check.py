@@ -34,6 +34,8 @@ SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".r
                               ".pytest_cache", "*.egg-info", "build", "dist")
 SECURITY = "test/test_security.py"
 USER_MODEL = "test/test_user_model.py"
+GALLERY = "test/test_gallery.py"
+HTTP_SURFACE = "test/test_http_surface.py"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Mutation:
             raise LookupError(f"{self.name}: the code it rewrites is no longer in "
                               f"{self.file}; update the mutation")
         target.write_text(source.replace(self.before, self.after))
-        py_compile.compile(str(target), doraise=True)
+        if target.suffix == ".py":  # templates are mutated too
+            py_compile.compile(str(target), doraise=True)
 
 
 RECHECK = """            if not self.contains(opened_path(fd, real)):
@@ -288,6 +291,57 @@ MUTATIONS = (
              "vgi_vision/worker/vision/ocr.py",
              "LINES_PER_TURN = 8", "LINES_PER_TURN = 1000",
              ("test/test_ocr.py::test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight",)),
+    # --- HTTP worker and gallery surfaces
+    Mutation("gallery-exif-unescaped",
+             "the gallery renders EXIF fact values as markup",
+             "vgi_vision/gallery/templates/detail.html",
+             '<dd class="fact">{{ value }}</dd>', '<dd class="fact">{{ value|safe }}</dd>',
+             (f"{GALLERY}::test_hostile_exif_is_shown_escaped",)),
+    Mutation("gallery-cookie-unchecked",
+             "the gallery accepts its token cookie whatever its value",
+             "vgi_vision/gallery/app.py",
+             'self.matches(request.cookies.get(TOKEN_COOKIE, ""))',
+             "TOKEN_COOKIE in request.cookies",
+             (f"{GALLERY}::test_a_token_protects_every_page_and_a_link_with_it_logs_in",)),
+    Mutation("gallery-open-redirect",
+             "the gallery's login redirect goes to the request path as decoded (//host)",
+             "vgi_vision/gallery/app.py",
+             'return "/" + quote(path.lstrip("/"), safe="/")', 'return quote(path, safe="/")',
+             (f"{GALLERY}::test_the_login_redirect_stays_on_the_gallery",)),
+    Mutation("gallery-error-without-headers",
+             "the gallery's security headers are left off error responses",
+             "vgi_vision/gallery/app.py",
+             'if message["type"] == "http.response.start":',
+             'if message["type"] == "http.response.start" and message["status"] < 500:',
+             (f"{GALLERY}::test_a_failing_page_still_carries_the_security_headers",)),
+    Mutation("gallery-holed-vector-searched",
+             "the gallery searches neighbours with a stored vector holding a NULL",
+             "vgi_vision/gallery/catalog.py",
+             "if vector is None or None in vector:", "if vector is None:",
+             (f"{GALLERY}::test_null_predictions_and_vectors_show_as_missing",)),
+    Mutation("host-header-prefix-match",
+             "a Host header only has to start with a loopback name (localhost:1@evil.com)",
+             "vgi_vision/loopback.py",
+             "HOST_HEADER.fullmatch(host_header)", "HOST_HEADER.match(host_header)",
+             (f"{GALLERY}::test_only_loopback_host_names_are_served",
+              f"{HTTP_SURFACE}::test_a_loopback_worker_without_a_token_refuses_other_host_names")),
+    Mutation("worker-host-unchecked",
+             "a loopback HTTP worker without a token answers to any Host (DNS rebinding)",
+             "vgi_vision/worker/serve/http.py",
+             'if self.loopback_hosts_only and not is_loopback_host(headers.get("host", "")):',
+             "if False:",
+             (f"{HTTP_SURFACE}::test_a_loopback_worker_without_a_token_refuses_other_host_names",)),
+    Mutation("http-body-deadline-removed",
+             "an HTTP body that stalls is waited for forever (no --idle-timeout while reading)",
+             "vgi_vision/worker/serve/http.py",
+             "config.read_timeout = max(1, round(idle_timeout))", "config.read_timeout = None",
+             (f"{HTTP_SURFACE}::test_a_body_that_stalls_is_cut_off_after_the_idle_timeout",)),
+    Mutation("max-connections-zero-accepted",
+             "serve takes --max-connections 0 (every HTTP request then waits forever)",
+             "vgi_vision/cli.py",
+             'p.add_argument("--max-connections", type=positive(int)',
+             'p.add_argument("--max-connections", type=int',
+             (f"{HTTP_SURFACE}::test_serve_refuses_limits_below_one[0---max-connections]",)),
 )
 
 

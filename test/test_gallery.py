@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import io
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import lancedb
@@ -19,7 +21,7 @@ import pytest
 from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
 from PIL import Image
 
-from vgi_vision.gallery.app import make_app
+from vgi_vision.gallery.app import TOKEN_COOKIE, make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy, image_facts
 from vgi_vision.worker.lance.kinds import IMAGES, STAGED
@@ -53,12 +55,51 @@ def test_a_token_protects_every_page_and_a_link_with_it_logs_in(guarded: str) ->
         assert page.status_code == 200 and 'class="tile"' in page.text
     bearer = httpx.get(guarded + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     assert bearer.status_code == 200
+    for cookie in ("wrong-token", TOKEN[:-1], TOKEN + "x", ""):
+        stale = httpx.get(guarded + "/", cookies={TOKEN_COOKIE: cookie}, timeout=60)
+        assert stale.status_code == 401, cookie
 
 
-def test_only_loopback_host_names_are_served(guarded: str) -> None:
-    response = httpx.get(guarded + "/", headers={"Host": "evil.example",
+def raw_get(url: str, target: str) -> str:
+    """The status line and headers of ``GET target`` sent byte for byte (no client library
+    normalizing the path on the way)."""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=60) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+
+
+@pytest.mark.parametrize("path", ["/%2Fevil.example", "//evil.example", "/%5Cevil.example",
+                                  "/%2F%2Fevil.example/x", "/\\evil.example", "///evil.example"])
+def test_the_login_redirect_stays_on_the_gallery(guarded: str, path: str) -> None:
+    """A login link whose path decodes to ``//host`` must not send the browser elsewhere."""
+    head = raw_get(guarded, f"{path}?token={TOKEN}&order=margin")
+    assert head.startswith("HTTP/1.1 303"), head
+    location = re.search(r"(?im)^location: (.*)$", head)
+    assert location is not None, head
+    target = location.group(1).strip()
+    assert urlsplit(urljoin("http://127.0.0.1/", target)).netloc == "127.0.0.1", target
+    assert target.startswith("/") and target[1:2] not in ("/", "\\"), target
+    assert target.endswith("?order=margin")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "localhost:1@evil.com", "localhost:x",
+                                  "127.0.0.1:80:81", "localhost.evil.example", "[::1]x", ""])
+def test_only_loopback_host_names_are_served(guarded: str, host: str) -> None:
+    response = httpx.get(guarded + "/", headers={"Host": host,
                                                  "Authorization": f"Bearer {TOKEN}"}, timeout=60)
     assert response.status_code == 421
+    assert "Content-Security-Policy" in response.headers
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:8766", "127.0.0.1:1", "[::1]:8766"])
+def test_loopback_host_names_with_any_port_are_served(guarded: str, host: str) -> None:
+    response = httpx.get(guarded + "/", headers={"Host": host,
+                                                 "Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert response.status_code == 200
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -85,7 +126,9 @@ async def responses(uri: Path, urls: list[str], data_root: Path | None = REPO
     catalog = await Catalog.open(str(uri), refresh_seconds=0)
     app = make_app(catalog, FilePolicy(str(data_root) if data_root else None))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+        # A failing page comes back as the 500 a browser would get, not as an exception.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app,
+                                                                   raise_app_exceptions=False),
                                      base_url="http://127.0.0.1") as client:
             return [await client.get(url) for url in urls]
     finally:
@@ -147,6 +190,104 @@ def test_malformed_stored_rows_never_break_a_page(tmp_path: Path,
     assert detail.status_code == 200
     assert re.findall(r'<td class="label">([^<]*)</td>', detail.text) == ["tench", "goldfish"]
     assert empty.status_code == 404
+
+
+def add_rows(uri: Path, rows: list[dict]) -> list[str]:
+    """Rows written straight into ``images`` (with defaults for what they leave out); their
+    image keys."""
+    base = {"model": "efficientnet-lite0", "path": None, "top_k": 2, "idx": [0, 1],
+            "label": ["tench", "goldfish"], "confidence": [0.6, 0.3], "run_id": "3" * 32,
+            "created_at": None, "vector": [0.03] * 1280, "thumbnail": None}
+    keys = [hashlib.sha256(repr(row).encode()).hexdigest() for row in rows]
+
+    async def write() -> None:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table(IMAGES)
+        await table.add(pa.Table.from_pylist(
+            [{**base, "image_key": key, **row} for key, row in zip(keys, rows, strict=True)],
+            schema=await table.schema()))
+        table.close()
+        db.close()
+
+    asyncio.run(write())
+    return keys
+
+
+def test_null_predictions_and_vectors_show_as_missing(tmp_path: Path) -> None:
+    """A NULL inside the stored top-k lists, or no stored vector: the page shows what there
+    is and marks what is missing."""
+    uri = tmp_path / "holes.lance"
+    WriteBack(str(uri), 1280).close()
+    holes, no_vector, holed_vector, neighbour = add_rows(uri, [
+        {"label": ["tench", None, "hen"], "confidence": [0.6, None, 0.1], "idx": [0, 1, 8],
+         "top_k": 3},
+        {"vector": None},
+        {"vector": [None] + [0.03] * 1279},
+        {"label": ["goldfish"], "confidence": [0.5], "top_k": 1, "vector": [0.02] * 1280}])
+    got = asyncio.run(responses(uri, [f"/image/{holes}", f"/image/{no_vector}",
+                                      f"/image/{holed_vector}"]))
+    for response in got:
+        assert response.status_code == 200, response.text[:500]
+        assert "Content-Security-Policy" in response.headers
+    rows = re.findall(r'<td class="label">([^<]*)</td>.*?<td class="confidence">([^<]*)</td>',
+                      got[0].text, re.DOTALL)
+    assert rows == [("tench", "60.0%"), ("missing", "missing"), ("hen", "10.0%")]
+    assert f'data-key="{neighbour}"' in got[0].text  # its vector still finds neighbours
+    for without in got[1:]:
+        assert 'class="neighbour"' not in without.text
+        assert "no stored embedding" in without.text
+
+
+def test_a_failing_page_still_carries_the_security_headers(tmp_path: Path) -> None:
+    """The store's files vanish under an open gallery: the 500 is sent with the same
+    Content-Security-Policy and companions as every page."""
+    uri = tmp_path / "vanishing.lance"
+    WriteBack(str(uri), 1280).close()
+    key, = add_rows(uri, [{"thumbnail": b"\xff\xd8 not really a jpeg"}])
+
+    async def scenario() -> list[httpx.Response]:
+        catalog = await Catalog.open(str(uri), refresh_seconds=3600)
+        app = make_app(catalog, FilePolicy(None))
+        try:
+            async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                    base_url="http://127.0.0.1") as client:
+                ok = await client.get(f"/thumb/{key}")
+                for data in (uri / f"{IMAGES}.lance" / "data").iterdir():
+                    data.unlink()
+                return [ok, await client.get(f"/thumb/{key}")]
+        finally:
+            catalog.close()
+
+    ok, failed = asyncio.run(scenario())
+    assert ok.status_code == 200
+    assert failed.status_code == 500
+    for name in ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"):
+        assert failed.headers.get(name) == ok.headers[name], name
+
+
+def test_hostile_exif_is_shown_escaped(tmp_path: Path) -> None:
+    """Camera make and model are text from the file: markup in them is shown, never run."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "<script>window.__xss = 5</script>"  # Make
+    exif[0x0110] = "<img src=x onerror=\"window.__xss = 6\">"  # Model
+    picture = photos / "hostile-exif.jpg"
+    Image.new("RGB", (64, 48), (120, 30, 200)).save(picture, "JPEG", exif=exif)
+    uri = tmp_path / "exif.lance"
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [str(picture)])
+    finally:
+        sink.close()
+    key = hashlib.sha256(picture.read_bytes()).hexdigest()
+    page, = asyncio.run(responses(uri, [f"/image/{key}"], data_root=photos))
+    assert page.status_code == 200
+    camera = re.findall(r"<dt>camera</dt><dd class=\"fact\">([^<]*)</dd>", page.text)
+    assert camera == ["&lt;script&gt;window.__xss = 5&lt;/script&gt; "
+                      "&lt;img src=x onerror=&#34;window.__xss = 6&#34;&gt;"]
+    assert "<script>" not in page.text and "<img src=x" not in page.text
 
 
 def test_thumbnails_stay_right_when_the_store_is_compacted(tmp_path: Path) -> None:

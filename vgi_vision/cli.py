@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from vgi_vision import __version__
+from vgi_vision.loopback import is_loopback
 from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 
 AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
@@ -44,17 +44,9 @@ def read_secret(file: str | None, env_var: str) -> str | None:
     return os.environ.get(env_var) or None
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    """An argparse type for a limit: zero or less would quietly refuse every image."""
+    """An argparse type for a limit: zero or less would quietly refuse every image or request,
+    or leave every request waiting for a connection slot or thread that never comes."""
 
     def parse(text: str) -> float:
         try:
@@ -96,7 +88,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                                        "(required for path arguments over unix/HTTP)")
     add_model_options(p)
     p.add_argument("--lance", metavar="URI", help="write results back to LanceDB at URI")
-    p.add_argument("--lance-max-in-flight", type=int, default=2,
+    p.add_argument("--lance-max-in-flight", type=positive(int), default=2,
                    help="batches inference may run ahead of the LanceDB writer")
     p.add_argument("--lance-recovery-grace", type=float, default=0.0, metavar="SECONDS",
                    help="at start, keep uncommitted rows younger than this (set it above the "
@@ -106,13 +98,13 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow HTTP on a non-loopback address without a bearer token")
-    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
-    p.add_argument("--max-connections", type=int, default=64,
+    p.add_argument("--threads", type=positive(int), default=8, help="HTTP worker threads")
+    p.add_argument("--max-connections", type=positive(int), default=64,
                    help="concurrent unix connections; HTTP requests received or "
                         "served at once")
-    p.add_argument("--max-request-mb", type=int, default=DEFAULT_MAX_REQUEST_BYTES >> 20,
+    p.add_argument("--max-request-mb", type=positive(int), default=DEFAULT_MAX_REQUEST_BYTES >> 20,
                    help="largest request body")
-    p.add_argument("--max-rows-per-call", type=int, default=DEFAULT_MAX_ROWS_PER_CALL,
+    p.add_argument("--max-rows-per-call", type=positive(int), default=DEFAULT_MAX_ROWS_PER_CALL,
                    help="most argument rows (images) in one call")
     p.add_argument("--max-image-mb", type=positive(float), default=64,
                    help="larger encoded images (bytes or files) get no prediction")
@@ -127,7 +119,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                         "from the header) get no prediction")
     p.add_argument("--decode-pool-mb", type=positive(float), default=512,
                    help="memory all concurrent decodes may hold together; decodes wait for it")
-    p.add_argument("--idle-timeout", type=float, default=300.0,
+    p.add_argument("--idle-timeout", type=positive(float), default=300.0,
                    help="seconds before an idle connection is closed")
     p.add_argument("--header-timeout", type=positive(float), default=10.0,
                    help="HTTP: seconds a connection may take to send its request headers")
@@ -207,7 +199,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
             assert sealer is not None
             app = make_app(dispatcher, SealedStates(sealer), auth_token, threads=args.threads,
-                           max_requests=args.max_connections)
+                           max_requests=args.max_connections,
+                           loopback_only=is_loopback(args.host))
             serve_http(app, args.host, args.port, args.port_file,
                        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 Everything shown is escaped by Jinja2's autoescaping (labels and paths are data, possibly
 hostile), and a strict Content-Security-Policy allows only the gallery's own script, style and
 images, so even a missed escape could not run injected script. Nothing is fetched from the
-network: the CSS and JavaScript ship in the package.
+network: the CSS and JavaScript ship in the package. Every response carries those headers, an
+unexpected failure's 500 included.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -27,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
 from vgi_vision.gallery.facts import FilePolicy
+from vgi_vision.loopback import is_loopback_host
 from vgi_vision.protocol.bearer import bearer_matches, checked_token
 
 NEIGHBOURS = 8
@@ -38,22 +41,44 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+#: How a value the store lacks (a NULL inside a stored list) is shown.
+MISSING = "missing"
 
 _templates = Environment(loader=PackageLoader("vgi_vision.gallery", "templates"),
                          autoescape=select_autoescape(default=True, default_for_string=True))
-_templates.filters["percent"] = lambda value: f"{100 * value:.1f}%"
+_templates.filters["percent"] = lambda value: MISSING if value is None else f"{100 * value:.1f}%"
+_templates.globals["missing"] = MISSING
 
 
-def host_name(host_header: str) -> str:
-    """The host part of a Host header: ``[::1]:8766`` -> ``::1``, ``a:80`` -> ``a``."""
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+def local_target(path: str, query: str) -> str:
+    """A redirect target on this site: ``path`` percent-encoded, starting with exactly one
+    ``/`` (a browser takes ``//host`` or ``/\\host`` for another site), then ``query``."""
+    return "/" + quote(path.lstrip("/"), safe="/") + (f"?{query}" if query else "")
+
+
+class SecurityHeaders:
+    """The outermost layer: adds :data:`SECURITY_HEADERS` to every response the app sends,
+    including the 500 Starlette answers for an unexpected exception, which no middleware
+    inside it ever sees."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(SECURITY_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class Guard(BaseHTTPMiddleware):
-    """Bearer token (header, cookie, or ``?token=`` once), loopback Host check, headers.
+    """Bearer token (header, cookie, or ``?token=`` once) and loopback Host check.
 
     A browser cannot send a bearer header on a plain navigation, so ``?token=`` is accepted
     once, answered with an HttpOnly SameSite=Strict cookie and a redirect that drops the token
@@ -68,14 +93,7 @@ class Guard(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request,
                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await self.checked(request, call_next)
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
-    async def checked(self, request: Request,
-                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if self.loopback_only and \
-                host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+        if self.loopback_only and not is_loopback_host(request.headers.get("host", "")):
             return PlainTextResponse("this gallery answers only to localhost", 421)
         if self.token is None:
             return await call_next(request)
@@ -83,7 +101,7 @@ class Guard(BaseHTTPMiddleware):
         if given is not None and self.matches(given):
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items()
                               if k != "token"])
-            response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), 303)
+            response = RedirectResponse(local_target(request.url.path, rest), 303)
             response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
             return response
         if bearer_matches(request.headers.get("authorization", ""), self.token) \
@@ -98,7 +116,7 @@ class Guard(BaseHTTPMiddleware):
 
 
 def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
-             loopback_only: bool = True) -> Starlette:
+             loopback_only: bool = True) -> SecurityHeaders:
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(_templates.get_template(name).render(**context), status)
 
@@ -138,9 +156,9 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         return PlainTextResponse("the store changed while reading it; reload the page", 503)
 
     static = Path(__file__).resolve().parent / "static"
-    return Starlette(
+    return SecurityHeaders(Starlette(
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
         exception_handlers={StoreChanged: store_changed},
-    )
+    ))

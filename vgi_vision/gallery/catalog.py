@@ -306,9 +306,9 @@ class Catalog:
                           f"{which} ORDER BY created_at DESC LIMIT 1", [image_key] + params)
         return Tile(*rows[0]) if rows else None
 
-    async def top_k(self, tile: Tile) -> list[tuple[int, str, float]]:
+    async def top_k(self, tile: Tile) -> list[tuple[int, str | None, float | None]]:
         """The stored ranked predictions of one image (by row id: no stored text is ever
-        spliced into a filter)."""
+        spliced into a filter); a NULL inside the stored lists stays None."""
         _, rows = await self._rows_of(tile.image_key, ["label", "confidence"], tile.model)
         if not rows.num_rows:
             return []
@@ -340,18 +340,19 @@ class Catalog:
         _, rows = await self._rows_of(image_key, ["thumbnail"])
         return next((t for t in rows.column("thumbnail").to_pylist() if t), None)
 
-    async def neighbours(self, tile: Tile, k: int) -> list[Neighbour]:
+    async def neighbours(self, tile: Tile, k: int) -> list[Neighbour] | None:
         """The ``k`` nearest other images stored by the same model, by cosine distance of
-        their embeddings (another model's embeddings live in another space).
+        their embeddings (another model's embeddings live in another space); None when the
+        image has no whole stored embedding to search with.
 
         The model is matched after the search (its name is stored data, never spliced into a
         filter), so the search over-fetches to make up for the image itself and for rows of
         other models.
         """
         snap, rows = await self._rows_of(tile.image_key, ["vector"], tile.model)
-        if not rows.num_rows:
-            return []
-        vector = rows.column("vector")[0].as_py()
+        vector = rows.column("vector")[0].as_py() if rows.num_rows else None
+        if vector is None or None in vector:
+            return None
         hits = await snap.images.vector_search(vector).column("vector") \
             .distance_type("cosine").limit(4 * k + 4) \
             .select(["image_key", "model", "run_id", "label", "confidence", "_distance"]) \
@@ -359,12 +360,14 @@ class Catalog:
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
+            # Like the grid, images without a top-1 label and confidence are not shown.
+            label, confidence = (hit[c][0] if hit[c] else None for c in ("label", "confidence"))
             if hit["image_key"] in seen or hit["model"] != tile.model \
-                    or not hit["label"] or not hit["confidence"]:
+                    or label is None or confidence is None:
                 continue
             seen.add(hit["image_key"])
-            found.append(Neighbour(hit["image_key"], hit["run_id"], hit["label"][0],
-                                   hit["confidence"][0], hit["_distance"]))
+            found.append(Neighbour(hit["image_key"], hit["run_id"], label, confidence,
+                                   hit["_distance"]))
         return sorted(found, key=lambda n: n.distance)[:k]
 
     def close(self) -> None:

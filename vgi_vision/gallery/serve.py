@@ -58,6 +58,6 @@ async def serve_gallery(uri: str, sock: socket.socket, *, token: str | None,
             partial.replace(port_file)
         log.warning("gallery of %s on http://%s:%d/", uri,
                     f"[{host}]" if ":" in host else host, port)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=stop.wait)
     finally:
         catalog.close()

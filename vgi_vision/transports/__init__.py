@@ -22,3 +22,15 @@ class Transport(Protocol):
     def roundtrip(self, request: bytes) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+def cannot_connect(address: str, reason: object) -> TransportError:
+    """No connection to the worker: nothing was sent (it is not running, or has stopped)."""
+    return TransportError(f"cannot connect to the worker at {address}: {reason}")
+
+
+def stopped_during_call(address: str, reason: object) -> TransportError:
+    """The connection failed once the request had gone out: the worker may have started on it
+    (write-back included), so it is reported, never sent again."""
+    return TransportError(f"the worker at {address} stopped during the call (it exited or died "
+                          f"before answering; the request is not sent again): {reason}")

@@ -10,7 +10,7 @@ import httpx
 
 from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.protocol.bearer import checked_token
-from vgi_vision.transports import TransportError
+from vgi_vision.transports import TransportError, cannot_connect, stopped_during_call
 
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"
@@ -18,7 +18,11 @@ CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 
 
 class HttpTransport:
-    """Client half: keep-alive pooled HTTP/1.1, safe to share between threads."""
+    """Client half: keep-alive pooled HTTP/1.1, safe to share between threads.
+
+    A worker that cannot be reached, or that fails during a call, is reported in the words
+    the unix transport uses, so a stopped worker reads the same on either.
+    """
 
     def __init__(self, url: str, auth_token: str | None = None, timeout: float = 600.0) -> None:
         headers = {"Content-Type": CONTENT_TYPE}
@@ -33,8 +37,10 @@ class HttpTransport:
     def roundtrip(self, request: bytes) -> bytes:
         try:
             response = self._client.post(RPC_PATH, content=request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise cannot_connect(self.url, exc) from None
         except httpx.HTTPError as exc:
-            raise TransportError(f"HTTP request to {self.url} failed: {exc}") from None
+            raise stopped_during_call(self.url, exc) from None
         if response.status_code == 413 and response.headers.get("content-type") != CONTENT_TYPE:
             # refused by the HTTP server itself before the worker saw it
             return error_message(ErrorKind.LIMIT_EXCEEDED, f"{self.url} refused the request as too "

@@ -10,7 +10,7 @@ import queue
 import socket
 
 from vgi_vision.protocol.limits import MAX_RESPONSE_BYTES
-from vgi_vision.transports import TransportError
+from vgi_vision.transports import cannot_connect, stopped_during_call
 from vgi_vision.transports.framing import LENGTH, FrameError, read_frame
 
 
@@ -56,8 +56,7 @@ class UnixTransport:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
-            raise TransportError(f"cannot connect to the worker at unix://{self.path}: "
-                                 f"{exc}") from None
+            raise cannot_connect(f"unix://{self.path}", exc) from None
         return sock
 
     def _checkout(self) -> socket.socket:
@@ -77,9 +76,7 @@ class UnixTransport:
             response = self._exchange(sock, request)
         except (OSError, FrameError) as exc:
             sock.close()
-            raise TransportError(f"the worker at unix://{self.path} stopped during the call "
-                                 f"(it exited or died before answering; the request is not "
-                                 f"sent again): {exc}") from None
+            raise stopped_during_call(f"unix://{self.path}", exc) from None
         if self._closed:
             sock.close()
         else:

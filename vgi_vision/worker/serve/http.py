@@ -10,6 +10,11 @@ the event loop keeps accepting and refusing while the model works.
 
 Every scan response carries at most one batch plus a sealed continuation token, so no request
 depends on which replica served the previous one.
+
+A worker on a loopback address without a bearer token answers only to loopback Host names
+(:mod:`vgi_vision.loopback`): a web page cannot use it by rebinding its own DNS name to
+127.0.0.1. With a token a page has nothing to authenticate with, and a worker bound beyond
+loopback is addressed by whatever name its proxy or Service uses, so neither checks the Host.
 """
 
 from __future__ import annotations
@@ -24,12 +29,17 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from vgi_vision.loopback import is_loopback_host
 from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.protocol.bearer import bearer_matches, checked_token
 from vgi_vision.transports.http import CONTENT_TYPE, HEALTH_PATH, RPC_PATH
 from vgi_vision.worker.dispatcher import Dispatcher, Reply, SealedStates
 
 log = logging.getLogger(__name__)
+
+MISDIRECTED = ("this worker answers only to localhost, 127.0.0.1 or [::1] as Host: it listens "
+               "on a loopback address without a bearer token (a proxy in front must pass a "
+               "loopback Host, or give the worker --auth-token-file)")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -42,15 +52,17 @@ class RpcApp:
     Requests that pass the header checks are answered on ``calls``, a bounded pool: a burst
     of requests queues there instead of starting a thread each. At most ``max_requests`` of
     them are received or served at once (the others wait before their body is read), which
-    bounds the request bytes held in memory.
+    bounds the request bytes held in memory. ``loopback_only`` (the worker is bound to a
+    loopback address) refuses other Host names when there is no ``auth_token``.
     """
 
     def __init__(self, dispatcher: Dispatcher, states: SealedStates,
                  auth_token: str | None = None, calls: Executor | None = None,
-                 max_requests: int = 64) -> None:
+                 max_requests: int = 64, loopback_only: bool = False) -> None:
         self.dispatcher = dispatcher
         self.states = states
         self.auth_token = None if auth_token is None else checked_token(auth_token)
+        self.loopback_hosts_only = loopback_only and auth_token is None
         self.calls = calls or ThreadPoolExecutor(max_workers=8, thread_name_prefix="vgi-http")
         self.max_requests = max_requests
         self._admitted: asyncio.Semaphore | None = None  # made on the serving loop
@@ -62,10 +74,14 @@ class RpcApp:
         if scope["type"] != "http":
             return  # websockets are not spoken here; returning closes the connection
         path, method = scope["path"], scope["method"]
+        headers = joined_headers(scope["headers"])
+        if self.loopback_hosts_only and not is_loopback_host(headers.get("host", "")):
+            await respond(send, 421, error_message(ErrorKind.BAD_REQUEST, MISDIRECTED),
+                          CONTENT_TYPE, close=True)
+            return
         if path == HEALTH_PATH and method == "GET":
             await respond(send, 200, b"ok", "text/plain")
             return
-        headers = joined_headers(scope["headers"])
         refusal = refuse(headers, path, method, self.auth_token,
                          self.dispatcher.limits.max_request_bytes)
         if refusal is not None:
@@ -88,10 +104,10 @@ class RpcApp:
 
 
 def make_app(dispatcher: Dispatcher, states: SealedStates, auth_token: str | None = None,
-             threads: int = 8, max_requests: int = 64) -> RpcApp:
+             threads: int = 8, max_requests: int = 64, loopback_only: bool = False) -> RpcApp:
     return RpcApp(dispatcher, states, auth_token,
                   ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vgi-http"),
-                  max_requests)
+                  max_requests, loopback_only)
 
 
 def joined_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
