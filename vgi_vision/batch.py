@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import duckdb
 import numpy as np
@@ -41,6 +42,8 @@ from vgi_vision.client.client import Client
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.protocol.sqltypes import arrow_type
 
+T = TypeVar("T")
+
 #: Staged rows younger than this are never rolled back by an engine worker that starts: with
 #: many actors sharing a store, they may belong to a batch another actor is still writing.
 #: Older ones are a killed actor's; :func:`clear_unfinished_runs` removes them after a job.
@@ -49,6 +52,40 @@ ENGINE_RECOVERY_GRACE_SECONDS = 600.0
 #: Arrow types an image column may have, and the SQL parameter type each one feeds.
 IMAGE_TYPES = {"BLOB": (pa.binary(), pa.large_binary()), "VARCHAR": (pa.string(),
                                                                       pa.large_string())}
+
+
+class Opened(Generic[T]):
+    """A resource opened on first use, closed by :meth:`close`, or when the process exits or
+    its owner is collected, whichever comes first: an engine ends its actors without telling
+    them, and an in-process worker must still drain and flush its write-back.
+
+    It pickles as what opens it, never as the resource: the copy opens its own where used.
+    """
+
+    def __init__(self, opener: Callable[[], T], closer: Callable[[T], None]) -> None:
+        self._opener, self._closer = opener, closer
+        self._value: T | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._opener()
+                self._finalizer = weakref.finalize(self, self._closer, self._value)
+            return self._value
+
+    def close(self) -> None:
+        with self._lock:
+            finalizer, self._value, self._finalizer = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()  # runs the closer once, whoever asks first
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"opener": self._opener, "closer": self._closer}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["opener"], state["closer"])  # type: ignore[misc]
 
 
 def as_table(batch: pa.RecordBatch | pa.Table) -> pa.Table:
@@ -119,15 +156,25 @@ class WorkerOptions:
         return Client(self._location(), **self._given(("auth_token", "concurrency",
                                                        "timeout")))
 
-    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Attach the ``vision`` functions to ``con``, served as :meth:`client` would."""
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the ``vision`` functions, served as :meth:`client` would."""
         import vgi_vision
 
+        con = duckdb.connect()
         if self.location is None:
             vgi_vision.attach(con, transport=self._transport())
         else:
             vgi_vision.attach(con, self._location(), **self._given(
                 ("auth_token", "concurrency", "timeout")))
+        return con
+
+    @staticmethod
+    def disconnect(con: duckdb.DuckDBPyConnection) -> None:
+        """Stop the worker :meth:`connection` attached, and close the connection."""
+        import vgi_vision
+
+        vgi_vision.detach(con)
+        con.close()
 
 
 class BatchFunction:
@@ -144,35 +191,16 @@ class BatchFunction:
         self.image_column = image_column
         self.output = output or function
         self.workers, self.params = WorkerOptions.split(options)
-        self._client: Client | None = None
-        self._lock = threading.Lock()
-
-    # -- pickling: the configuration travels, the client is rebuilt where it is used ------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._client = Opened(self.workers.client, Client.close)
 
     @property
     def client(self) -> Client:
         """The client, built on first use (in-process: loading the model now)."""
-        with self._lock:
-            if self._client is None:
-                self._client = self.workers.client()
-            return self._client
+        return self._client.get()
 
     def close(self) -> None:
         """Stop the in-process worker (flushing write-back) or the connections."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._client.close()
 
     # -- the batch call ----------------------------------------------------------------------
 
@@ -260,37 +288,28 @@ class BatchSQL:
     def __init__(self, sql: str, **options: Any) -> None:
         self.sql = sql
         self.workers = WorkerOptions(**options)
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._lock = threading.Lock()
+        self._con = Opened(self.workers.connection, WorkerOptions.disconnect)
+        self._lock = threading.Lock()  # one DuckDB connection: one query at a time
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sql": self.sql, "workers": self.workers}
+        return {"sql": self.sql, "workers": self.workers, "_con": self._con}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.sql, self.workers = state["sql"], state["workers"]
-        self._con = None
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __call__(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         table = as_table(batch)
-        with self._lock:  # one DuckDB connection: one query at a time
-            if self._con is None:
-                self._con = duckdb.connect()
-                self.workers.attach(self._con)
-            self._con.register("batch", table)
+        with self._lock:
+            con = self._con.get()
+            con.register("batch", table)
             try:
-                return self._con.execute(self.sql).to_arrow_table()
+                return con.sql(self.sql).to_arrow_table()
             finally:
-                self._con.unregister("batch")
+                con.unregister("batch")
 
     def close(self) -> None:
-        with self._lock:
-            con, self._con = self._con, None
-        if con is not None:
-            import vgi_vision
-
-            vgi_vision.detach(con)
-            con.close()
+        self._con.close()
 
 
 def clear_unfinished_runs(lance: str, *, model: str | None = None,
