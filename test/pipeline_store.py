@@ -29,3 +29,11 @@ def store_counts(uri: Path) -> dict[str, int]:
     counts = {name: db.open_table(name).count_rows() for name in ("images", "staged")}
     counts["run_images"] = sum(db.open_table("runs").to_arrow().column("images").to_pylist())
     return counts
+
+
+def stored_images(uri: Path) -> int:
+    """Rows in ``images`` now; 0 while the store is still being created by a writer."""
+    try:
+        return lancedb.connect(str(uri)).open_table("images").count_rows()
+    except (ValueError, FileNotFoundError):  # no such table (yet)
+        return 0

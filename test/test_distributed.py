@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 import ray  # noqa: E402
 from conftest import DATA
-from pipeline_store import distinct_jpegs, store_counts
+from pipeline_store import distinct_jpegs, store_counts, stored_images
 
 import vgi_vision
 from vgi_vision.batch import BatchFunction, BatchFunctionError, BatchSQL, clear_unfinished_runs
@@ -204,7 +204,7 @@ def test_ray_write_back_is_exactly_once_when_an_actor_is_killed(ray_local, tmp_p
     deadline = time.monotonic() + 300
     while running.is_alive() and not killed and time.monotonic() < deadline:
         pids = worker_pids()
-        stored = store_counts(store)["images"] if (store / "images.lance").exists() else 0
+        stored = stored_images(store)
         if pids and 0 < stored < 300:
             os.kill(pids[0], signal.SIGKILL)  # mid-job: some batches stored, most not
             killed = True

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import ray
-from pipeline_store import distinct_jpegs, store_counts
+from pipeline_store import distinct_jpegs, store_counts, stored_images
 from ray.cluster_utils import Cluster
 
 from vgi_vision.batch import clear_unfinished_runs
@@ -41,8 +41,7 @@ def test_write_back_is_exactly_once_when_a_node_is_lost(tmp_path: Path) -> None:
         removed = False
         deadline = time.monotonic() + 400
         while running.is_alive() and not removed and time.monotonic() < deadline:
-            stored = store_counts(store)["images"] if (store / "images.lance").exists() \
-                else 0
+            stored = stored_images(store)
             if 0 < stored < 200:
                 cluster.remove_node(doomed)  # the node, its actor and its raylet, mid-job
                 removed = True
