@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lancedb
@@ -60,7 +61,7 @@ def first_page(client: Client, photos: list[bytes]) -> str:
     return str(header["token"])
 
 
-def wait_for(condition, what: str, within: float = 120.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"still not {what} after {within:.0f} s"

@@ -23,7 +23,7 @@ import pytest
 import vgi_vision
 from vgi_vision.client.client import Client
 from vgi_vision.client.responses import MAX_PAGES_WITHOUT_ROWS, InvalidResponse
-from vgi_vision.protocol import INPUT_ROW, decode, encode
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, decode, encode, error_message
 from vgi_vision.transports.framing import read_frame, write_frame
 
 CATALOG = [
@@ -103,6 +103,9 @@ def fake_worker(tmp_path: Path, answer: Answer) -> Iterator[FakeWorker]:
 
 
 ARGS = pa.array([1, 2, 3], pa.int32())
+#: Requests after which the never-ending fake scan stops answering pages, so a client that
+#: ignores its deadline fails the test instead of hanging it.
+GIVES_UP_AFTER = 100_000
 
 
 @pytest.mark.parametrize("bad_row", [10**9, -1, 3], ids=["huge", "negative", "one-past"])
@@ -169,7 +172,7 @@ def test_scalar_results_are_one_value_of_the_promised_type_per_row(
 def test_a_scan_of_empty_pages_that_never_ends_is_cut_off(tmp_path: Path) -> None:
     """``done: false`` forever, with no rows: stopped after a bounded number of pages."""
     with fake_worker(tmp_path, lambda h, b: scan_answer(None, done=False)) as worker, \
-            Client(worker.location) as client:
+            Client(worker.location, timeout=30) as client:  # the deadline comes much later
         with pytest.raises(InvalidResponse, match="pages in a row without a row"):
             client.table("pages", ARGS)
         assert worker.requests == MAX_PAGES_WITHOUT_ROWS
@@ -178,7 +181,12 @@ def test_a_scan_of_empty_pages_that_never_ends_is_cut_off(tmp_path: Path) -> Non
 def test_a_scan_that_never_ends_stops_at_the_call_timeout(tmp_path: Path) -> None:
     """``done: false`` forever, each page with a row: ``timeout`` bounds the whole scan, not
     each of its requests only."""
-    with fake_worker(tmp_path, lambda h, b: scan_answer(page([0]), done=False)) as worker, \
+    def answer(header: dict[str, Any], batch: pa.RecordBatch) -> bytes:
+        if worker.requests > GIVES_UP_AFTER:  # a client without a deadline gets this
+            return error_message(ErrorKind.INTERNAL, "the fake worker gave up")
+        return scan_answer(page([0]), done=False)
+
+    with fake_worker(tmp_path, answer) as worker, \
             Client(worker.location, timeout=0.5) as client:
         with pytest.raises(InvalidResponse, match=r"within the timeout of 0\.5 s"):
             client.table("pages", ARGS)

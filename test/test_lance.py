@@ -150,12 +150,14 @@ def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) 
     scan = threading.Thread(target=invoke_table_function,
                             args=(registry.get("classify"), classify_args(images * 2)))
     scan.start()  # 80 images: three ticks, three batches
-    deadline = time.monotonic() + 120
-    while len(events) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)  # the second batch is either accepted (a broken bound) or waits
-    assert events == ["requested", "accepted", "requested", "blocked"]
-    gate.set()
-    scan.join(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while len(events) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the second batch is either accepted (a broken bound) or waits
+        assert events == ["requested", "accepted", "requested", "blocked"]
+    finally:
+        gate.set()
+        scan.join(timeout=120)
     assert [e for e in events if e != "blocked"] == ["requested", "accepted"] * 3
     sink.close()
 
