@@ -108,7 +108,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
     p.add_argument("--token-ttl", type=positive(int), default=DEFAULT_TTL_SECONDS,
                    metavar="SECONDS",
-                   help="HTTP: seconds a scan's continuation token stays valid; write-back rows "
+                   help="seconds an HTTP scan's continuation token stays valid; write-back rows "
                         "of runs unfinished for longer are deleted (scans abandoned mid-way)")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow HTTP on a non-loopback address without a bearer token")

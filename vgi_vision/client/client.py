@@ -25,11 +25,7 @@ from vgi_vision.client.locations import (
     private_members,
     remote_members,
 )
-from vgi_vision.client.responses import (
-    ScanProgress,
-    checked_call_result,
-    checked_scan_page,
-)
+from vgi_vision.client.responses import ScanProgress, checked_call_result, checked_scan_page
 from vgi_vision.client.subbatch import WorkerLimits, split_points, without_unservable_values
 from vgi_vision.protocol import INPUT_ROW, ErrorKind, ProtocolError, argument_rows, decode, encode
 from vgi_vision.protocol.sqltypes import arrow_type
@@ -39,6 +35,7 @@ from vgi_vision.transports import Transport, TransportError
 #: spreading them gains: a round trip each, and a worker overlaps decoding with inference only
 #: within a request of several model batches (4 images each).
 MIN_BALANCED_ROWS = 16
+
 
 class WorkerError(RuntimeError):
     """A structured error the worker returned; ``kind`` is stable, the message human."""
