@@ -36,6 +36,8 @@ SECURITY = "test/test_security.py"
 USER_MODEL = "test/test_user_model.py"
 GALLERY = "test/test_gallery.py"
 HTTP_SURFACE = "test/test_http_surface.py"
+HOSTILE_WORKER = "test/test_hostile_worker.py"
+ABANDONED = "test/test_abandoned_scans.py"
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,83 @@ MUTATIONS = (
              'p.add_argument("--max-connections", type=positive(int)',
              'p.add_argument("--max-connections", type=int',
              (f"{HTTP_SURFACE}::test_serve_refuses_limits_below_one[0---max-connections]",)),
+    # --- client response checks, write-back expiry and replays, compaction, shutdown ---------
+    Mutation("client-input-row-unchecked",
+             "the client takes scan rows whose input_row names no argument row it sent",
+             "vgi_vision/client/responses.py",
+             "if low < 0 or high >= rows_sent:", "if False:",
+             (f"{HOSTILE_WORKER}::test_scan_rows_must_answer_an_argument_row_that_was_sent",)),
+    Mutation("client-result-schema-unchecked",
+             "the client takes result batches whose columns differ from the catalog's",
+             "vgi_vision/client/responses.py",
+             "if not batch.schema.equals(expected):", "if False:",
+             (f"{HOSTILE_WORKER}::test_scan_pages_must_have_the_promised_columns",
+              f"{HOSTILE_WORKER}::test_scalar_results_are_one_value_of_the_promised_type_per_row",
+              )),
+    Mutation("client-call-row-count-unchecked",
+             "the client takes a scalar result with more or fewer values than rows sent",
+             "vgi_vision/client/responses.py",
+             "if batch.num_rows != rows_sent:", "if False:",
+             (f"{HOSTILE_WORKER}::test_scalar_results_are_one_value_of_the_promised_type_per_row",
+              )),
+    Mutation("client-empty-pages-unbounded",
+             "the client follows continuations that bring no rows without bound",
+             "vgi_vision/client/responses.py",
+             "if self.pages_without_rows >= MAX_PAGES_WITHOUT_ROWS:", "if False:",
+             (f"{HOSTILE_WORKER}::test_a_scan_of_empty_pages_that_never_ends_is_cut_off",)),
+    Mutation("client-scan-deadline-ignored",
+             "a scan's continuations are followed past the client's timeout",
+             "vgi_vision/client/responses.py",
+             "if time.monotonic() > self.deadline:", "if False:",
+             (f"{HOSTILE_WORKER}::test_a_scan_that_never_ends_stops_at_the_call_timeout",)),
+    Mutation("staged-rows-never-expire",
+             "write-back maintenance leaves the staged rows of abandoned scans for good",
+             "vgi_vision/worker/lance/writeback.py",
+             "                await self.store.recover(self.staged_lifetime_seconds)\n", "",
+             (f"{ABANDONED}::test_maintenance_expires_abandoned_scans_and_keeps_live_ones",)),
+    Mutation("recovery-grace-outlives-token-lifetime",
+             "a recovery grace longer than the token lifetime keeps abandoned staged rows",
+             "vgi_vision/worker/lance/store.py",
+             "        recovery_grace_seconds = min(recovery_grace_seconds, "
+             "staged_lifetime_seconds)\n", "",
+             (f"{ABANDONED}::test_restart_with_a_recovery_grace_expires_scans_past_their_"
+              f"lifetime",)),
+    Mutation("merge-key-without-model",
+             "stored rows are merged on the image alone: a second model's result is dropped",
+             "vgi_vision/worker/lance/store.py",
+             "await table.merge_insert(IMAGE_IDENTITY)", 'await table.merge_insert(["image_key"])',
+             ("test/test_writeback_replay.py::"
+              "test_one_image_under_two_models_is_stored_once_per_model",)),
+    Mutation("replayed-classify-token-writes",
+             "a replayed mid-scan classify token stages rows again after its run committed",
+             "vgi_vision/worker/functions/runs.py",
+             "    if rows.start and store.committed(state.run_id):\n        return\n", "",
+             ("test/test_writeback_replay.py::test_a_mid_scan_token_replayed_last_stages_nothing",
+              )),
+    Mutation("replayed-ocr-token-writes",
+             "a replayed mid-scan OCR state stages rows again after its run committed",
+             "vgi_vision/worker/functions/text_reading.py",
+             "    if rows.start and store.committed(state.run_id):\n        return\n", "",
+             ("test/test_ocr_writeback.py::test_a_mid_scan_state_replayed_last_stages_nothing",)),
+    Mutation("worker-compaction-retention-zero",
+             "the worker's own maintenance removes every older version (pinned scans break)",
+             "vgi_vision/worker/lance/writeback.py",
+             "await self.store.maintain(kinds, self.version_retention, force=force)",
+             "await self.store.maintain(kinds, timedelta(0), force=force)",
+             ("test/test_compaction.py::"
+              "test_the_workers_own_maintenance_keeps_a_pinned_scan_readable",)),
+    Mutation("write-back-in-flight-loose",
+             "inference may run one batch further ahead of the LanceDB writer than allowed",
+             "vgi_vision/worker/lance/writeback.py",
+             "threading.BoundedSemaphore(max_in_flight)",
+             "threading.BoundedSemaphore(max_in_flight + 1)",
+             ("test/test_lance.py::test_inference_waits_for_a_slow_writer",)),
+    Mutation("draining-worker-serves",
+             "a worker stopping after SIGTERM still serves new requests",
+             "vgi_vision/worker/dispatcher.py",
+             "            if self._stopping:\n", "            if False:\n",
+             ("test/test_worker_lifecycle.py::"
+              "test_requests_after_sigterm_are_refused_with_a_reason",)),
 )
 
 

@@ -25,6 +25,7 @@ from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED, utc_now
 from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore
 from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.ticks import run_ticks
 
 NO_ARGS = argument_rows([], 1)  # a nullary call
 
@@ -154,6 +155,34 @@ def test_a_scan_started_before_compaction_finishes_with_the_same_rows(
                 while not header["done"]:
                     header, _ = client.request({**request, "token": header["token"]},
                                                NO_ARGS)
+
+
+def test_the_workers_own_maintenance_keeps_a_pinned_scan_readable(tmp_path: Path) -> None:
+    """The write-back's own maintenance round (what a worker runs every few commits), between
+    two pages of predictions(): the scan finishes with the rows of the version it started on,
+    because that version's files are younger than the retention the worker keeps."""
+    sink = WriteBack(str(tmp_path / "db"), 1280, window_seconds=0.005, compact_every=0)
+    for run in range(4):  # 200 images, 600 prediction rows: two pages
+        run_id = uuid.uuid4().hex
+        sink.write(run_id, rows(run_id, list(range(run * 50, run * 50 + 50)), top_k=3))
+        sink.finish(run_id, 50)
+    spec = registry_with(sink).get("predictions")
+    expected = invoke_table_function(spec, NO_ARGS)
+    args = spec.resolve(NO_ARGS)
+    state = spec.impl.initial_state(args)
+    pages = [run_ticks(spec, args, state, max_ticks=1)]
+    assert not pages[0].finished and pages[0].batch is not None
+    run_id = uuid.uuid4().hex  # then new images, and wider rows for old ones ...
+    sink.write(run_id, rows(run_id, list(range(150, 250)), top_k=5))
+    sink.finish(run_id, 100)
+    sink.maintain()  # ... and the worker's own compaction
+    assert sink._run(sink.store.fragments(IMAGES)) == 1
+    while not pages[-1].finished:
+        pages.append(run_ticks(spec, args, state, max_ticks=1))
+    resumed = pa.Table.from_batches([p.batch for p in pages if p.batch is not None])
+    assert sorted(resumed.to_pylist(), key=str) == sorted(expected.to_pylist(), key=str)
+    assert invoke_table_function(spec, NO_ARGS).num_rows == 150 * 3 + 100 * 5
+    sink.close()
 
 
 def test_concurrent_writers_and_compaction_store_each_image_once(

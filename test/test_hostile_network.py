@@ -8,10 +8,13 @@ while the attackers are connected, not how fast.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
+import struct
+import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -60,6 +63,35 @@ def closed_by_peer(sock: socket.socket, within: float) -> bool:
     return True
 
 
+def taken_in_by_listener(port: int) -> bool:
+    """Whether the process listening on TCP ``port`` has accepted every connection made to it
+    and read every byte sent to them so far (the kernel's accept and receive queues, from
+    /proc/net/tcp, are empty)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) != port:
+                continue
+            unread = int(queues.split(":")[1], 16)  # LISTEN: connections not yet accepted
+            if state in ("0A", "01") and unread:  # LISTEN, ESTABLISHED
+                return False
+    return True
+
+
+def unread_by_peer(sock: socket.socket) -> int:
+    """Bytes written to a unix socket that its peer has not read yet (SIOCOUTQ)."""
+    queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    return int(struct.unpack("i", queued)[0])
+
+
+def wait_until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {within:.0f} s"
+        time.sleep(0.02)
+
+
 class Attackers:
     """Connections that open and stall: silent, trickling headers, trickling bodies.
 
@@ -73,6 +105,7 @@ class Attackers:
         self.slow_bodies: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self.rounds = 0  # trickling rounds sent so far
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=30)
@@ -98,6 +131,7 @@ class Attackers:
             for sock in self.slow_bodies:
                 with contextlib.suppress(OSError):
                     sock.send(b"x")
+            self.rounds += 1
             sent += 1
 
     def close(self) -> None:
@@ -126,8 +160,11 @@ def test_http_answers_while_hundreds_of_peers_stall(tmp_path: Path) -> None:
         assert httpx.post(f"{worker.location}/v1/rpc", content=DESCRIBE,
                           headers=headers).status_code == 200
         before = kilobytes(pid, "VmRSS")
-        with attackers(http_port(worker), idle=200, slow_headers=200, slow_bodies=20):
-            time.sleep(2)  # every attacker connected and trickling
+        with attackers(http_port(worker), idle=200, slow_headers=200,
+                       slow_bodies=20) as crowd:
+            wait_until(lambda: crowd.rounds >= 2, "trickling")
+            wait_until(lambda: taken_in_by_listener(http_port(worker)),
+                       "every attacker accepted and read")
             reply = httpx.post(f"{worker.location}/v1/rpc", content=DESCRIBE, headers=headers,
                                timeout=ANSWERED_WITHIN)
             assert reply.status_code == 200
@@ -202,7 +239,8 @@ def test_unix_frames_cost_what_arrives_and_must_arrive_in_time(tmp_path: Path) -
         try:
             for sock in announced:
                 sock.sendall((255 * MB).to_bytes(8, "big") + b"x" * MB)
-            time.sleep(1)  # let the worker read what was sent
+            wait_until(lambda: all(unread_by_peer(sock) == 0 for sock in announced),
+                       "read by the worker")
             grown = kilobytes(pid, "VmRSS") - before
             assert grown < 8 * 4 * 1024, f"grew by {grown} KB for 8 MB received"
             for sock in announced:

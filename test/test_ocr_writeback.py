@@ -156,6 +156,34 @@ def test_a_replayed_state_leaves_the_committed_run_unchanged(tmp_path: Path,
     assert after[OCR_STAGED].num_rows == 0 and after[RUNS].num_rows == 1
 
 
+def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
+    """After the commit, the state that reads the last image is resumed for one tick (one
+    request) and nothing follows: that tick leaves lines pending, so the run does not finish
+    and nothing clears what it would stage. A replay that wrote again would leave its rows
+    behind for a committed run."""
+    uri = tmp_path / "db"
+    sink = WriteBack(str(uri), embedding_dim=1280)
+    spec = registry_with(sink).get("ocr")
+    many = (SQL_TEXT / "many_lines.png").read_bytes()
+    args = spec.resolve(ocr_args([INVOICE_PNG] * 4 + [many]))  # 4 images per tick, then 1
+    state = spec.impl.initial_state(args)
+    run_ticks(spec, args, state, max_ticks=1)  # reads the four invoices
+    mid = state.to_bytes()
+    out = run_ticks(spec, args, state, max_ticks=1)  # reads the last image: lines pending
+    assert not out.finished
+    while not run_ticks(spec, args, state, max_ticks=1).finished:
+        pass
+    before = read_tables(uri)
+    assert before[RUNS].num_rows == 1 and before[OCR].num_rows == 2
+    replayed = run_ticks(spec, args, OcrState.from_bytes(mid), max_ticks=1)
+    assert not replayed.finished and replayed.batch is not None
+    sink.close()  # every batch write-back took has landed
+    after = read_tables(uri)
+    assert after[OCR_STAGED].num_rows == 0
+    assert after[OCR].sort_by("image_key").equals(before[OCR].sort_by("image_key"))
+    assert after[RUNS].num_rows == 1
+
+
 def test_over_http_replayed_tokens_answer_the_same_page_and_write_nothing(
         tmp_path: Path) -> None:
     many = (SQL_TEXT / "many_lines.png").read_bytes()

@@ -7,6 +7,7 @@ during the call; after kill -9 the client does not send the request again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -105,23 +106,46 @@ def test_kill9_during_a_call_is_reported_and_not_sent_again(tmp_path: Path,
     assert "cannot connect" not in str(outcome[0])  # it did not try to send it again
 
 
-def test_requests_after_sigterm_are_refused_with_a_reason(tmp_path: Path) -> None:
-    """Between SIGTERM and exit, a request on an open connection gets `unavailable`, not a
-    dropped connection."""
-    with running_worker("unix", workdir=tmp_path) as worker:
+def test_requests_after_sigterm_are_refused_with_a_reason(tmp_path: Path,
+                                                         fixture_bytes: dict[str, bytes]
+                                                         ) -> None:
+    """Between SIGTERM and exit the worker drains: a request on an open connection gets
+    `unavailable`, neither a dropped connection nor an answer.
+
+    A call of seconds keeps the worker draining; another client, whose connection was opened
+    before SIGTERM, asks until it is refused, which must happen while that call still runs.
+    """
+    photos = distinct_photos(fixture_bytes, 64) * 32  # one call of 2048 images: seconds of work
+    with running_worker("unix", "--max-rows-per-call", "4096", workdir=tmp_path) as worker:
         assert worker.process is not None
-        client = Client(worker.location)
-        slow = classify_args([b"not an image"] * 64)
-        assert client.request({"op": "describe"})[0]["ok"]
+        busy, probe = Client(worker.location), Client(worker.location)
+        for client in (busy, probe):  # each holds a pooled connection now
+            assert client.request({"op": "describe"})[0]["ok"]
+        idle = cpu_ticks(worker.process.pid)
+        def call() -> None:
+            # The drain waits for this call; its answer may still be cut off by the exit.
+            with contextlib.suppress(TransportError):
+                busy.request({"op": "call", "function": "top_label"},
+                             pa.record_batch([pa.array(photos, pa.binary())], ["image"]))
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while cpu_ticks(worker.process.pid) < idle + 50 and time.monotonic() < deadline:
+            time.sleep(0.02)  # half a second of CPU: the worker is classifying the call
         worker.process.send_signal(signal.SIGTERM)
-        try:
-            client.request({"op": "scan", "function": "classify", "token": None}, slow)
-        except WorkerError as exc:
-            assert exc.kind is ErrorKind.UNAVAILABLE and "stopped during the call" in str(exc)
-        except TransportError as exc:  # the worker had already exited
-            assert "stopped during the call" in str(exc) or "cannot connect" in str(exc)
+        refused: WorkerError | None = None
+        while refused is None:
+            assert thread.is_alive(), "the call in flight ended before any request was refused"
+            try:
+                probe.request({"op": "describe"})  # served: SIGTERM is not handled yet
+            except WorkerError as exc:
+                refused = exc
+        assert refused.kind is ErrorKind.UNAVAILABLE and "stopped during the call" in str(refused)
+        thread.join(timeout=120)
         assert worker.process.wait(timeout=60) == 0
-        client.close()
+        busy.close()
+        probe.close()
 
 
 @pytest.mark.parametrize("transport", ["subprocess", "unix"])

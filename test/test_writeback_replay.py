@@ -18,9 +18,12 @@ from vgi_vision.client.client import Client
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
+from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED, ResultKind
 from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
+from vgi_vision.worker.vision.model import load_classifier
 
 
 def snapshot(table: pa.Table) -> list[tuple]:
@@ -61,6 +64,28 @@ def test_replayed_tokens_never_change_a_committed_run(tmp_path: Path,
                 assert snapshot(client.table("predictions")) == committed
             counts = table_counts(tmp_path / "db")
             assert counts == {IMAGES: 70, STAGED: 0, RUNS: 1}
+
+
+def test_a_mid_scan_token_replayed_last_stages_nothing(tmp_path: Path,
+                                                      fixture_bytes: dict[str, bytes]) -> None:
+    """After the commit, the final token and then a mid-scan token are replayed, and nothing
+    comes after: no later request of the run checks its commit and clears what a replay
+    staged, so a replay that wrote again would leave its rows behind for a committed run."""
+    args = classify_args(distinct_photos(fixture_bytes, 70))  # three requests of 32, 32, 6
+    with running_worker("http", "--lance", str(tmp_path / "db"), workdir=tmp_path) as worker:
+        with Client(worker.location) as client:
+            first, _ = scan_request(client, args, None)
+            second, _ = scan_request(client, args, first["token"])
+            last, _ = scan_request(client, args, second["token"])
+            assert last["done"]
+            committed = snapshot(client.table("predictions"))
+            for token, done in [(second["token"], True), (first["token"], False)]:
+                header, _ = scan_request(client, args, token)
+                assert header["done"] is done
+            assert snapshot(client.table("predictions")) == committed
+    # The worker stopped cleanly, which drains write-back: every batch it took has landed.
+    assert worker.process is not None and worker.process.returncode == 0
+    assert table_counts(tmp_path / "db") == {IMAGES: 70, STAGED: 0, RUNS: 1}
 
 
 def test_reclassifying_stored_images_stores_each_once(tmp_path: Path,
@@ -119,6 +144,26 @@ def test_reclassifying_stored_images_stores_each_once(tmp_path: Path,
     assert len(set(similar.column("image_key").to_pylist())) == 40
     sink.close()
     assert table_counts(tmp_path / "db")[IMAGES] == 40
+
+
+def test_one_image_under_two_models_is_stored_once_per_model(
+        tmp_path: Path, fixture_bytes: dict[str, bytes]) -> None:
+    """The shipped fp32 model and its int8 quantization classify the same image into one
+    store: two stored rows, one per model, each holding that model's own result."""
+    photo = distinct_photos(fixture_bytes, 1)
+    sink = WriteBack(str(tmp_path / "db"), 1280)
+    classified = {}
+    for model in ("efficientnet-lite0", "efficientnet-lite0-int8"):
+        registry = build_registry(VisionContext(load_classifier(model),
+                                                PathPolicy.unrestricted(), sink))
+        rows = invoke_table_function(registry.get("classify"), classify_args(photo, top_k=3))
+        classified[model] = (rows.column("idx").to_pylist(),
+                             rows.column("confidence").to_pylist())
+    assert classified["efficientnet-lite0"] != classified["efficientnet-lite0-int8"]
+    images = sink._run(sink.store.images.query().to_arrow()).to_pylist()
+    sink.close()
+    assert len(images) == 2 and len({row["image_key"] for row in images}) == 1
+    assert {row["model"]: (row["idx"], row["confidence"]) for row in images} == classified
 
 
 def test_workers_committing_the_same_images_at_once_store_them_once(

@@ -75,6 +75,8 @@ def cpu_list(text: str) -> set[int]:
 
 
 def add_serve(commands: argparse._SubParsersAction) -> None:
+    from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS  # stdlib only; the module is light
+
     p = commands.add_parser("serve", help="run a worker (stdio by default)",
                             description="Serve the vision functions over stdio (default), a "
                                         "unix socket or HTTP. Logs go to stderr.")
@@ -96,6 +98,10 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--auth-token-file", help=f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})")
     p.add_argument("--token-key-file", help="key sealing HTTP continuation tokens, shared by "
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
+    p.add_argument("--token-ttl", type=positive(int), default=DEFAULT_TTL_SECONDS,
+                   metavar="SECONDS",
+                   help="seconds an HTTP scan's continuation token stays valid; write-back rows "
+                        "of runs unfinished for longer are deleted (scans abandoned mid-way)")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="allow HTTP on a non-loopback address without a bearer token")
     p.add_argument("--threads", type=positive(int), default=8, help="HTTP worker threads")
@@ -140,7 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Everything that can be checked before the model loads is: a bad flag costs no wait.
     transport = "unix" if args.unix else "http" if args.http else "stdio"
     auth_token = checked_auth_token(args) if args.http else None
-    sealer = TokenSealer(checked_token_key(args)) if args.http else None
+    sealer = TokenSealer(checked_token_key(args), args.token_ttl) if args.http else None
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise CliError(f"--data-root {args.data_root} is not an existing folder")
     check_address_free(args)
@@ -166,7 +172,8 @@ def run_serve(args: argparse.Namespace) -> int:
                               max_decode_bytes=int(args.max_decode_mb * (1 << 20)),
                               pool_bytes=int(args.decode_pool_mb * (1 << 20))),
                           max_in_flight=args.lance_max_in_flight,
-                          lance_recovery_grace=args.lance_recovery_grace)
+                          lance_recovery_grace=args.lance_recovery_grace,
+                          token_ttl=args.token_ttl)
     try:
         worker = build_worker(config)
     except ModelError as exc:

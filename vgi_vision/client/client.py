@@ -25,6 +25,7 @@ from vgi_vision.client.locations import (
     private_members,
     remote_members,
 )
+from vgi_vision.client.responses import ScanProgress, checked_call_result, checked_scan_page
 from vgi_vision.client.subbatch import WorkerLimits, split_points, without_unservable_values
 from vgi_vision.protocol import INPUT_ROW, ErrorKind, ProtocolError, argument_rows, decode, encode
 from vgi_vision.protocol.sqltypes import arrow_type
@@ -34,8 +35,6 @@ from vgi_vision.transports import Transport, TransportError
 #: spreading them gains: a round trip each, and a worker overlaps decoding with inference only
 #: within a request of several model batches (4 images each).
 MIN_BALANCED_ROWS = 16
-#: Guard against a worker that keeps returning continuation tokens forever.
-MAX_CONTINUATIONS = 1_000_000
 
 
 class WorkerError(RuntimeError):
@@ -59,7 +58,7 @@ class Client:
     ``concurrency``: requests in flight to each address (default 2).
     ``command``: the command line of a private worker, instead of ``vgi-vision serve``.
     ``timeout``: seconds a worker address may take to answer a request before it counts as
-    failed (default 600).
+    failed (default 600); a scan, continuations included, must finish within it too.
     ``transport``: one transport object instead of a location, e.g. a worker in this process
     (:class:`~vgi_vision.transports.inprocess.InProcessTransport`), ``concurrency`` requests
     at once (default 1).
@@ -72,6 +71,7 @@ class Client:
                  timeout: float = DEFAULT_TIMEOUT_SECONDS,
                  transport: Transport | None = None) -> None:
         self.location = location
+        self.timeout = timeout
         if transport is not None:
             members = [Member("worker", transport, concurrency or 1)]
         elif location is None:
@@ -177,13 +177,12 @@ class Client:
     def call(self, function: str, *columns: pa.Array) -> pa.Array:
         """A scalar function over argument columns: one result value per row."""
         pieces = self.sub_batches(function, argument_rows(columns))
+        expected = self.wire_schema(function)
 
         def call_piece(transport: Transport, piece: tuple[int, pa.RecordBatch]) -> pa.Array:
             _, batch = self.request({"op": "call", "function": function}, piece[1],
                                     transport=transport)
-            if batch is None or batch.num_rows != piece[1].num_rows:
-                raise TransportError("the worker answered a call with a wrong result")
-            return batch.column(0)
+            return checked_call_result(batch, expected, function, piece[1].num_rows)
 
         results = list(self.pool.map(call_piece, pieces))
         return pa.concat_arrays(results) if len(results) != 1 else results[0]
@@ -214,18 +213,19 @@ class Client:
 
     def _scan_chunk(self, function: str, args: pa.RecordBatch, offset: int,
                     transport: Transport) -> Iterator[pa.RecordBatch]:
-        token = None
-        for _ in range(MAX_CONTINUATIONS):
+        expected = self.wire_schema(function)
+        progress = ScanProgress(function, self.timeout)
+        token: str | None = None
+        while True:
             header, batch = self.request({"op": "scan", "function": function, "token": token},
                                          args, transport=transport)
-            if batch is not None and batch.num_rows:
-                yield _rebase(batch, offset) if offset else batch
-            if header.get("done"):
+            if batch is not None:
+                batch = checked_scan_page(batch, expected, function, args.num_rows)
+                if batch.num_rows:
+                    yield _rebase(batch, offset) if offset else batch
+            token = progress.next_token(header, batch.num_rows if batch is not None else 0)
+            if token is None:
                 return
-            token = header.get("token")
-            if not token:
-                raise TransportError("the worker returned neither a token nor done")
-        raise TransportError(f"{function} did not finish after {MAX_CONTINUATIONS} requests")
 
     def table(self, function: str, *columns: pa.Array, num_rows: int | None = None
               ) -> pa.Table:

@@ -16,6 +16,7 @@ from vgi_vision.worker.dispatcher import Dispatcher, ServerLimits
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
 from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 from vgi_vision.worker.vision.imaging import DecodeLimits
 from vgi_vision.worker.vision.model import DEFAULT_MODEL, Classifier, ModelError, load_classifier
 
@@ -37,6 +38,7 @@ class WorkerConfig:
     lance: str | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     lance_recovery_grace: float = 0.0
+    token_ttl: int = DEFAULT_TTL_SECONDS  # HTTP scans continue within it; staged rows expire
     warm_up: bool = True
 
 
@@ -81,7 +83,8 @@ def build_worker(config: WorkerConfig) -> Worker:
     if config.lance:
         try:
             sink = WriteBack(config.lance, embedding_dim, max_in_flight=config.max_in_flight,
-                             recovery_grace_seconds=config.lance_recovery_grace)
+                             recovery_grace_seconds=config.lance_recovery_grace,
+                             staged_lifetime_seconds=config.token_ttl)
         except ValueError as exc:  # LanceDB refuses a table whose schema differs
             raise ModelError(f"the write-back store {config.lance} does not fit model "
                              f"{classifier.info.name} (embeddings of {embedding_dim} floats): "

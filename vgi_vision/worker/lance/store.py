@@ -29,6 +29,9 @@ The merge key is declared an (unenforced) primary key, which makes Lance detect 
 merges inserting the same new image and retry one, so replicas committing the same image at
 the same time still store it once. A failed run is rolled back by deleting its staged rows,
 which never touches ``images``. On open, recovery deletes staged rows left by a crash.
+A run nobody finishes (an HTTP scan abandoned mid-way) leaves staged rows without a crash:
+once they are older than a scan can continue (the continuation token lifetime), recovery and
+every maintenance round of the write-back thread delete them too.
 
 Every run adds small fragments and a table version to each table it touches, so
 :meth:`PredictionStore.maintain` (run by the write-back thread every few commits, never as
@@ -78,6 +81,7 @@ from vgi_vision.worker.lance.kinds import (
     utc_now,
 )
 from vgi_vision.worker.registry import Column
+from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -239,8 +243,11 @@ class PredictionStore:
     ocr_staged: Any = None
 
     @classmethod
-    async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0
-                   ) -> PredictionStore:
+    async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0,
+                   staged_lifetime_seconds: float = DEFAULT_TTL_SECONDS) -> PredictionStore:
+        """The store at ``uri``, its tables created or upgraded, then recovered: staged rows
+        older than ``recovery_grace_seconds`` are deleted, and whatever the grace those older
+        than ``staged_lifetime_seconds``, whose scans can no longer continue."""
         # Every read checks for the latest version: other replicas commit to the same tables.
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
         store = cls(
@@ -252,14 +259,17 @@ class PredictionStore:
             ocr=await open_or_create(db, OCR, ocr_schema()),
             ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
         )
+        recovery_grace_seconds = min(recovery_grace_seconds, staged_lifetime_seconds)
         await store.recover(recovery_grace_seconds)
         return store
 
     async def recover(self, grace_seconds: float = 0.0) -> None:
-        """Delete staged rows a crash left behind: their runs were never acknowledged.
+        """Delete staged rows a crash or an abandoned scan left behind: their runs were
+        never acknowledged.
 
-        Staged rows written less than ``grace_seconds`` ago are left alone: with replicas
-        sharing the tables they may belong to a run another worker is still writing.
+        A run whose newest staged row was written less than ``grace_seconds`` ago is left
+        alone: with replicas sharing the tables, or a scan still within its token lifetime,
+        it may belong to a run that is still being written.
         """
         newest: dict[str, datetime] = {}
         for staged in (self.staged, self.ocr_staged):

@@ -12,7 +12,10 @@ compacts those that need it
 (:meth:`~vgi_vision.worker.lance.store.PredictionStore.maintain`): after the commit, never
 inside it, so a run's result does not depend on it, and a maintenance error is only logged.
 Within one worker a commit waits for a maintenance round in progress (they never race each
-other); with replicas, Lance settles races with other workers' commits.
+other); with replicas, Lance settles races with other workers' commits. A maintenance round
+first deletes the staged rows of runs unfinished for longer than ``staged_lifetime_seconds``
+(the continuation token lifetime: no request can continue them any more), so scans
+abandoned mid-way do not leave rows behind for good.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import pyarrow as pa
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, TEXT, ResultKind, RunError
 from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore, is_commit_conflict
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
+from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ class WriteBack:
                  window_seconds: float = 0.1, max_batch: int = 128,
                  max_queue_size: int = 4096, recovery_grace_seconds: float = 0.0,
                  compact_every: int = DEFAULT_COMPACT_EVERY,
-                 version_retention: timedelta = VERSION_RETENTION) -> None:
+                 version_retention: timedelta = VERSION_RETENTION,
+                 staged_lifetime_seconds: float = DEFAULT_TTL_SECONDS) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
                 or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
@@ -59,6 +64,7 @@ class WriteBack:
                              f"got {compact_every!r}")
         self.compact_every = compact_every
         self.version_retention = version_retention
+        self.staged_lifetime_seconds = staged_lifetime_seconds
         self._commits = 0
         self._touched: set[ResultKind] = set()  # kinds committed since the last maintenance
         self._maintenance: concurrent.futures.Future | None = None
@@ -74,7 +80,8 @@ class WriteBack:
         self._closed = False
         try:
             self.store = self._run(PredictionStore.open(uri, embedding_dim,
-                                                        recovery_grace_seconds))
+                                                        recovery_grace_seconds,
+                                                        staged_lifetime_seconds))
         except BaseException:
             self._stop_loop()
             raise
@@ -183,6 +190,7 @@ class WriteBack:
     async def _maintain(self, kinds: list[ResultKind], force: bool = False) -> None:
         try:
             async with self._store_lock:
+                await self.store.recover(self.staged_lifetime_seconds)
                 await self.store.maintain(kinds, self.version_retention, force=force)
         except Exception:  # noqa: BLE001 - maintain logs per table; this is a bug guard
             log.exception("store maintenance failed")
