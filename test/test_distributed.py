@@ -26,6 +26,8 @@ import vgi_vision
 from vgi_vision.batch import BatchFunction, BatchFunctionError, BatchSQL, clear_unfinished_runs
 from vgi_vision.transports.inprocess import InProcessTransport
 
+pytestmark = pytest.mark.pipelines
+
 PHOTOS = sorted(p for p in DATA.iterdir() if p.is_file())
 #: Rows an engine must survive: each gives NULL or no rows for itself only.
 HOSTILE = [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, None]

@@ -16,6 +16,9 @@ from ray.cluster_utils import Cluster
 from vgi_vision.batch import clear_unfinished_runs
 
 
+pytestmark = pytest.mark.pipelines
+
+
 @pytest.mark.timeout(900)
 def test_write_back_is_exactly_once_when_a_node_is_lost(tmp_path: Path) -> None:
     from vgi_vision.ray import VisionBatch
