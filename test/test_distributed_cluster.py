@@ -15,7 +15,6 @@ from ray.cluster_utils import Cluster
 
 from vgi_vision.batch import clear_unfinished_runs
 
-
 pytestmark = pytest.mark.pipelines
 
 
