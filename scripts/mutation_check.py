@@ -421,6 +421,14 @@ MUTATIONS = (
              "            if self._stopping:\n", "            if False:\n",
              ("test/test_worker_lifecycle.py::"
               "test_requests_after_sigterm_are_refused_with_a_reason",)),
+    Mutation("answer-sent-after-drain",
+             "stdio and unix write an answer after the request stops counting as in flight "
+             "(a worker told to stop may exit while it is being sent)",
+             "vgi_vision/worker/serve/streams.py",
+             "dispatcher.reply(request, states, deliver=lambda answer: write_frame(writer, answer))",
+             "write_frame(writer, dispatcher.reply(request, states).data)",
+             ("test/test_worker_lifecycle.py::"
+              "test_an_answer_still_being_sent_at_sigterm_is_sent_whole",)),
 )
 
 

@@ -7,9 +7,9 @@ during the call; after kill -9 the client does not send the request again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -115,18 +115,20 @@ def test_requests_after_sigterm_are_refused_with_a_reason(tmp_path: Path,
     A call of seconds keeps the worker draining; another client, whose connection was opened
     before SIGTERM, asks until it is refused, which must happen while that call still runs.
     """
-    photos = distinct_photos(fixture_bytes, 64) * 32  # one call of 2048 images: seconds of work
+    photos = distinct_photos(fixture_bytes, 64) * 8  # one call of 512 images: seconds of work
     with running_worker("unix", "--max-rows-per-call", "4096", workdir=tmp_path) as worker:
         assert worker.process is not None
         busy, probe = Client(worker.location), Client(worker.location)
         for client in (busy, probe):  # each holds a pooled connection now
             assert client.request({"op": "describe"})[0]["ok"]
         idle = cpu_ticks(worker.process.pid)
+        answered: list[int] = []
+
         def call() -> None:
-            # The drain waits for this call; its answer may still be cut off by the exit.
-            with contextlib.suppress(TransportError):
-                busy.request({"op": "call", "function": "top_label"},
-                             pa.record_batch([pa.array(photos, pa.binary())], ["image"]))
+            # The drain waits for this call, its answer written, before the worker exits.
+            _, batch = busy.request({"op": "call", "function": "top_label"},
+                                    pa.record_batch([pa.array(photos, pa.binary())], ["image"]))
+            answered.append(batch.num_rows if batch is not None else 0)
 
         thread = threading.Thread(target=call)
         thread.start()
@@ -143,6 +145,7 @@ def test_requests_after_sigterm_are_refused_with_a_reason(tmp_path: Path,
                 refused = exc
         assert refused.kind is ErrorKind.UNAVAILABLE and "stopped during the call" in str(refused)
         thread.join(timeout=120)
+        assert answered == [len(photos)]  # the call in flight got its whole answer
         assert worker.process.wait(timeout=60) == 0
         busy.close()
         probe.close()
@@ -244,3 +247,33 @@ def test_sigterm_to_a_subprocess_worker_answers_the_request_in_flight(
             process.kill()
         _, stderr = process.communicate(timeout=60)
     assert b"Fatal Python error" not in stderr and b"terminate called" not in stderr
+
+
+def test_an_answer_still_being_sent_at_sigterm_is_sent_whole(tmp_path: Path,
+                                                              fixture_bytes: dict[str, bytes]
+                                                              ) -> None:
+    """A worker told to stop waits for answers to be written, not only computed.
+
+    The answer (embeddings of 512 images, 2.6 MB) is larger than the socket's buffers and the
+    client reads none of it until the worker has computed it and been sent SIGTERM: the
+    worker is then blocked writing it, and must not exit before it is all written.
+    """
+    photos = distinct_photos(fixture_bytes, 64) * 8
+    request = encode({"op": "call", "function": "embed"},
+                     pa.record_batch([pa.array(photos, pa.binary())], ["image"]))
+    with running_worker("unix", "--log-level", "info", workdir=tmp_path) as worker:
+        assert worker.process is not None and worker.location is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(worker.location.removeprefix("unix://"))
+            sock.settimeout(300)
+            with sock.makefile("rwb") as stream:
+                write_frame(stream, request)
+                deadline = time.monotonic() + 240
+                while "call embed ok" not in worker_log(tmp_path):  # computed, not yet sent
+                    assert time.monotonic() < deadline, "the worker never answered the call"
+                    time.sleep(0.05)
+                worker.process.send_signal(signal.SIGTERM)
+                answer = decode(read_frame(stream, 1 << 30))
+        assert answer.header["ok"] and answer.batch is not None
+        assert answer.batch.num_rows == len(photos)
+        assert worker.process.wait(timeout=60) == 0

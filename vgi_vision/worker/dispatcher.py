@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -151,15 +152,29 @@ class Dispatcher:
         """Answer one request. Never raises."""
         return self.reply(data, states).data
 
-    def reply(self, data: bytes, states: StateStore) -> Reply:
-        """Answer one request, with the error kind for transports that report a status."""
+    def reply(self, data: bytes, states: StateStore,
+              deliver: Callable[[bytes], None] | None = None) -> Reply:
+        """Answer one request, with the error kind for transports that report a status.
+
+        ``deliver``: sends the answer to the peer. It runs while the request still counts as
+        in flight, so :meth:`drain` also waits for the answer to be written: a worker told to
+        stop never exits between computing an answer and sending it. Only ``deliver`` raises.
+        """
         with self._idle:
-            if self._stopping:
-                return Reply(error_message(ErrorKind.UNAVAILABLE, STOPPING_MESSAGE),
-                             ErrorKind.UNAVAILABLE)
-            self._in_flight += 1
+            admitted = not self._stopping
+            if admitted:
+                self._in_flight += 1
+        if not admitted:
+            refusal = Reply(error_message(ErrorKind.UNAVAILABLE, STOPPING_MESSAGE),
+                            ErrorKind.UNAVAILABLE)
+            if deliver is not None:
+                deliver(refusal.data)
+            return refusal
         try:
-            return self._reply(data, states)
+            reply = self._reply(data, states)
+            if deliver is not None:
+                deliver(reply.data)
+            return reply
         finally:
             with self._idle:
                 self._in_flight -= 1

@@ -38,4 +38,4 @@ def serve_stream(reader: ByteReader, writer: ByteWriter, dispatcher: Dispatcher,
             continue
         if request is None or (gate is not None and not gate.begin_call()):
             return
-        write_frame(writer, dispatcher.handle(request, states))
+        dispatcher.reply(request, states, deliver=lambda answer: write_frame(writer, answer))
