@@ -425,7 +425,8 @@ MUTATIONS = (
              "stdio and unix write an answer after the request stops counting as in flight "
              "(a worker told to stop may exit while it is being sent)",
              "vgi_vision/worker/serve/streams.py",
-             "dispatcher.reply(request, states, deliver=lambda answer: write_frame(writer, answer))",
+             "dispatcher.reply(request, states, deliver=lambda answer: "
+             "write_frame(writer, answer))",
              "write_frame(writer, dispatcher.reply(request, states).data)",
              ("test/test_worker_lifecycle.py::"
               "test_an_answer_still_being_sent_at_sigterm_is_sent_whole",)),
