@@ -9,17 +9,14 @@ function's ``Param`` and checked by the registry, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from vgi_vision.protocol import ErrorKind
+from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
 from vgi_vision.worker.vision.imaging import ImageSource, read_source
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
-
-if TYPE_CHECKING:  # the store's schemas import the function columns: no import cycle
-    from vgi_vision.worker.lance.writeback import WriteBack
 
 DEFAULT_TOP_K = 5
 

@@ -13,8 +13,9 @@ import pyarrow.compute as pc
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.functions.common import VisionContext
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, ResultKind
-from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Overload
+from vgi_vision.worker.registry import Args, FunctionSpec, Output, Overload
 from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.stored import PREDICTION_COLUMNS
 
 #: Stored prediction rows per ``predictions()`` tick.
 PAGE_ROWS = 512
@@ -27,19 +28,6 @@ class PageState(CursorState):
     kind: ClassVar[str] = "page"
     version: int = 0
     row: int = 0
-
-
-PREDICTION_COLUMNS = (
-    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
-    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
-    Column("model", "VARCHAR", "model that made the prediction"),
-    Column("rank", "INTEGER", "1 for the most likely class"),
-    Column("idx", "INTEGER", "ImageNet-1k class index"),
-    Column("label", "VARCHAR", "class label"),
-    Column("confidence", "DOUBLE", "softmax probability"),
-    Column("run_id", "VARCHAR", "the call that stored the row; a run is stored all or nothing"),
-    Column("created_at", "TIMESTAMP", "when the row was written (UTC)"),
-)
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
