@@ -7,7 +7,7 @@ import uuid
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import (
+from vgi_vision.worker.calls.context import (
     DEFAULT_TOP_K,
     IMAGES_PER_TICK,
     VisionContext,
@@ -15,7 +15,7 @@ from vgi_vision.worker.functions.common import (
     image_sources,
     images_per_tick,
 )
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error, write_back
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error, write_back
 from vgi_vision.worker.registry import Args, FunctionSpec, Output, Param
 from vgi_vision.worker.stored import CLASSIFY_COLUMNS
 from vgi_vision.worker.vision.model import Classification, Classifier

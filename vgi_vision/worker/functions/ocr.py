@@ -9,9 +9,9 @@ from typing import ClassVar
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW, ErrorKind
-from vgi_vision.worker.functions.common import VisionContext, image_overloads
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error
-from vgi_vision.worker.functions.text_reading import (
+from vgi_vision.worker.calls.context import VisionContext, image_overloads
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
+from vgi_vision.worker.calls.text_reading import (
     MIN_CONFIDENCE_PARAM,
     OCR_BOUNDS,
     OCR_ROWS_PER_CALL,

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.functions.predictions import Predictions
+from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.paging import StoredPages
 from vgi_vision.worker.lance.kinds import TEXT
 from vgi_vision.worker.registry import FunctionSpec, Overload
 from vgi_vision.worker.stored import STORED_TEXT_COLUMNS
@@ -28,7 +28,7 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class StoredText(Predictions):
+class StoredText(StoredPages):
     """``stored_text()``: every line stored by OCR write-back, one row per image and line,
     paged from one pinned table version like ``predictions()``."""
 

@@ -1,9 +1,9 @@
-"""What every vision function shares: the context a worker gives them and argument helpers.
+"""The context a worker gives every vision function, and the image arguments they share.
 
 ``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
-the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
-package. Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each
-function's ``Param`` and checked by the registry, not here.
+the path policy and, when write-back is on, the LanceDB sink. No transport code lives here.
+Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each function's
+``Param`` and checked by the registry, not here.
 """
 
 from __future__ import annotations
