@@ -39,7 +39,8 @@ class PinnedImages:
         return await self._table.query().with_row_id().select(columns).to_arrow()
 
     async def take(self, row_ids: list[int], columns: list[str]) -> pa.Table:
-        """``columns`` of the rows ``row_ids`` (from :meth:`rows` of this version)."""
+        """``columns`` of the rows ``row_ids`` (from :meth:`rows` of this version), in the
+        table's order, not necessarily the order asked for."""
         return await self._table.take_row_ids(row_ids).select(columns).to_arrow()
 
     async def nearest(self, vector: list[float], limit: int, columns: list[str]) -> pa.Table:
