@@ -31,7 +31,7 @@ from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog
 from vgi_vision.gallery.facts import FilePolicy
 from vgi_vision.worker.lance.kinds import IMAGES, utc_now
-from vgi_vision.worker.lance.store import image_schema
+from vgi_vision.worker.stored import image_schema
 from vgi_vision.worker.vision.model import ModelInfo, models_root
 
 BATCH = 5000

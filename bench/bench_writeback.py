@@ -28,8 +28,9 @@ import time
 import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import utc_now
-from vgi_vision.worker.lance.store import PredictionStore, staged_schema
+from vgi_vision.worker.lance.store import PredictionStore
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
+from vgi_vision.worker.stored import staged_schema
 
 
 def rows(n: int) -> list[dict]:

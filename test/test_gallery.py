@@ -400,13 +400,15 @@ def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
             try:
                 before, _ = await catalog.page(Filter())
                 # rows of a run not yet committed stay invisible
-                staged = await catalog._db.open_table(STAGED)
+                db = await lancedb.connect_async(str(uri))
+                staged = await db.open_table(STAGED)
                 await staged.add(pa.Table.from_pylist([{
                     "image_key": hashlib.sha256(b"x").hexdigest(), "model": "m", "path": None,
                     "top_k": 1, "idx": [0], "label": ["pending"], "confidence": [0.5],
                     "run_id": "e" * 32, "created_at": None, "vector": [0.0] * 1280,
                     "thumbnail": None, "input_row": 0}], schema=await staged.schema()))
                 staged.close()
+                db.close()
                 pending, _ = await catalog.page(Filter())
                 await asyncio.to_thread(classify_into, sink, pictures[1:])
                 after, _ = await catalog.page(Filter())

@@ -28,10 +28,10 @@ from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED, ResultKind, utc_now
-from vgi_vision.worker.lance.store import image_schema, ocr_schema, staged_schema, staging
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
+from vgi_vision.worker.stored import image_schema, ocr_schema, staged_schema, staging
 from vgi_vision.worker.vision.model import load_classifier
 
 

@@ -18,9 +18,10 @@ from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.kinds import IMAGES
-from vgi_vision.worker.lance.store import PredictionStore, image_schema
+from vgi_vision.worker.lance.store import PredictionStore
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.stored import image_schema
 from vgi_vision.worker.vision.imaging import THUMBNAIL_SIDE, decode, decode_image
 from vgi_vision.worker.vision.model import load_classifier
 

@@ -1,4 +1,5 @@
-"""What the gallery shows, read from a write-back store without ever writing to it.
+"""What the gallery shows, read from a write-back store (through :mod:`vgi_vision.store`)
+without ever writing to it.
 
 The rows of ``images`` (one per stored image and model) are summarized into an in-memory
 DuckDB table of light columns only: no vectors, no thumbnails. Paging, ordering and facets over
@@ -22,10 +23,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import duckdb
-import lancedb
 import pyarrow as pa
 
-from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.model import ModelError, ModelInfo, models_root
 
@@ -152,11 +152,11 @@ _TILE_COLUMNS = ", ".join(f.name for f in fields(Tile))
 
 @dataclass
 class Snapshot:
-    """The store at one version: DuckDB summary plus LanceDB tables pinned to that version."""
+    """The store at one version: DuckDB summary plus the stored images pinned to that version."""
 
     version: int
     con: duckdb.DuckDBPyConnection
-    images: Any
+    images: PinnedImages
     total: int
 
     async def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
@@ -171,8 +171,8 @@ class Snapshot:
 class Catalog:
     """Read-only access to a write-back store for the gallery."""
 
-    def __init__(self, db: Any, refresh_seconds: float) -> None:
-        self._db = db
+    def __init__(self, store: StoreReader, refresh_seconds: float) -> None:
+        self._store = store
         self._refresh_seconds = refresh_seconds
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
@@ -180,13 +180,11 @@ class Catalog:
 
     @classmethod
     async def open(cls, uri: str, refresh_seconds: float = 2.0) -> Catalog:
-        db = await lancedb.connect_async(uri)
-        names = set((await db.list_tables()).tables)
-        if IMAGES not in names:
-            db.close()
-            raise StoreMissing(f"{uri} holds no write-back store (no {IMAGES} table); fill "
+        store = await StoreReader.open(uri)
+        if store is None:
+            raise StoreMissing(f"{uri} holds no write-back store (no images table); fill "
                                f"one with --lance first")
-        return cls(db, refresh_seconds)
+        return cls(store, refresh_seconds)
 
     async def snapshot(self) -> Snapshot:
         """The current snapshot, reloaded first if the store has a newer version.
@@ -202,21 +200,16 @@ class Catalog:
             now = time.monotonic()
             if self._snapshot is None or now - self._checked >= self._refresh_seconds:
                 self._checked = now
-                table = await self._db.open_table(IMAGES)
-                version = await table.version()
+                version = await self._store.version()
                 if self._snapshot is None or version != self._snapshot.version:
-                    await table.checkout(version)
-                    self._snapshot = await self._load(table, version)
-                else:
-                    table.close()
+                    self._snapshot = await self._load(await self._store.at(version))
             return self._snapshot
 
-    async def _load(self, images: Any, version: int) -> Snapshot:
-        light = await images.query().with_row_id().select(
-            ["image_key", "run_id", "model", "label", "confidence", "path", "created_at"]
-        ).to_arrow()
+    async def _load(self, images: PinnedImages) -> Snapshot:
+        light = await images.rows(
+            ["image_key", "run_id", "model", "label", "confidence", "path", "created_at"])
         con, total = await asyncio.to_thread(summarize, light)
-        return Snapshot(version=version, con=con, images=images, total=int(total))
+        return Snapshot(version=images.version, con=con, images=images, total=int(total))
 
     # -- the grid ------------------------------------------------------------------------
 
@@ -328,8 +321,7 @@ class Catalog:
             f"ORDER BY created_at DESC", [image_key, *params])]
         if not ids:
             return snap, pa.table({c: [] for c in ["image_key", *columns]})
-        rows = await snap.images.take_row_ids(ids).select(["image_key", *columns]) \
-            .to_arrow()
+        rows = await snap.images.take(ids, ["image_key", *columns])
         if set(rows.column("image_key").to_pylist()) != {image_key}:
             raise StoreChanged("the store changed under the snapshot")  # never the wrong image
         return snap, rows
@@ -353,10 +345,8 @@ class Catalog:
         vector = rows.column("vector")[0].as_py() if rows.num_rows else None
         if vector is None or None in vector:
             return None
-        hits = await snap.images.vector_search(vector).column("vector") \
-            .distance_type("cosine").limit(4 * k + 4) \
-            .select(["image_key", "model", "run_id", "label", "confidence", "_distance"]) \
-            .to_arrow()
+        hits = await snap.images.nearest(
+            vector, 4 * k + 4, ["image_key", "model", "run_id", "label", "confidence"])
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
@@ -373,7 +363,7 @@ class Catalog:
     def close(self) -> None:
         if self._snapshot is not None:
             self._snapshot.images.close()
-        self._db.close()
+        self._store.close()
 
 
 def summarize(light: pa.Table) -> tuple[duckdb.DuckDBPyConnection, int]:

@@ -1,17 +1,18 @@
 """The vision functions, one module per SQL function: no transport code lives here.
 
 Each module declares its function's ``FunctionSpec`` (overloads with bounded parameters,
-columns, description, example) in a ``spec(ctx)`` next to the implementation; helpers shared
-by several functions live in ``common``, ``runs`` (write-back), ``taxonomy`` (WordNet
-categories) and ``text_reading`` (OCR). ``build_registry`` only lists the modules, wiring
-them to a classifier and a path policy (and, when write-back is on, a LanceDB sink), so one
-worker process can serve them over any transport.
+columns, description, example) in a ``spec(ctx)`` next to the implementation; what several
+functions share lives in :mod:`vgi_vision.worker.calls`, and function modules never import
+one another. ``build_registry`` only lists the modules, wiring them to a classifier and a path
+policy (and, when write-back is on, a LanceDB sink), so one worker process can serve them over
+any transport.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from vgi_vision.worker.calls.context import VisionContext
 from vgi_vision.worker.functions import (
     categories,
     category_score,
@@ -29,7 +30,6 @@ from vgi_vision.worker.functions import (
     stored_text,
     top_label,
 )
-from vgi_vision.worker.functions.common import VisionContext
 from vgi_vision.worker.registry import FunctionSpec, Registry
 
 __all__ = ["FUNCTIONS", "VisionContext", "build_registry"]

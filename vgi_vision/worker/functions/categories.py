@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.functions.taxonomy import require_taxonomy
+from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.taxonomy import require_taxonomy
 from vgi_vision.worker.registry import (
     ROWS_PER_TICK,
     Args,

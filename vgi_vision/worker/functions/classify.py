@@ -7,7 +7,7 @@ import uuid
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import (
+from vgi_vision.worker.calls.context import (
     DEFAULT_TOP_K,
     IMAGES_PER_TICK,
     VisionContext,
@@ -15,18 +15,10 @@ from vgi_vision.worker.functions.common import (
     image_sources,
     images_per_tick,
 )
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error, write_back
-from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Param
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error, write_back
+from vgi_vision.worker.registry import Args, FunctionSpec, Output, Param
+from vgi_vision.worker.stored import CLASSIFY_COLUMNS
 from vgi_vision.worker.vision.model import Classification, Classifier
-
-CLASSIFY_COLUMNS = (
-    Column("rank", "INTEGER", "1 for the most likely class, then 2, 3, ..."),
-    Column("idx", "INTEGER", "class index, 0..999 for the shipped ImageNet-1k models"),
-    Column("label", "VARCHAR", "human-readable class name, unique across the model's classes"),
-    Column("wnid", "VARCHAR", "WordNet id of the class, e.g. n07920052 (NULL if the model's "
-                              "labels have none)"),
-    Column("confidence", "DOUBLE", "softmax probability in [0, 1], descending by rank"),
-)
 
 
 def top_k_param(ctx: VisionContext) -> Param:

@@ -7,13 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from vgi_vision.worker.functions.common import VisionContext, image_overloads, image_sources
+from vgi_vision.worker.calls.context import VisionContext, image_overloads, image_sources
 from vgi_vision.worker.registry import Args, Column, FunctionSpec
-
-
-def embedding_type(dim: int) -> str:
-    """The SQL type of an embedding of ``dim`` floats (also the stored ``vector`` column)."""
-    return f"FLOAT[{dim}]"
+from vgi_vision.worker.stored import embedding_type
 
 
 def spec(ctx: VisionContext) -> FunctionSpec | None:

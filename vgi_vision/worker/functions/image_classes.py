@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.functions.taxonomy import ancestor_columns, taxonomy_of
+from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.taxonomy import ancestor_columns, taxonomy_of
 from vgi_vision.worker.registry import (
     ROWS_PER_TICK,
     Args,

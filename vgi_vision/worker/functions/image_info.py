@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from vgi_vision.protocol.sqltypes import arrow_type
-from vgi_vision.worker.functions.common import VisionContext, image_overloads, image_sources
+from vgi_vision.worker.calls.context import VisionContext, image_overloads, image_sources
 from vgi_vision.worker.registry import Args, Column, FunctionSpec
 from vgi_vision.worker.vision.facts import ImageInfo, read_info
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from vgi_vision.worker.functions.common import VisionContext, image_overloads
-from vgi_vision.worker.functions.taxonomy import CATEGORY_PARAM, category_scores
+from vgi_vision.worker.calls.context import VisionContext, image_overloads
+from vgi_vision.worker.calls.taxonomy import CATEGORY_PARAM, category_scores
 from vgi_vision.worker.registry import Args, Column, FunctionSpec, Param
 
 DEFAULT_THRESHOLD = 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
+from vgi_vision.worker.calls.context import VisionContext
 from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, FunctionSpec, Output, Overload
 from vgi_vision.worker.state import CursorState
 from vgi_vision.worker.vision.model_files import ModelInfo, available_models

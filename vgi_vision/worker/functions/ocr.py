@@ -9,9 +9,9 @@ from typing import ClassVar
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW, ErrorKind
-from vgi_vision.worker.functions.common import VisionContext, image_overloads
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error
-from vgi_vision.worker.functions.text_reading import (
+from vgi_vision.worker.calls.context import VisionContext, image_overloads
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
+from vgi_vision.worker.calls.text_reading import (
     MIN_CONFIDENCE_PARAM,
     OCR_BOUNDS,
     OCR_ROWS_PER_CALL,
@@ -21,11 +21,11 @@ from vgi_vision.worker.lance.kinds import TEXT
 from vgi_vision.worker.registry import (
     ROWS_PER_TICK,
     Args,
-    Column,
     FunctionError,
     FunctionSpec,
     Output,
 )
+from vgi_vision.worker.stored import OCR_COLUMNS
 from vgi_vision.worker.vision.ocr import TextLine
 
 #: Images read per tick: OCR takes ~0.1-1 s an image, so a tick stays short.
@@ -33,17 +33,6 @@ OCR_IMAGES_PER_TICK = 4
 
 #: Lines one tick emits at most; the rest wait in the scan state for the next tick.
 LINES_PER_TICK = ROWS_PER_TICK
-
-OCR_COLUMNS = (
-    Column("line", "INTEGER", "1 for the first line in reading order (top to bottom, then "
-                              "left to right), then 2, 3, ..."),
-    Column("text", "VARCHAR", "the recognized text of the line"),
-    Column("confidence", "DOUBLE", "recognition confidence in [0, 1]"),
-    Column("x0", "INTEGER", "left edge of the line's box, in pixels of the upright image"),
-    Column("y0", "INTEGER", "top edge of the box"),
-    Column("x1", "INTEGER", "right edge of the box"),
-    Column("y1", "INTEGER", "bottom edge of the box"),
-)
 
 
 @dataclass

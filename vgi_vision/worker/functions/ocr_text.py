@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from vgi_vision.worker.functions.common import VisionContext, image_overloads
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error
-from vgi_vision.worker.functions.text_reading import (
+from vgi_vision.worker.calls.context import VisionContext, image_overloads
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
+from vgi_vision.worker.calls.text_reading import (
     MIN_CONFIDENCE_PARAM,
     OCR_BOUNDS,
     OCR_ROWS_PER_CALL,

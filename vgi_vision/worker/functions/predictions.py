@@ -1,45 +1,18 @@
 """``predictions()``: every prediction stored by write-back, one row per image and rank,
-paged from one pinned table version (``stored_text()`` pages the same way)."""
+paged from one pinned table version (:mod:`vgi_vision.worker.calls.paging`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.lance.kinds import CLASSIFICATION, ResultKind
-from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Overload
-from vgi_vision.worker.state import CursorState
-
-#: Stored prediction rows per ``predictions()`` tick.
-PAGE_ROWS = 512
-
-
-@dataclass
-class PageState(CursorState):
-    """A cursor over stored rows of one pinned table version, per argument row."""
-
-    kind: ClassVar[str] = "page"
-    version: int = 0
-    row: int = 0
-
-
-PREDICTION_COLUMNS = (
-    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
-    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
-    Column("model", "VARCHAR", "model that made the prediction"),
-    Column("rank", "INTEGER", "1 for the most likely class"),
-    Column("idx", "INTEGER", "ImageNet-1k class index"),
-    Column("label", "VARCHAR", "class label"),
-    Column("confidence", "DOUBLE", "softmax probability"),
-    Column("run_id", "VARCHAR", "the call that stored the row; a run is stored all or nothing"),
-    Column("created_at", "TIMESTAMP", "when the row was written (UTC)"),
-)
+from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.paging import StoredPages
+from vgi_vision.worker.lance.kinds import CLASSIFICATION
+from vgi_vision.worker.registry import FunctionSpec, Overload
+from vgi_vision.worker.stored import PREDICTION_COLUMNS
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -58,45 +31,12 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class Predictions:
-    """``predictions()``: every stored image's ranked classes, paged from one pinned version.
+class Predictions(StoredPages):
+    """``predictions()``: every stored image's ranked classes, one output row per rank."""
 
-    A page is up to ``PAGE_ROWS`` prediction rows made of whole images (at least one image,
-    so an image stored with more ranks than a page still comes back in one response).
-    Subclasses page through other stored results the same way (``stored_text``).
-    """
-
-    state_type = PageState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    #: The stored results this function pages through.
-    kind: ResultKind = CLASSIFICATION
-
-    def initial_state(self, args: Args) -> PageState:
-        return PageState(version=self.ctx.store().version(self.kind))
-
-    def process(self, args: Args, state: PageState, out: Output) -> None:
-        if state.row >= args.num_rows:
-            out.finish()
-            return
-        read = self.ctx.store().page(state.version, state.offset, PAGE_ROWS, self.kind)
-        widths = self.widths(read)
-        fitting = int(np.searchsorted(np.cumsum(widths), PAGE_ROWS, side="right"))
-        page = read.slice(0, max(1, fitting))
-        row = state.row
-        state.offset += page.num_rows
-        if page.num_rows == read.num_rows < PAGE_ROWS:  # the last stored image was read
-            state.row, state.offset = state.row + 1, 0
-        batch = self.rows(page, row) if page.num_rows else None
-        if batch is not None and batch.num_rows:
-            out.emit(batch)
-        if state.row >= args.num_rows:
-            out.finish()
+    kind = CLASSIFICATION
 
     def widths(self, images: pa.Table) -> np.ndarray:
-        """Output rows each stored image makes."""
         return images.column("top_k").to_numpy(zero_copy_only=False)
 
     def rows(self, images: pa.Table, row: int) -> pa.RecordBatch:

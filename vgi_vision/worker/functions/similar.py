@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import (
+from vgi_vision.worker.calls.context import (
     DEFAULT_TOP_K,
     IMAGES_PER_TICK,
     VisionContext,

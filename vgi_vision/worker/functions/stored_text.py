@@ -7,21 +7,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.functions.common import VisionContext
-from vgi_vision.worker.functions.ocr import OCR_COLUMNS
-from vgi_vision.worker.functions.predictions import Predictions
+from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.paging import StoredPages
 from vgi_vision.worker.lance.kinds import TEXT
-from vgi_vision.worker.registry import Column, FunctionSpec, Overload
-
-STORED_TEXT_COLUMNS = (
-    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
-    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
-    Column("model", "VARCHAR", "the OCR model that read the text"),
-    *OCR_COLUMNS,
-    Column("min_confidence", "DOUBLE", "the min_confidence the image was read with"),
-    Column("run_id", "VARCHAR", "the call that stored the image; a run is stored all or nothing"),
-    Column("created_at", "TIMESTAMP", "when the image was stored (UTC)"),
-)
+from vgi_vision.worker.registry import FunctionSpec, Overload
+from vgi_vision.worker.stored import STORED_TEXT_COLUMNS
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -38,7 +28,7 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class StoredText(Predictions):
+class StoredText(StoredPages):
     """``stored_text()``: every line stored by OCR write-back, one row per image and line,
     paged from one pinned table version like ``predictions()``."""
 

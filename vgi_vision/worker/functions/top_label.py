@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from vgi_vision.worker.functions.common import VisionContext, image_overloads, image_sources
-from vgi_vision.worker.functions.runs import RunState, finish_run, rolled_back_on_error, write_back
+from vgi_vision.worker.calls.context import VisionContext, image_overloads, image_sources
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error, write_back
 from vgi_vision.worker.registry import Args, Column, FunctionSpec
 
 

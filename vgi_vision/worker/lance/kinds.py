@@ -1,6 +1,6 @@
 """The kinds of stored result and their tables: what the functions need of the store to
-write to it, without importing the store (whose schemas are derived from the functions'
-columns, so the store imports the functions and not the other way round)."""
+write to it and read from it, and what a reader needs to find it. (The tables' columns are
+:mod:`vgi_vision.worker.stored`.)"""
 
 from __future__ import annotations
 

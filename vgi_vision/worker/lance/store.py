@@ -62,12 +62,6 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vgi_vision.protocol import arrow_type
-from vgi_vision.worker.functions.classify import CLASSIFY_COLUMNS
-from vgi_vision.worker.functions.embed import embedding_type
-from vgi_vision.worker.functions.ocr import OCR_COLUMNS
-from vgi_vision.worker.functions.predictions import PREDICTION_COLUMNS
-from vgi_vision.worker.functions.stored_text import STORED_TEXT_COLUMNS
 from vgi_vision.worker.lance.kinds import (
     CLASSIFICATION,
     IMAGES,
@@ -80,17 +74,17 @@ from vgi_vision.worker.lance.kinds import (
     RunError,
     utc_now,
 )
-from vgi_vision.worker.registry import Column
+from vgi_vision.worker.stored import (
+    IMAGE_IDENTITY,
+    image_schema,
+    ocr_schema,
+    runs_schema,
+    staged_schema,
+    staging,
+)
 from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 
 log = logging.getLogger(__name__)
-
-#: The identity of a stored result: the image's content hash and the model that classified it.
-IMAGE_IDENTITY = ["image_key", "model"]
-
-#: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
-#: gallery can show images classified from BLOBs. NULL in rows written before it existed.
-THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
 
 #: Versions younger than this are never cleaned up by :meth:`PredictionStore.maintain`: six
 #: times the continuation token lifetime (one hour, :mod:`vgi_vision.worker.tokens`, which
@@ -106,65 +100,6 @@ COMPACT_NEW_ROWS_SHARE = 0.1
 COMPACT_MAX_FRAGMENTS = 64
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
-
-
-def _key_fields() -> list[pa.Field]:
-    """The identity columns, kept explicit: they are the merge key, not a function's output."""
-    return [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
-            for name in IMAGE_IDENTITY]
-
-
-def _fields(columns: Sequence[Column], *names: str, per: str = "image") -> list[pa.Field]:
-    """Stored fields of the function columns ``names``, typed as the columns travel (via
-    :func:`~vgi_vision.protocol.sqltypes.arrow_type`): one value per image, or a list of one
-    value per rank or line (``per="item"``) so one row holds an image's whole result."""
-    by_name = {c.name: c for c in columns}
-    types = [arrow_type(by_name[name].type) for name in names]
-    return [pa.field(name, pa.list_(t) if per == "item" else t)
-            for name, t in zip(names, types, strict=True)]
-
-
-def image_schema(dim: int) -> pa.Schema:
-    """Columns of ``images``: one stored image per (image_key, model), its ranked classes as
-    lists of ``classify``'s columns, the rest as ``predictions()`` returns them."""
-    return pa.schema([
-        *_key_fields(),
-        *_fields(PREDICTION_COLUMNS, "path"),
-        pa.field("top_k", pa.int32()),  # how many ranks the lists hold
-        *_fields(CLASSIFY_COLUMNS, "idx", "label", "confidence", per="item"),
-        *_fields(PREDICTION_COLUMNS, "run_id", "created_at"),
-        pa.field("vector", arrow_type(embedding_type(dim))),  # what embed() returns
-        THUMBNAIL_FIELD,
-    ])
-
-
-def ocr_schema() -> pa.Schema:
-    """Columns of ``ocr``: the text lines of one image read by one OCR model, in reading order
-    (lists of ``ocr``'s columns, like the ranks of ``images``), the rest as
-    ``stored_text()`` returns them."""
-    return pa.schema([
-        *_key_fields(),
-        *_fields(STORED_TEXT_COLUMNS, "path", "min_confidence"),
-        *_fields(OCR_COLUMNS, "text", "confidence", "x0", "y0", "x1", "y1", per="item"),
-        *_fields(STORED_TEXT_COLUMNS, "run_id", "created_at"),
-    ])
-
-
-def staged_schema(dim: int) -> pa.Schema:
-    """Columns of ``staged``: an image row plus the argument row it answers."""
-    return staging(image_schema(dim))
-
-
-def staging(schema: pa.Schema) -> pa.Schema:
-    """A staging table's columns: the stored row's (no key metadata) plus its argument row."""
-    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in schema]
-    return pa.schema([*plain, pa.field("input_row", pa.int32())])
-
-
-def runs_schema() -> pa.Schema:
-    return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
-                      ("committed_at", pa.timestamp("us"))])
 
 
 def run_filter(run_id: str) -> str:

@@ -6,8 +6,8 @@ import hashlib
 from typing import Any
 
 from vgi_vision.protocol import ErrorKind
-from vgi_vision.worker.functions.common import VisionContext, image_sources
-from vgi_vision.worker.functions.runs import RunState
+from vgi_vision.worker.calls.context import VisionContext, image_sources
+from vgi_vision.worker.calls.runs import RunState
 from vgi_vision.worker.lance.kinds import TEXT, utc_now
 from vgi_vision.worker.registry import Args, FunctionError, Param
 from vgi_vision.worker.vision.imaging import ImageSource

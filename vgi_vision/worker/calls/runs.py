@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from vgi_vision.protocol import ErrorKind
-from vgi_vision.worker.functions.common import VisionContext
+from vgi_vision.worker.calls.context import VisionContext
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, ResultKind, RunError, utc_now
 from vgi_vision.worker.registry import Args, FunctionError
 from vgi_vision.worker.state import CursorState

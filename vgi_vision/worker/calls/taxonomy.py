@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from vgi_vision.protocol import ErrorKind
-from vgi_vision.worker.functions.common import VisionContext, image_sources
+from vgi_vision.worker.calls.context import VisionContext, image_sources
 from vgi_vision.worker.registry import Args, FunctionError, Param
 from vgi_vision.worker.vision.categories import Category, CategoryError, Taxonomy, load_taxonomy
 

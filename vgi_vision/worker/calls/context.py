@@ -1,25 +1,22 @@
-"""What every vision function shares: the context a worker gives them and argument helpers.
+"""The context a worker gives every vision function, and the image arguments they share.
 
 ``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
-the path policy and, when write-back is on, the LanceDB sink. No transport code lives in this
-package. Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each
-function's ``Param`` and checked by the registry, not here.
+the path policy and, when write-back is on, the LanceDB sink. No transport code lives here.
+Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each function's
+``Param`` and checked by the registry, not here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from vgi_vision.protocol import ErrorKind
+from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
 from vgi_vision.worker.vision.imaging import ImageSource, read_source
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
-
-if TYPE_CHECKING:  # the store's schemas import the function columns: no import cycle
-    from vgi_vision.worker.lance.writeback import WriteBack
 
 DEFAULT_TOP_K = 5
 

@@ -1,0 +1,131 @@
+"""What write-back stores: the columns of stored results and the LanceDB schemas built on them.
+
+The SQL functions that return stored results (``classify``, ``ocr``, ``predictions``,
+``stored_text``, ``embed``) and the tables that keep them (:mod:`vgi_vision.worker.lance`)
+both take their columns from here, so what a function returns and what the store holds are
+declared once and cannot drift apart; neither side imports the other to learn them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from vgi_vision.protocol import arrow_type
+from vgi_vision.worker.registry import Column
+
+CLASSIFY_COLUMNS = (
+    Column("rank", "INTEGER", "1 for the most likely class, then 2, 3, ..."),
+    Column("idx", "INTEGER", "class index, 0..999 for the shipped ImageNet-1k models"),
+    Column("label", "VARCHAR", "human-readable class name, unique across the model's classes"),
+    Column("wnid", "VARCHAR", "WordNet id of the class, e.g. n07920052 (NULL if the model's "
+                              "labels have none)"),
+    Column("confidence", "DOUBLE", "softmax probability in [0, 1], descending by rank"),
+)
+
+PREDICTION_COLUMNS = (
+    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
+    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
+    Column("model", "VARCHAR", "model that made the prediction"),
+    Column("rank", "INTEGER", "1 for the most likely class"),
+    Column("idx", "INTEGER", "ImageNet-1k class index"),
+    Column("label", "VARCHAR", "class label"),
+    Column("confidence", "DOUBLE", "softmax probability"),
+    Column("run_id", "VARCHAR", "the call that stored the row; a run is stored all or nothing"),
+    Column("created_at", "TIMESTAMP", "when the row was written (UTC)"),
+)
+
+OCR_COLUMNS = (
+    Column("line", "INTEGER", "1 for the first line in reading order (top to bottom, then "
+                              "left to right), then 2, 3, ..."),
+    Column("text", "VARCHAR", "the recognized text of the line"),
+    Column("confidence", "DOUBLE", "recognition confidence in [0, 1]"),
+    Column("x0", "INTEGER", "left edge of the line's box, in pixels of the upright image"),
+    Column("y0", "INTEGER", "top edge of the box"),
+    Column("x1", "INTEGER", "right edge of the box"),
+    Column("y1", "INTEGER", "bottom edge of the box"),
+)
+
+STORED_TEXT_COLUMNS = (
+    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
+    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
+    Column("model", "VARCHAR", "the OCR model that read the text"),
+    *OCR_COLUMNS,
+    Column("min_confidence", "DOUBLE", "the min_confidence the image was read with"),
+    Column("run_id", "VARCHAR", "the call that stored the image; a run is stored all or nothing"),
+    Column("created_at", "TIMESTAMP", "when the image was stored (UTC)"),
+)
+
+
+def embedding_type(dim: int) -> str:
+    """The SQL type of an embedding of ``dim`` floats (also the stored ``vector`` column)."""
+    return f"FLOAT[{dim}]"
+
+
+#: The identity of a stored result: the image's content hash and the model that classified it.
+IMAGE_IDENTITY = ["image_key", "model"]
+
+#: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
+#: gallery can show images classified from BLOBs. NULL in rows written before it existed.
+THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+
+_PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
+
+
+def _key_fields() -> list[pa.Field]:
+    """The identity columns, kept explicit: they are the merge key, not a function's output."""
+    return [pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+            for name in IMAGE_IDENTITY]
+
+
+def _fields(columns: Sequence[Column], *names: str, per: str = "image") -> list[pa.Field]:
+    """Stored fields of the function columns ``names``, typed as the columns travel (via
+    :func:`~vgi_vision.protocol.sqltypes.arrow_type`): one value per image, or a list of one
+    value per rank or line (``per="item"``) so one row holds an image's whole result."""
+    by_name = {c.name: c for c in columns}
+    types = [arrow_type(by_name[name].type) for name in names]
+    return [pa.field(name, pa.list_(t) if per == "item" else t)
+            for name, t in zip(names, types, strict=True)]
+
+
+def image_schema(dim: int) -> pa.Schema:
+    """Columns of ``images``: one stored image per (image_key, model), its ranked classes as
+    lists of ``classify``'s columns, the rest as ``predictions()`` returns them."""
+    return pa.schema([
+        *_key_fields(),
+        *_fields(PREDICTION_COLUMNS, "path"),
+        pa.field("top_k", pa.int32()),  # how many ranks the lists hold
+        *_fields(CLASSIFY_COLUMNS, "idx", "label", "confidence", per="item"),
+        *_fields(PREDICTION_COLUMNS, "run_id", "created_at"),
+        pa.field("vector", arrow_type(embedding_type(dim))),  # what embed() returns
+        THUMBNAIL_FIELD,
+    ])
+
+
+def ocr_schema() -> pa.Schema:
+    """Columns of ``ocr``: the text lines of one image read by one OCR model, in reading order
+    (lists of ``ocr``'s columns, like the ranks of ``images``), the rest as
+    ``stored_text()`` returns them."""
+    return pa.schema([
+        *_key_fields(),
+        *_fields(STORED_TEXT_COLUMNS, "path", "min_confidence"),
+        *_fields(OCR_COLUMNS, "text", "confidence", "x0", "y0", "x1", "y1", per="item"),
+        *_fields(STORED_TEXT_COLUMNS, "run_id", "created_at"),
+    ])
+
+
+def staged_schema(dim: int) -> pa.Schema:
+    """Columns of ``staged``: an image row plus the argument row it answers."""
+    return staging(image_schema(dim))
+
+
+def staging(schema: pa.Schema) -> pa.Schema:
+    """A staging table's columns: the stored row's (no key metadata) plus its argument row."""
+    plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in schema]
+    return pa.schema([*plain, pa.field("input_row", pa.int32())])
+
+
+def runs_schema() -> pa.Schema:
+    return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
+                      ("committed_at", pa.timestamp("us"))])
