@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = REPO / "vgi_vision" / "models"
+MODELS = REPO / "models"
 DATA_NOUN = Path("usr/share/wordnet/data.noun")
 COPYRIGHT = Path("usr/share/doc/wordnet-base/copyright")
 HYPERNYM_POINTERS = ("@", "@i")  # hypernym, instance hypernym

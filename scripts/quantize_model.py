@@ -4,7 +4,7 @@ Static quantization: weights int8 per output channel, activations uint8 with ran
 calibrated on real photographs run through the exact preprocessing the worker uses. The
 calibration set is the four committed photographs in ``test/sql/data`` plus crops, flips and
 rotations of them made by ``bench/images.py`` (see ``CALIBRATION`` for which and their
-licenses). Run once, offline, to (re)build ``vgi_vision/models/efficientnet-lite0-int8/``:
+licenses). Run once, offline, to (re)build ``models/efficientnet-lite0-int8/``:
 
     pip install -e '.[export]'
     python scripts/quantize_model.py

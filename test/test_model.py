@@ -34,7 +34,7 @@ from vgi_vision.worker.vision.model import (
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "test" / "sql" / "data"
-MODEL_DIR = REPO / "vgi_vision" / "models" / DEFAULT_MODEL
+MODEL_DIR = REPO / "models" / DEFAULT_MODEL
 FIXTURES = ("cat.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg")
 
 ESPRESSO, TABBY, TIGER_CAT, EGYPTIAN_MAU, MILITARY_UNIFORM = 967, 281, 282, 285, 652
@@ -418,7 +418,7 @@ def test_missing_metadata_names_the_file(model_copy):
 
 def test_models_root_follows_the_environment(model_copy, monkeypatch, images):
     monkeypatch.delenv("VGI_VISION_MODELS", raising=False)
-    assert models_root() == REPO / "vgi_vision" / "models"
+    assert models_root() == REPO / "models"  # a checkout: the top-level folder
     monkeypatch.setenv("VGI_VISION_MODELS", str(model_copy.parent))
     assert models_root() == model_copy.parent
     info = ModelInfo.load(models_root() / DEFAULT_MODEL)
