@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
+    DEFAULT_TOP_K,
     NUM_CLASSES,
     Classifier,
     ModelError,
@@ -208,6 +209,10 @@ def test_invalid_top_k(classifier, images, bad):
 def test_valid_top_k(good):
     assert validate_top_k(good) == int(good)
     assert type(validate_top_k(good)) is int
+
+
+def test_top_k_defaults_to_the_shared_default(classifier, images):
+    assert len(classifier.classify([images["coffee.png"]])[0].indices) == DEFAULT_TOP_K
 
 
 def test_top_k_1000_returns_every_class(classifier, images):
