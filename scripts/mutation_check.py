@@ -32,12 +32,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache",
                               ".pytest_cache", "*.egg-info", "build", "dist")
-SECURITY = "test/test_security.py"
-USER_MODEL = "test/test_user_model.py"
-GALLERY = "test/test_gallery.py"
-HTTP_SURFACE = "test/test_http_surface.py"
-HOSTILE_WORKER = "test/test_hostile_worker.py"
-ABANDONED = "test/test_abandoned_scans.py"
+SECURITY = "test/worker/test_security.py"
+USER_MODEL = "test/worker/test_user_model.py"
+GALLERY = "test/gallery/test_gallery.py"
+HTTP_SURFACE = "test/transports/test_http_surface.py"
+HOSTILE_WORKER = "test/client/test_hostile_worker.py"
+ABANDONED = "test/worker/test_abandoned_scans.py"
 
 
 @dataclass(frozen=True)
@@ -119,17 +119,17 @@ MUTATIONS = (
              "vgi_vision/worker/tokens.py",
              "if not hmac.compare_digest(tag, hmac.new(self._key, body, hashlib.sha256).digest()):",
              "if False:",
-             ("test/test_http.py::test_damaged_tokens_are_rejected_before_deserializing",)),
+             ("test/transports/test_http.py::test_damaged_tokens_are_rejected_before_deserializing",)),
     Mutation("token-call-unchecked",
              "continuation tokens (HTTP) are opened without comparing their call digest",
              "vgi_vision/worker/tokens.py",
              "if not hmac.compare_digest(digest, call_digest):", "if False:",
-             ("test/test_http.py::test_token_is_bound_to_its_call",
+             ("test/transports/test_http.py::test_token_is_bound_to_its_call",
               f"{SECURITY}::test_a_continuation_is_refused_for_any_other_call")),
     Mutation("token-expiry-unchecked",
              "expired continuation tokens are still accepted",
              "vgi_vision/worker/tokens.py", "if expiry < time.time():", "if False:",
-             ("test/test_registry.py::test_tokens_open_only_what_they_sealed",)),
+             ("test/worker/test_registry.py::test_tokens_open_only_what_they_sealed",)),
     Mutation("bearer-token-unchecked",
              "HTTP accepts any bearer token",
              "vgi_vision/worker/serve/http.py",
@@ -186,13 +186,13 @@ MUTATIONS = (
              "a LanceDB store opens without rolling back runs a killed worker left unfinished",
              "vgi_vision/worker/lance/store.py",
              "await store.recover(recovery_grace_seconds)", "pass",
-             ("test/test_lance.py::test_sigterm_drains_and_kill9_recovers",)),
+             ("test/worker/test_lance.py::test_sigterm_drains_and_kill9_recovers",)),
     Mutation("top-k-partial-sort",
              "top-k indices partitioned (argpartition) instead of sorted",
              "vgi_vision/worker/vision/model.py",
              'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
              "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
-             ("test/test_model.py::test_probabilities_are_sorted_probabilities",)),
+             ("test/worker/test_model.py::test_probabilities_are_sorted_probabilities",)),
     # --- bearer tokens, compressed bodies, attach through a cursor
     Mutation("bearer-lossy-encoding",
              "bearer tokens compared after a lossy Latin-1 encoding (non-Latin-1 letters -> '?')",
@@ -216,18 +216,18 @@ MUTATIONS = (
     Mutation("cursor-udfs-not-kept",
              "attach keeps no reference to its UDF callables (a closed cursor frees them)",
              "vgi_vision/client/binding.py", "        self.callables.append(udf)\n", "",
-             ("test/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
+             ("test/client/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
     Mutation("cursor-registrations-freed",
              "registrations that could not be removed are freed anyway",
              "vgi_vision/client/binding.py",
              "_retired.append((self.owner, self.callables))", "_retired.clear()",
-             ("test/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
+             ("test/client/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
     Mutation("registered-through-the-users-cursor",
              "attach registers through the user's connection or cursor, not its own cursor",
              "vgi_vision/client/binding.py",
              "Attachment(weakref.ref(con), con.cursor(), name, client)",
              "Attachment(weakref.ref(con), con, name, client)",
-             ("test/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
+             ("test/client/test_binding.py::test_attach_through_a_cursor_survives_losing_the_cursor",)),
     # --- imaging, OCR and model options
     Mutation("image-formats-unrestricted",
              "untrusted images are opened in any format Pillow knows (ICO and ICNS decode an "
@@ -235,24 +235,24 @@ MUTATIONS = (
              "vgi_vision/worker/vision/imaging.py",
              "Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)",
              "Image.open(io.BytesIO(data))",
-             ("test/test_hostile_images.py::test_icons_that_decode_while_opening_are_never_opened",
-              "test/test_hostile_images.py::test_the_gallery_reads_no_facts_from_icon_bombs")),
+             ("test/worker/test_hostile_images.py::test_icons_that_decode_while_opening_are_never_opened",
+              "test/worker/test_hostile_images.py::test_the_gallery_reads_no_facts_from_icon_bombs")),
     Mutation("decoder-overhead-uncounted",
              "a decode's cost counts the frame only, not what the WebP, JPEG 2000 or AVIF "
              "decoder holds besides it",
              "vgi_vision/worker/vision/imaging.py",
              'per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)', "pass",
-             ("test/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
+             ("test/worker/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
     Mutation("ocr-working-image-uncounted",
              "OCR's decode holds only the frame's cost, not its 2000 x 2000 working image's",
              "vgi_vision/worker/vision/imaging.py",
              "working_pixels=max_side**2", "working_pixels=0",
-             ("test/test_hostile_images.py::test_ocr_decodes_a_sixteen_bit_image_within_its_cost",)),
+             ("test/worker/test_hostile_images.py::test_ocr_decodes_a_sixteen_bit_image_within_its_cost",)),
     Mutation("gps-west-sign-ignored",
              "a GPS longitude west of Greenwich is read as east",
              "vgi_vision/worker/vision/facts.py",
              'GPSLongitudeRef, "W", 180.0)', 'GPSLongitudeRef, "", 180.0)',
-             ("test/test_facts.py::test_north_and_west_give_a_positive_latitude_and_a_negative_"
+             ("test/worker/test_facts.py::test_north_and_west_give_a_positive_latitude_and_a_negative_"
               "longitude",)),
     Mutation("normalization-finiteness-unchecked",
              "a model's normalization may be NaN or infinite (every confidence NaN)",
@@ -280,19 +280,19 @@ MUTATIONS = (
              "OCR recognizes every text box an image has",
              "vgi_vision/worker/vision/ocr.py",
              "for box in boxes[:self.max_lines]]", "for box in boxes]",
-             ("test/test_ocr.py::test_an_image_gives_at_most_max_lines_lines_the_first_in_"
+             ("test/worker/test_ocr.py::test_an_image_gives_at_most_max_lines_lines_the_first_in_"
               "reading_order",)),
     Mutation("ocr-time-unbounded",
              "OCR recognition runs on past an image's time bound",
              "vgi_vision/worker/vision/ocr.py",
              "            if time.monotonic() >= deadline:\n                break\n", "",
-             ("test/test_ocr.py::test_recognition_stops_at_the_time_bound",)),
+             ("test/worker/test_ocr.py::test_recognition_stops_at_the_time_bound",)),
     Mutation("ocr-page-in-one-turn",
              "one turn of the shared OCR sessions recognizes a whole page (a one-image call "
              "waits for all of it)",
              "vgi_vision/worker/vision/ocr.py",
              "LINES_PER_TURN = 8", "LINES_PER_TURN = 1000",
-             ("test/test_ocr.py::test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight",)),
+             ("test/worker/test_ocr.py::test_a_one_image_read_is_not_held_up_by_a_long_page_in_flight",)),
     # --- HTTP worker and gallery surfaces
     Mutation("gallery-exif-unescaped",
              "the gallery renders EXIF fact values as markup",
@@ -389,37 +389,37 @@ MUTATIONS = (
              "stored rows are merged on the image alone: a second model's result is dropped",
              "vgi_vision/worker/lance/store.py",
              "await table.merge_insert(IMAGE_IDENTITY)", 'await table.merge_insert(["image_key"])',
-             ("test/test_writeback_replay.py::"
+             ("test/worker/test_writeback_replay.py::"
               "test_one_image_under_two_models_is_stored_once_per_model",)),
     Mutation("replayed-classify-token-writes",
              "a replayed mid-scan classify token stages rows again after its run committed",
              "vgi_vision/worker/functions/runs.py",
              "    if rows.start and store.committed(state.run_id):\n        return\n", "",
-             ("test/test_writeback_replay.py::test_a_mid_scan_token_replayed_last_stages_nothing",
+             ("test/worker/test_writeback_replay.py::test_a_mid_scan_token_replayed_last_stages_nothing",
               )),
     Mutation("replayed-ocr-token-writes",
              "a replayed mid-scan OCR state stages rows again after its run committed",
              "vgi_vision/worker/functions/text_reading.py",
              "    if rows.start and store.committed(state.run_id):\n        return\n", "",
-             ("test/test_ocr_writeback.py::test_a_mid_scan_state_replayed_last_stages_nothing",)),
+             ("test/worker/test_ocr_writeback.py::test_a_mid_scan_state_replayed_last_stages_nothing",)),
     Mutation("worker-compaction-retention-zero",
              "the worker's own maintenance removes every older version (pinned scans break)",
              "vgi_vision/worker/lance/writeback.py",
              "await self.store.maintain(kinds, self.version_retention, force=force)",
              "await self.store.maintain(kinds, timedelta(0), force=force)",
-             ("test/test_compaction.py::"
+             ("test/worker/test_compaction.py::"
               "test_the_workers_own_maintenance_keeps_a_pinned_scan_readable",)),
     Mutation("write-back-in-flight-loose",
              "inference may run one batch further ahead of the LanceDB writer than allowed",
              "vgi_vision/worker/lance/writeback.py",
              "threading.BoundedSemaphore(max_in_flight)",
              "threading.BoundedSemaphore(max_in_flight + 1)",
-             ("test/test_lance.py::test_inference_waits_for_a_slow_writer",)),
+             ("test/worker/test_lance.py::test_inference_waits_for_a_slow_writer",)),
     Mutation("draining-worker-serves",
              "a worker stopping after SIGTERM still serves new requests",
              "vgi_vision/worker/dispatcher.py",
              "            if self._stopping:\n", "            if False:\n",
-             ("test/test_worker_lifecycle.py::"
+             ("test/worker/test_worker_lifecycle.py::"
               "test_requests_after_sigterm_are_refused_with_a_reason",)),
 )
 

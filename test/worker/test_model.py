@@ -33,7 +33,7 @@ from vgi_vision.worker.vision.model import (
     validate_top_k,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "test" / "sql" / "data"
 MODEL_DIR = REPO / "models" / DEFAULT_MODEL
 FIXTURES = ("cat.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg")
