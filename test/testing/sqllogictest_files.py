@@ -8,11 +8,7 @@ import textwrap
 
 import pytest
 
-from vgi_vision.testing.sqllogictest import (
-    SqlLogicParseError,
-    SqlLogicTestFailure,
-    run_file,
-)
+from vgi_vision.testing.sqllogictest import SqlLogicParseError, SqlLogicTestFailure, run_file
 
 
 def write(directory: pathlib.Path, text: str, name: str = "case.test") -> pathlib.Path:

@@ -12,12 +12,7 @@ import duckdb
 import pytest
 from sqllogictest_files import failure, run, write
 
-from vgi_vision.testing.sqllogictest import (
-    Loop,
-    SqlLogicTestSkip,
-    parse,
-    run_file,
-)
+from vgi_vision.testing.sqllogictest import Loop, SqlLogicTestSkip, parse, run_file
 
 # --------------------------------------------------------------------------
 # require / require-env / substitutions

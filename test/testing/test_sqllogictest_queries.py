@@ -9,9 +9,7 @@ import pathlib
 import pytest
 from sqllogictest_files import failure, run
 
-from vgi_vision.testing.sqllogictest import (
-    SqlLogicTestSkip,
-)
+from vgi_vision.testing.sqllogictest import SqlLogicTestSkip
 
 # --------------------------------------------------------------------------
 # queries: comparison and reports
