@@ -22,7 +22,7 @@ Every query runs once untimed, then ``--repeats`` times alternating between the 
 best time of each side counts (other processes on a shared machine only ever slow a run
 down). The load average before and after is printed: on a busy machine ratios are noise.
 
-Usage: python bench/bench_fanout.py [--images 256] [--repeats 3]
+Usage: python -m bench.bench_fanout [--images 256] [--repeats 3]
                                     [--groups http,unix,private,default]
 """
 
@@ -31,25 +31,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
+
+import vgi_vision
+from bench.images import make_jpegs
+from vgi_vision.client.locations import available_cores
+from vgi_vision.testing.launch import RunningWorker, start_http, start_unix
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-import vgi_vision  # noqa: E402
-from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.client.locations import available_cores  # noqa: E402
-from vgi_vision.testing.launch import RunningWorker, start_http, start_unix  # noqa: E402
 
 QUERIES = {
     "scalar": "SELECT count(vision.top_label(image)) FROM photos",

@@ -8,7 +8,7 @@ query runs once untimed first; each number is the best of ``--repeats`` rounds, 
 round run back to back. ``image_info`` reads headers only, so it is also timed in this process
 (``read_info`` per image) and reported in microseconds per image.
 
-Usage: python bench/bench_functions.py [--images 64] [--repeats 3] [--transport subprocess]
+Usage: python -m bench.bench_functions [--images 64] [--repeats 3] [--transport subprocess]
 """
 
 from __future__ import annotations
@@ -19,21 +19,14 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+import duckdb
+import pyarrow as pa
 
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-import vgi_vision  # noqa: E402
-from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.testing.launch import TRANSPORTS, running_worker  # noqa: E402
-from vgi_vision.worker.vision.facts import read_info  # noqa: E402
+import vgi_vision
+from bench.images import make_jpegs
+from vgi_vision.testing.launch import TRANSPORTS, running_worker
+from vgi_vision.worker.vision.facts import read_info
 
 BASELINE = "top_label"
 QUERIES = {

@@ -7,7 +7,7 @@ skewed distribution, 10 runs, rank 1 and 2 predictions, a small real JPEG thumbn
 Requests go through the real ASGI app in-process (no sockets: this measures the gallery, not
 the network). Prints the median of --requests repetitions per request kind, and big/baseline.
 
-Usage: python bench/bench_gallery.py [--images 20000] [--baseline 1000] [--requests 5]
+Usage: python -m bench.bench_gallery [--images 20000] [--baseline 1000] [--requests 5]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ number is images/s of the best of ``--repeats`` runs (the median is shown too). 
 column is (b) / (a) at the same batch size, both measured in this run. The aim is
 (b) >= 0.7 x (a) at batch 32.
 
-Usage: python bench/bench_inference.py [--images 64] [--repeats 7] [--batch-sizes 1,32]
+Usage: python -m bench.bench_inference [--images 64] [--repeats 7] [--batch-sizes 1,32]
                                        [--threads T]
 """
 
@@ -30,14 +30,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.worker.vision.model import (  # noqa: E402
+from bench.images import make_jpegs
+from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
     Classifier,
     ModelInfo,

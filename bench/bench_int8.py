@@ -11,7 +11,7 @@ JPEG and WebP re-encodes: ``bench.images.photo_variants``), plus ``--generated``
 (seed 7): top-1 agreement with fp32, mean top-5 overlap, and for the committed photographs
 whether the expected class is in int8's top 3.
 
-Usage: python bench/bench_int8.py [--images 64] [--repeats 5] [--generated 64]
+Usage: python -m bench.bench_int8 [--images 64] [--repeats 5] [--generated 64]
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.images import FIXTURES, make_jpegs, photo_variants  # noqa: E402
-from vgi_vision.worker.vision.model import (  # noqa: E402
+from bench.images import FIXTURES, make_jpegs, photo_variants
+from vgi_vision.worker.vision.model import (
     Classification,
     Classifier,
     default_threads,

@@ -12,7 +12,7 @@ timed against the baseline measured in the same run: rapidocr called directly on
 already-decoded pixels, with the same settings. Each number is the median of ``--repeats``
 runs after one warm-up; the ratio is baseline time / full time (1.0 = no overhead).
 
-Usage: python bench/bench_ocr.py [--repeats 3]
+Usage: python -m bench.bench_ocr [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,20 +21,17 @@ import argparse
 import functools
 import io
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from vgi_vision.worker.vision.imaging import DecodeLimits, decode_upright
+from vgi_vision.worker.vision.ocr import MAX_SIDE, TextReader
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from vgi_vision.worker.vision.imaging import DecodeLimits, decode_upright  # noqa: E402
-from vgi_vision.worker.vision.ocr import MAX_SIDE, TextReader  # noqa: E402
 
 WORDS = ("invoice total amount due date paid order number customer account balance "
          "shipping address reference payment terms net thirty days").split()

@@ -29,7 +29,7 @@ Columns: images/s (best), ratios, worker round trips per query, the share of the
 wall time spent waiting for the worker, CPU seconds used per query by this process (DuckDB +
 client) and by the worker, and the CPU share taken by other processes.
 
-Usage: python bench/bench_sql.py [--images 256] [--repeats 5] [--transports subprocess,unix,http]
+Usage: python -m bench.bench_sql [--images 256] [--repeats 5] [--transports subprocess,unix,http]
 """
 
 from __future__ import annotations
@@ -43,21 +43,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-# Workers are started as ``python -m vgi_vision``: make the package importable for them too,
-# whatever the current directory is.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+import duckdb
+import pyarrow as pa
 
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-import vgi_vision  # noqa: E402
-from bench.images import make_jpegs  # noqa: E402
-from vgi_vision.testing.launch import TRANSPORTS, running_worker  # noqa: E402
-from vgi_vision.worker.vision.model import load_classifier  # noqa: E402
+import vgi_vision
+from bench.images import make_jpegs
+from vgi_vision.testing.launch import TRANSPORTS, running_worker
+from vgi_vision.worker.vision.model import load_classifier
 
 QUERIES = {
     "top_label": "SELECT count(vision.top_label(image)) FROM photos",

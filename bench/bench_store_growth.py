@@ -12,7 +12,7 @@ The default version retention (six hours) keeps every version this bench makes, 
 with compaction includes the files it replaced; ``--retention-seconds`` shortens it to show
 the steady state.
 
-Usage: python bench/bench_store_growth.py [--runs 400] [--images 8] [--compact-every 0,10]
+Usage: python -m bench.bench_store_growth [--runs 400] [--images 8] [--compact-every 0,10]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
         settings.insert(0, 0)
     results = [child(args.runs, args.images, every, args.retention_seconds)
                for every in settings]
-    print(f"command: python bench/bench_store_growth.py --runs {args.runs} --images "
+    print(f"command: python -m bench.bench_store_growth --runs {args.runs} --images "
           f"{args.images} --compact-every {args.compact_every} --retention-seconds "
           f"{args.retention_seconds:g}   (cpus: {os.cpu_count()}, "
           f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())})")

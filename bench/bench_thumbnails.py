@@ -9,7 +9,7 @@ Two measurements on the same N distinct 512x512 JPEGs (bench/images.py):
               thumbnails and with ``thumbnail`` NULL, each into a fresh folder: seconds and
               bytes on disk per image.
 
-Usage: python bench/bench_thumbnails.py [--images 64] [--rounds 3]
+Usage: python -m bench.bench_thumbnails [--images 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -17,20 +17,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from images import make_jpegs  # noqa: E402
-
-from vgi_vision.worker.lance.kinds import utc_now  # noqa: E402
-from vgi_vision.worker.lance.writeback import WriteBack  # noqa: E402
-from vgi_vision.worker.vision.model import Classification, Classifier, load_classifier  # noqa: E402
+from bench.images import make_jpegs
+from vgi_vision.worker.lance.kinds import utc_now
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.vision.model import Classification, Classifier, load_classifier
 
 
 def classify_rate(classifier: Classifier, images: list[bytes], thumbnails: bool) -> float:

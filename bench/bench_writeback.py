@@ -11,7 +11,7 @@ Per-row adds are slow (one table version each), so the baseline writes fewer row
 (--per-row-rows) and the comparison is in rows/second. Prints wall time, rows/s, peak RSS
 growth over the process's state just before writing, and the speed-up.
 
-Usage: python bench/bench_writeback.py [--rows 10000] [--per-row-rows 2000]
+Usage: python -m bench.bench_writeback [--rows 10000] [--per-row-rows 2000]
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main() -> None:
         return
     queue = child("queue", args.rows)
     per_row = child("per-row", args.per_row_rows)
-    print(f"command: python bench/bench_writeback.py --rows {args.rows} "
+    print(f"command: python -m bench.bench_writeback --rows {args.rows} "
           f"--per-row-rows {args.per_row_rows}")
     print(f"{'mode':<8} {'rows':>7} {'stored':>7} {'seconds':>8} {'rows/s':>9} "
           f"{'peak RSS growth':>16}")

@@ -16,13 +16,12 @@ the worker process died or was replaced. The worker's resident memory is sampled
 ``/proc/PID/status`` every second to show whether it stays flat. Only 127.0.0.1 is contacted,
 and every loop is bounded in both time and count.
 
-Usage: python bench/load_test.py [--clients 16] [--seconds 60] [--transports http,unix]
+Usage: python -m bench.load_test [--clients 16] [--seconds 60] [--transports http,unix]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
@@ -33,18 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
+from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.testing.launch import RunningWorker, running_worker
+from vgi_vision.worker.vision.model import load_classifier
+
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from vgi_vision.client.client import Client, WorkerError  # noqa: E402
-from vgi_vision.testing.launch import RunningWorker, running_worker  # noqa: E402
-from vgi_vision.worker.vision.model import load_classifier  # noqa: E402
 
 FIXTURES = REPO / "test" / "sql" / "data"
 #: Returned and expected probabilities may differ this much (batching changes float rounding).
@@ -209,7 +204,7 @@ def run_client(location: str, seed: int, deadline: float, want: Expected, tally:
             started = time.perf_counter()
             try:
                 OPERATIONS[op][1](client, rng, want)
-            except Exception as exc:  # noqa: BLE001 - every failure is reported, not raised
+            except Exception as exc:  # every failure is reported, not raised
                 tally.fail(f"client {seed} {op}: {type(exc).__name__}: {exc}")
                 continue
             tally.add(op, time.perf_counter() - started, client.requests - before)

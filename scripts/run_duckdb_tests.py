@@ -4,7 +4,7 @@ Usage::
 
     git -C /path/to/duckdb archive HEAD test/sql/function/list test/sql/aggregate \\
         | tar -x -C /tmp/duckdb-tests
-    python scripts/run_duckdb_tests.py /tmp/duckdb-tests/test/sql/function/list ...
+    python -m scripts.run_duckdb_tests /tmp/duckdb-tests/test/sql/function/list ...
 
 Each ``.test`` file runs in a child process of its own (a crash or a hang costs one file,
 not the run) against plain ``duckdb``, without a vgi-vision worker. ``require NAME`` loads

@@ -36,11 +36,18 @@ from vgi_vision.worker.vision.model_files import (
 )
 from vgi_vision.worker.vision.providers import check_provider, providers_for
 
-__all__ = ["DEFAULT_MODEL", "NUM_CLASSES", "Classification", "Classifier", "ModelError",
-           "ModelInfo", "TopKError", "load_classifier", "models_root", "validate_top_k"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_TOP_K", "MIN_TOP_K", "NUM_CLASSES", "Classification",
+           "Classifier", "ModelError", "ModelInfo", "TopKError", "load_classifier", "models_root",
+           "validate_top_k"]
 
 #: Classes of the shipped ImageNet-1k models; a model's own count is ``info.num_classes``.
 NUM_CLASSES = 1000
+#: Classes per image when the caller names no ``top_k``: the one default that SQL
+#: ``classify``, the ``classify`` command and :meth:`Classifier.classify` share.
+DEFAULT_TOP_K = 5
+#: The fewest classes ``top_k`` may ask for; the most is the model's class count. SQL checks
+#: the pair through the ``top_k`` parameter's bounds, Python through :func:`validate_top_k`.
+MIN_TOP_K = 1
 #: Images decoded together: decoding the next batch overlaps inference of this one.
 DEFAULT_BATCH_SIZE = 32
 #: Images per onnxruntime run. Small runs keep activations in cache: on the 2-core machines
@@ -55,8 +62,8 @@ class TopKError(ValueError):
 
 def validate_top_k(top_k: int, num_classes: int = NUM_CLASSES) -> int:
     if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) \
-            or not 1 <= top_k <= num_classes:
-        raise TopKError(f"top_k must be between 1 and {num_classes}, got {top_k!r}")
+            or not MIN_TOP_K <= top_k <= num_classes:
+        raise TopKError(f"top_k must be between {MIN_TOP_K} and {num_classes}, got {top_k!r}")
     return int(top_k)
 
 
@@ -200,7 +207,7 @@ class Classifier:
     def decode(self, source: ImageSource) -> np.ndarray | None:
         return decode(source, self.limits, self.info.prep)
 
-    def classify(self, sources: Sequence[ImageSource], top_k: int = 5,
+    def classify(self, sources: Sequence[ImageSource], top_k: int = DEFAULT_TOP_K,
                  thumbnails: bool = False) -> list[Classification | None]:
         """Classify every source; ``None`` where an image could not be decoded.
 

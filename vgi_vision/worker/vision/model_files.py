@@ -37,10 +37,18 @@ class ModelError(RuntimeError):
 
 
 def models_root() -> Path:
-    """Folder holding the shipped ``<model>/model.onnx``: inside the package;
-    ``VGI_VISION_MODELS`` overrides it."""
+    """Folder holding the shipped ``<model>/model.onnx``; ``VGI_VISION_MODELS`` overrides it.
+
+    The models' one source folder is ``models/`` at the top of the repository, which
+    ``pyproject.toml`` maps into the package: an installed wheel has ``vgi_vision/models/``,
+    a checkout (plain ``PYTHONPATH`` or an editable install) has only the top-level folder.
+    """
     override = os.environ.get("VGI_VISION_MODELS")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "models"
+    if override:
+        return Path(override)
+    package = Path(__file__).resolve().parents[2]
+    installed = package / "models"
+    return installed if installed.is_dir() else package.parent / "models"
 
 
 def resolve_model(ref: str | os.PathLike[str]) -> Path:

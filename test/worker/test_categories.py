@@ -15,7 +15,7 @@ import pytest
 from vgi_vision.worker.vision.categories import CategoryError, Taxonomy, load_taxonomy
 from vgi_vision.worker.vision.model import load_classifier
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def build_script():

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile
 from vgi_vision.worker.vision import imaging
 from vgi_vision.worker.vision.imaging import DecodeLimits, Preprocessing, decode
 
-DATA = Path(__file__).resolve().parent / "sql" / "data"
+DATA = Path(__file__).resolve().parents[1] / "sql" / "data"
 SIZE = Preprocessing().size
 
 RED = (255, 0, 0)

@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import daft  # noqa: E402 - the [ray] and [daft] extras are part of [test]
+import daft  # the [ray] and [daft] extras are part of [test]
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-import ray  # noqa: E402
+import ray
 from conftest import DATA
 from pipeline_store import distinct_jpegs, store_counts, stored_images
 

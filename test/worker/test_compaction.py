@@ -202,7 +202,7 @@ def test_concurrent_writers_and_compaction_store_each_image_once(
             for start in range(0, 48, 8):
                 invoke_table_function(registry.get("classify"),
                                       classify_args(photos[start:start + 16], top_k=2))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     def compact_while_writing() -> None:

@@ -180,7 +180,7 @@ def test_workers_committing_the_same_images_at_once_store_them_once(
             for start in range(0, rounds * 8, 8):
                 invoke_table_function(registry.get("classify"),
                                       classify_args(photos[start:start + 16], top_k=2))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=classify_all, args=(r, 6)) for r in registries]

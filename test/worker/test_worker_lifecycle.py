@@ -48,7 +48,7 @@ def test_sigterm_during_write_back_drains(tmp_path: Path, fixture_bytes: dict[st
             try:
                 with Client(worker.location) as client:
                     client.table("classify", pa.array(photos, pa.binary()))
-            except Exception as exc:  # noqa: BLE001 - the stop is expected to end it
+            except Exception as exc:  # the stop is expected to end it
                 errors.append(exc)
 
         thread = threading.Thread(target=long_call)
@@ -89,7 +89,7 @@ def test_kill9_during_a_call_is_reported_and_not_sent_again(tmp_path: Path,
             try:
                 client.request({"op": "call", "function": "top_label"},
                                pa.record_batch([pa.array(photos, pa.binary())], ["image"]))
-            except BaseException as exc:  # noqa: BLE001 - examined below
+            except BaseException as exc:  # examined below
                 outcome.append(exc)
 
         thread = threading.Thread(target=call)

@@ -18,6 +18,7 @@ from conftest import DATA, EXPECTED_TOP5
 
 import vgi_vision
 from vgi_vision.client.binding import Attachment
+from vgi_vision.worker.vision.model import DEFAULT_TOP_K
 
 #: The SQL surface is the same over every transport: it is tested in this process (no worker
 #: process to start per test) and over the two shared socket workers. The subprocess
@@ -69,6 +70,12 @@ def test_hostile_rows_give_null_for_that_row_only(con: duckdb.DuckDBPyConnection
     counts = con.execute("SELECT m.id, count(*) FROM mixed m, vision.classify(m.image, 2) c "
                      "GROUP BY ALL").fetchall()
     assert counts == [(4, 2)]
+
+
+def test_classify_without_top_k_gives_the_shared_default(con: duckdb.DuckDBPyConnection) -> None:
+    rows = con.execute("SELECT count(*) FROM photos p, vision.classify(p.image) c "
+                       "WHERE p.filename LIKE '%coffee.png'").fetchone()
+    assert rows == (DEFAULT_TOP_K,)
 
 
 def test_worker_errors_carry_the_worker_message(con: duckdb.DuckDBPyConnection) -> None:

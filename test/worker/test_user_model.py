@@ -28,7 +28,7 @@ from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.model_files import ModelError, ModelInfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
 CLASSES = ("red", "green", "blue", "gray")
 COLOURS = {"red": (220, 20, 30), "green": (10, 200, 40), "blue": (20, 30, 230),

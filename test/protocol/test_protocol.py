@@ -9,7 +9,7 @@ import pytest
 
 from vgi_vision.protocol import ErrorKind, decode, error_message
 
-PROTOCOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def documented_statuses() -> dict[str, int]:

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
+    DEFAULT_TOP_K,
     NUM_CLASSES,
     Classifier,
     ModelError,
@@ -32,9 +33,9 @@ from vgi_vision.worker.vision.model import (
     validate_top_k,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "test" / "sql" / "data"
-MODEL_DIR = REPO / "vgi_vision" / "models" / DEFAULT_MODEL
+MODEL_DIR = REPO / "models" / DEFAULT_MODEL
 FIXTURES = ("cat.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg")
 
 ESPRESSO, TABBY, TIGER_CAT, EGYPTIAN_MAU, MILITARY_UNIFORM = 967, 281, 282, 285, 652
@@ -208,6 +209,10 @@ def test_invalid_top_k(classifier, images, bad):
 def test_valid_top_k(good):
     assert validate_top_k(good) == int(good)
     assert type(validate_top_k(good)) is int
+
+
+def test_top_k_defaults_to_the_shared_default(classifier, images):
+    assert len(classifier.classify([images["coffee.png"]])[0].indices) == DEFAULT_TOP_K
 
 
 def test_top_k_1000_returns_every_class(classifier, images):
@@ -418,7 +423,7 @@ def test_missing_metadata_names_the_file(model_copy):
 
 def test_models_root_follows_the_environment(model_copy, monkeypatch, images):
     monkeypatch.delenv("VGI_VISION_MODELS", raising=False)
-    assert models_root() == REPO / "vgi_vision" / "models"
+    assert models_root() == REPO / "models"  # a checkout: the top-level folder
     monkeypatch.setenv("VGI_VISION_MODELS", str(model_copy.parent))
     assert models_root() == model_copy.parent
     info = ModelInfo.load(models_root() / DEFAULT_MODEL)

@@ -165,7 +165,7 @@ def test_one_client_shared_by_threads_resumes_every_scan(client: Client) -> None
             try:
                 if client.table("image_classes").column("idx").to_pylist() != list(range(1000)):
                     failures.append("wrong rows")
-            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            except Exception as exc:  # collected and asserted below
                 failures.append(repr(exc))
 
     threads = [threading.Thread(target=scan) for _ in range(4)]

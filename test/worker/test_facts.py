@@ -31,7 +31,7 @@ from vgi_vision.worker.vision.facts import perceptual_hash, read_info
 from vgi_vision.worker.vision.imaging import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 
-DATA = Path(__file__).resolve().parent / "sql" / "data"
+DATA = Path(__file__).resolve().parents[1] / "sql" / "data"
 NEAR = 6  # the README's near-duplicate threshold, in differing bits
 
 

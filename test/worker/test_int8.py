@@ -9,23 +9,15 @@ are printed by ``bench/bench_int8.py`` and recorded in docs/models.md.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import DATA, EXPECTED_TOP5
 
 import vgi_vision
+from bench.images import photo_variants
 from vgi_vision.worker.vision.model import Classifier, load_classifier
 from vgi_vision.worker.vision.model_files import models_root
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from conftest import DATA, EXPECTED_TOP5  # noqa: E402
-
-from bench.images import photo_variants  # noqa: E402
 
 INT8 = "efficientnet-lite0-int8"
 FP32 = "efficientnet-lite0"

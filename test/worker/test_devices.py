@@ -23,7 +23,7 @@ from vgi_vision.worker.vision.model import load_classifier
 from vgi_vision.worker.vision.model_files import ModelError
 from vgi_vision.worker.vision.providers import CPU, CUDA, check_provider, providers_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("device", "available", "wanted"), [
