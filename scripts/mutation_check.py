@@ -134,7 +134,7 @@ MUTATIONS = (
              ("test/worker/test_registry.py::test_tokens_open_only_what_they_sealed",)),
     Mutation("bearer-token-unchecked",
              "HTTP accepts any bearer token",
-             "vgi_vision/worker/serve/http.py",
+             "vgi_vision/protocol/bearer.py",
              'return scheme.lower() == "bearer" and hmac.compare_digest(',
              'return scheme.lower() == "bearer" or hmac.compare_digest(',
              (f"{AUTH}::test_missing_or_wrong_token_is_refused_before_any_work",)),
@@ -420,7 +420,7 @@ MUTATIONS = (
     Mutation("draining-worker-serves",
              "a worker stopping after SIGTERM still serves new requests",
              "vgi_vision/worker/dispatcher.py",
-             "            if self._stopping:\n", "            if False:\n",
+             "admitted = not self._stopping", "admitted = True",
              ("test/worker/test_worker_lifecycle.py::"
               "test_requests_after_sigterm_are_refused_with_a_reason",)),
     Mutation("answer-sent-after-drain",
@@ -430,7 +430,7 @@ MUTATIONS = (
              "dispatcher.reply(request, states, deliver=lambda answer: "
              "write_frame(writer, answer))",
              "write_frame(writer, dispatcher.reply(request, states).data)",
-             ("test/test_worker_lifecycle.py::"
+             ("test/worker/test_worker_lifecycle.py::"
               "test_an_answer_still_being_sent_at_sigterm_is_sent_whole",)),
 )
 

@@ -18,9 +18,6 @@ from vgi_vision.worker.vision.imaging import ImageSource, read_source
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
 
-DEFAULT_TOP_K = 5
-
-
 #: Images classified per tick: one model batch.
 IMAGES_PER_TICK = 32
 

@@ -8,7 +8,6 @@ import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import (
-    DEFAULT_TOP_K,
     IMAGES_PER_TICK,
     VisionContext,
     image_overloads,
@@ -18,14 +17,19 @@ from vgi_vision.worker.calls.context import (
 from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error, write_back
 from vgi_vision.worker.registry import Args, FunctionSpec, Output, Param
 from vgi_vision.worker.stored import CLASSIFY_COLUMNS
-from vgi_vision.worker.vision.model import Classification, Classifier
+from vgi_vision.worker.vision.model import (
+    DEFAULT_TOP_K,
+    MIN_TOP_K,
+    Classification,
+    Classifier,
+)
 
 
 def top_k_param(ctx: VisionContext) -> Param:
     """``top_k``: 1..the serving model's class count."""
     return Param("top_k", "INTEGER", DEFAULT_TOP_K,
                  "how many classes per image, up to the model's class count",
-                 min=1, max=ctx.classifier.info.num_classes)
+                 min=MIN_TOP_K, max=ctx.classifier.info.num_classes)
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:

@@ -9,7 +9,6 @@ import pyarrow.compute as pc
 
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import (
-    DEFAULT_TOP_K,
     IMAGES_PER_TICK,
     VisionContext,
     image_overloads,
@@ -19,7 +18,8 @@ from vgi_vision.worker.calls.context import (
 from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Param
 from vgi_vision.worker.state import CursorState
 
-#: Most stored images one query image asks for.
+#: Stored images one query image gets by default, and at most.
+DEFAULT_K = 5
 MAX_K = 1000
 
 
@@ -27,7 +27,7 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     return FunctionSpec(
         name="similar",
         kind="table",
-        overloads=image_overloads(Param("k", "INTEGER", DEFAULT_TOP_K,
+        overloads=image_overloads(Param("k", "INTEGER", DEFAULT_K,
                                         "how many stored images to return", min=1, max=MAX_K)),
         columns=(Column("rank", "INTEGER", "1 for the nearest stored image"),
                  Column("image_key", "VARCHAR", "sha256 of the stored image's bytes"),
