@@ -19,7 +19,7 @@ output: compared token by token, numbers at the precision shown (``0.951`` match
 ``<!-- not run: why -->`` on the line before its fence; those are counted and kept few, and
 any other block that fails fails its page. ``docs/functions.md`` is generated from the
 worker's catalog (its signature blocks are not statements); its examples run in
-``test/test_catalog_examples.py`` and its freshness is checked in ``test/test_cli.py``.
+``test/worker/test_catalog_examples.py`` and its freshness is checked in ``test/cli/test_cli.py``.
 """
 
 from __future__ import annotations
