@@ -32,7 +32,7 @@ from vgi_vision.worker.vision.imaging import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 
 DATA = Path(__file__).resolve().parents[1] / "sql" / "data"
-NEAR = 6  # the README's near-duplicate threshold, in differing bits
+NEAR = 6  # docs/images.md's near-duplicate threshold, in differing bits
 
 
 def photo(name: str) -> Image.Image:

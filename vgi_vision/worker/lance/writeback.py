@@ -44,7 +44,8 @@ T = TypeVar("T")
 DEFAULT_MAX_IN_FLIGHT = 2
 #: How long ``finish`` waits for rows that another replica wrote to become countable.
 SETTLE_SECONDS = 10.0
-#: Commits between two maintenance checks (the choice: bench/bench_store_growth.py, README).
+#: Commits between two maintenance checks (the choice: bench/bench_store_growth.py and
+#: docs/performance.md).
 DEFAULT_COMPACT_EVERY = 10
 
 
