@@ -28,12 +28,12 @@ from conftest import DATA, kilobytes
 from PIL import Image
 
 import vgi_vision
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import ProtocolError, WorkerError
 from vgi_vision.protocol import (
     HEADER_KEY,
     PROTOCOL_VERSION,
     ErrorKind,
-    ProtocolError,
     argument_rows,
     decode,
     encode,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from vgi_vision import __version__
 from vgi_vision.cli import browse, classify, functions, models, serve, sql
 from vgi_vision.cli.options import CliError, OneLineParser
+from vgi_vision.errors import VgiVisionError
 
 #: In the order ``--help`` lists them.
 SUBCOMMANDS = (serve, sql, classify, models, functions, browse)
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as exc:
         # Worker, transport and model failures: the message is the useful part. Our own
         # errors say everything; others keep their type for context.
-        own = type(exc).__module__.startswith("vgi_vision.")
+        own = isinstance(exc, VgiVisionError)
         print(f"vgi-vision: {exc}" if own else f"vgi-vision: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1

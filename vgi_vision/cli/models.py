@@ -17,12 +17,8 @@ def add(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from vgi_vision.worker.vision.model_files import (
-        ModelError,
-        ModelInfo,
-        models_root,
-        shipped_model_names,
-    )
+    from vgi_vision.errors import ModelError
+    from vgi_vision.worker.vision.model_files import ModelInfo, models_root, shipped_model_names
 
     names = shipped_model_names()
     if not names:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from vgi_vision.errors import VgiVisionError
 from vgi_vision.protocol.bearer import AUTH_TOKEN_ENV
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -22,7 +23,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
 HTTP_TOKEN_HELP = f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})"
 
 
-class CliError(Exception):
+class CliError(VgiVisionError):
     """A user-facing failure: printed as one line, exit code 2."""
 
 

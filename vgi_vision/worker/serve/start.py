@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from vgi_vision.errors import VgiVisionError
+from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.loopback import is_loopback
 from vgi_vision.protocol.bearer import AUTH_TOKEN_ENV, checked_token
 
@@ -85,7 +85,7 @@ def serve(settings: ServeSettings) -> None:
     from vgi_vision.worker.dispatcher import SealedStates, ServerLimits
     from vgi_vision.worker.tokens import TokenSealer
     from vgi_vision.worker.vision.imaging import DecodeLimits
-    from vgi_vision.worker.vision.model import DEFAULT_MODEL, ModelError
+    from vgi_vision.worker.vision.model import DEFAULT_MODEL
 
     transport = settings.transport
     auth_token = (required_auth_token(settings.auth_token, settings.host,
