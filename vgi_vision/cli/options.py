@@ -34,6 +34,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+#: What ``add_subparsers`` returns; each subcommand module's ``add`` declares its parser on it.
 Subcommands = argparse._SubParsersAction
 
 
