@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.testing.launch import RunningWorker, running_worker
 from vgi_vision.worker.vision.model import load_classifier
 

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from vgi_vision.client.binding import group_rows
 from vgi_vision.client.client import Client
+from vgi_vision.errors import BatchFunctionError
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.protocol.sqltypes import arrow_type
 
@@ -90,10 +91,6 @@ class Opened(Generic[T]):
 
 def as_table(batch: pa.RecordBatch | pa.Table) -> pa.Table:
     return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-
-
-class BatchFunctionError(ValueError):
-    """The function, its image column, a parameter or an option does not fit."""
 
 
 @dataclass(frozen=True)

@@ -129,3 +129,18 @@ def test_committed_function_reference_is_current() -> None:
     committed = (REPO / "docs" / "functions.md").read_text(encoding="utf-8")
     assert committed == expected, ("docs/functions.md is stale: run `vgi-vision functions "
                                    "--format markdown > docs/functions.md`")
+
+
+@pytest.mark.parametrize(("argv", "flags"), [
+    (["sql", "--data-root", ".", "--model", "efficientnet-lite0-int8", "SELECT 1"],
+     "--data-root, --model"),
+    (["classify", "x.png", "--lance", "db", "--device", "cpu"], "--lance, --device"),
+])
+def test_private_worker_flags_are_refused_with_a_location(argv: list[str], flags: str,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """sql and classify refuse the same way the flags that configure a private worker when
+    --location names a running one, naming the flags given."""
+    from vgi_vision.cli import main
+
+    assert main([*argv, "--location", "unix:///nowhere.sock"]) == 2
+    assert f"vgi-vision: {flags} configure a private worker" in capsys.readouterr().err

@@ -23,7 +23,8 @@ from conftest import DATA
 from pipeline_store import distinct_jpegs, store_counts, stored_images
 
 import vgi_vision
-from vgi_vision.batch import BatchFunction, BatchFunctionError, BatchSQL, clear_unfinished_runs
+from vgi_vision.batch import BatchFunction, BatchSQL, clear_unfinished_runs
+from vgi_vision.errors import BatchFunctionError
 from vgi_vision.transports.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.pipelines

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vgi_vision.protocol import ErrorKind, Message, ProtocolError, argument_rows, decode, encode
+from vgi_vision.errors import ProtocolError
+from vgi_vision.protocol import ErrorKind, Message, argument_rows, decode, encode
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates, SealedStates
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy

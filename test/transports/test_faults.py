@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from conftest import DATA, EXPECTED_TOP5
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
 from vgi_vision.transports.framing import read_frame, write_frame

@@ -10,7 +10,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import argument_rows, decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker
 

@@ -20,9 +20,9 @@ from conftest import DATA
 
 import vgi_vision
 from vgi_vision.client.client import Client
+from vgi_vision.errors import TransportError
 from vgi_vision.protocol import decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http
-from vgi_vision.transports import TransportError
 
 TOKEN = "s3cret-bearer-token-for-tests"
 DESCRIBE = encode({"op": "describe"})

@@ -8,9 +8,9 @@ import pytest
 from conftest import EXPECTED_TOP5
 
 import vgi_vision
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import TransportError, WorkerError
 from vgi_vision.protocol import ErrorKind, decode, encode
-from vgi_vision.transports import TransportError
 from vgi_vision.transports.inprocess import InProcessTransport
 
 

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 from conftest import EXPECTED_TOP5
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.worker.vision.model import load_classifier
 

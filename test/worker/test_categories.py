@@ -108,7 +108,7 @@ def test_first_lemma_breaks_a_tie_only_when_it_is_unique() -> None:
 
 
 def test_a_broken_categories_file_is_a_model_error(tmp_path: Path) -> None:
-    from vgi_vision.worker.vision.model_files import ModelError
+    from vgi_vision.errors import ModelError
 
     (tmp_path / "categories.tsv").write_text("wnid\tlemmas\tparents\nn1\tcat\tn9\n")
     with pytest.raises(ModelError, match="unusable.*lacks classes"):

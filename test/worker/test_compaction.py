@@ -18,7 +18,8 @@ import pyarrow as pa
 import pytest
 from test_lance import classify_args, distinct_photos, registry_with, stored, table_counts
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker

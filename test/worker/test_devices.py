@@ -18,9 +18,9 @@ import pytest
 
 import vgi_vision
 from vgi_vision.client.client import Client
+from vgi_vision.errors import ModelError
 from vgi_vision.transports.stdio import WorkerStartError
 from vgi_vision.worker.vision.model import load_classifier
-from vgi_vision.worker.vision.model_files import ModelError
 from vgi_vision.worker.vision.providers import CPU, CUDA, check_provider, providers_for
 
 REPO = Path(__file__).resolve().parents[2]

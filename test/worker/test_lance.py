@@ -22,7 +22,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker

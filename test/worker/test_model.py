@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from vgi_vision.errors import ModelError
 from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
     DEFAULT_TOP_K,
     NUM_CLASSES,
     Classifier,
-    ModelError,
     ModelInfo,
     TopKError,
     models_root,

@@ -20,7 +20,8 @@ from conftest import DATA
 from security_probes import AUTH_ENV, DESCRIBE, TOKEN, dispatched
 
 import vgi_vision
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.protocol.bearer import bearer_matches
 from vgi_vision.testing.launch import RunningWorker, running_worker, start_http

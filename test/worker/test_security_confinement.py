@@ -23,7 +23,8 @@ from conftest import DATA
 from security_probes import MB, jpeg, labels, unix_path
 
 import vgi_vision
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import ErrorKind, argument_rows, decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker
 from vgi_vision.worker.paths import PathPolicy

@@ -20,12 +20,12 @@ import pytest
 from conftest import kilobytes
 from security_probes import DESCRIBE, MB, connect, dispatched, exchange, jpeg, labels, read_reply
 
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import ProtocolError, WorkerError
 from vgi_vision.protocol import (
     HEADER_KEY,
     PROTOCOL_VERSION,
     ErrorKind,
-    ProtocolError,
     argument_rows,
     decode,
     encode,

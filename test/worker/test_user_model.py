@@ -24,9 +24,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import vgi_vision
+from vgi_vision.errors import ModelError
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.model import Classifier
-from vgi_vision.worker.vision.model_files import ModelError, ModelInfo
+from vgi_vision.worker.vision.model_files import ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32

@@ -22,10 +22,10 @@ import pytest
 from test_lance import classify_args, distinct_photos, table_counts
 
 import vgi_vision
-from vgi_vision.client.client import Client, WorkerError
+from vgi_vision.client.client import Client
+from vgi_vision.errors import TransportError, WorkerError
 from vgi_vision.protocol import ErrorKind, decode, encode
 from vgi_vision.testing.launch import running_worker
-from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.worker.lance.kinds import STAGED
 

@@ -32,6 +32,7 @@ from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from vgi_vision.client.client import Client
 from vgi_vision.client.locations import DEFAULT_TIMEOUT_SECONDS, Location, Workers
+from vgi_vision.errors import BindingError, DetachedError
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.transports import Transport
 
@@ -43,15 +44,6 @@ _lock = threading.RLock()
 #: is closed or gone, and drops what the UDF runs on with that object: a query would then call
 #: freed memory. Kept here, such a UDF answers with a clear error instead.
 _retired: list[object] = []
-
-
-class BindingError(ValueError):
-    """A worker function whose signature cannot be expressed as DuckDB macros."""
-
-
-class DetachedError(RuntimeError):
-    """A ``vision.*`` function was called after its attachment was closed: the connection or
-    cursor it was attached through was closed or collected, or ``detach`` ran."""
 
 
 @dataclass

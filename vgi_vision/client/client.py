@@ -27,22 +27,15 @@ from vgi_vision.client.locations import (
 )
 from vgi_vision.client.responses import ScanProgress, checked_call_result, checked_scan_page
 from vgi_vision.client.subbatch import WorkerLimits, split_points, without_unservable_values
-from vgi_vision.protocol import INPUT_ROW, ErrorKind, ProtocolError, argument_rows, decode, encode
+from vgi_vision.errors import ProtocolError, TransportError, WorkerError
+from vgi_vision.protocol import INPUT_ROW, ErrorKind, argument_rows, decode, encode
 from vgi_vision.protocol.sqltypes import arrow_type
-from vgi_vision.transports import Transport, TransportError
+from vgi_vision.transports import Transport
 
 #: Fewest rows a chunk is cut into to spread it over a pool. Smaller requests cost more than
 #: spreading them gains: a round trip each, and a worker overlaps decoding with inference only
 #: within a request of several model batches (4 images each).
 MIN_BALANCED_ROWS = 16
-
-
-class WorkerError(RuntimeError):
-    """A structured error the worker returned; ``kind`` is stable, the message human."""
-
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class WorkerUnavailable(WorkerError, TransportError):

@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vgi_vision.transports import Transport, TransportError
+from vgi_vision.errors import TransportError
+from vgi_vision.transports import Transport
 
 T = TypeVar("T")
 S = TypeVar("S")

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vgi_vision.errors import TransportError
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.transports import TransportError
 
 #: Consecutive scan pages without a row (and not the last one) before a scan counts as stuck.
 #: A worker absorbs ticks that emit nothing, so it never sends such a page: any bound is

@@ -25,9 +25,10 @@ from urllib.parse import urlencode
 import duckdb
 import pyarrow as pa
 
+from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
-from vgi_vision.worker.vision.model import ModelError, ModelInfo, models_root
+from vgi_vision.worker.vision.model import ModelInfo, models_root
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,11 @@ HISTOGRAM_BARS = 12
 RUN_FACETS = 20
 
 
-class StoreMissing(RuntimeError):
+class StoreMissing(VgiVisionError, RuntimeError):
     """The URI holds no write-back store."""
 
 
-class StoreChanged(RuntimeError):
+class StoreChanged(VgiVisionError, RuntimeError):
     """Rows read by row id are not the rows the snapshot expected (say, after compaction)."""
 
 

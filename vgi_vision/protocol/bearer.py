@@ -14,6 +14,9 @@ from __future__ import annotations
 import hmac
 import re
 
+#: Where a command finds its bearer token when no token file is given: never on the command
+#: line, where other users of the machine could read it.
+AUTH_TOKEN_ENV = "VGI_VISION_AUTH_TOKEN"
 #: RFC 6750 section 2.1, ``b64token``.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 

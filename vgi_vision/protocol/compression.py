@@ -17,6 +17,8 @@ import struct
 
 import pyarrow as pa
 
+from vgi_vision.errors import VgiVisionError
+
 # Message table fields and union tags, from Arrow's Message.fbs.
 _MESSAGE_HEADER_TYPE, _MESSAGE_HEADER = 1, 2
 _HEADER_DICTIONARY_BATCH, _HEADER_RECORD_BATCH = 2, 3
@@ -24,7 +26,7 @@ _DICTIONARY_BATCH_DATA = 1
 _RECORD_BATCH_COMPRESSION = 3
 
 
-class CompressedBody(ValueError):
+class CompressedBody(VgiVisionError, ValueError):
     """A record batch whose body is compressed (or whose metadata cannot be read)."""
 
 

@@ -22,16 +22,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from vgi_vision.errors import ProtocolError
 from vgi_vision.protocol.compression import CompressedBody, refuse_compressed_bodies
 from vgi_vision.protocol.errors import ErrorKind
 
 HEADER_KEY = b"vgi"
 MAX_HEADER_BYTES = 1 << 20
 PROTOCOL_VERSION = 1
-
-
-class ProtocolError(ValueError):
-    """Bytes that are not a well-formed message."""
 
 
 @dataclass

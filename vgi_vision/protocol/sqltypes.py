@@ -19,6 +19,8 @@ import re
 
 import pyarrow as pa
 
+from vgi_vision.errors import VgiVisionError
+
 #: Scalar SQL type names, and the Arrow type each travels as.
 SCALAR_TYPES: dict[str, pa.DataType] = {
     "BLOB": pa.binary(),
@@ -39,7 +41,7 @@ _TOKEN = re.compile(r'\s*(?:(?P<word>[A-Za-z_][A-Za-z0-9_]*)|"(?P<quoted>(?:[^"]
                     r'|(?P<number>[0-9]+)|(?P<punct>[\[\](),]))')
 
 
-class UnsupportedType(ValueError):
+class UnsupportedType(VgiVisionError, ValueError):
     """A declared SQL type that the wire protocol or the binding cannot carry."""
 
 

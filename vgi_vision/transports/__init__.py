@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-
-class TransportError(ConnectionError):
-    """The worker could not be reached, or went away during a call."""
+from vgi_vision.errors import TransportError
 
 
 class Transport(Protocol):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
+from vgi_vision.errors import VgiVisionError
+
 LENGTH = struct.Struct(">Q")
 _CHUNK = 1 << 20
 
@@ -28,11 +30,11 @@ class ByteWriter(Protocol):
     def flush(self) -> None: ...
 
 
-class FrameError(ConnectionError):
+class FrameError(VgiVisionError, ConnectionError):
     """The stream ended inside a frame."""
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(VgiVisionError, ValueError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"request of {size} bytes exceeds the limit of {limit}")
         self.size = size

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import httpx
 
+from vgi_vision.errors import TransportError
 from vgi_vision.protocol import ErrorKind, error_message
 from vgi_vision.protocol.bearer import checked_token
-from vgi_vision.transports import TransportError, cannot_connect, stopped_during_call
+from vgi_vision.transports import cannot_connect, stopped_during_call
 
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"

@@ -29,8 +29,8 @@ import dataclasses
 import threading
 from typing import Any
 
+from vgi_vision.errors import TransportError
 from vgi_vision.protocol.limits import MAX_RESPONSE_BYTES
-from vgi_vision.transports import TransportError
 from vgi_vision.worker.build import Worker, WorkerConfig, build_worker
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
 

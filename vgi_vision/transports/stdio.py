@@ -23,8 +23,8 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
+from vgi_vision.errors import TransportError
 from vgi_vision.protocol.limits import MAX_RESPONSE_BYTES
-from vgi_vision.transports import TransportError
 from vgi_vision.transports.framing import FrameError, read_frame, write_frame
 
 log = logging.getLogger(__name__)

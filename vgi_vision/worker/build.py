@@ -12,13 +12,14 @@ import os
 from dataclasses import dataclass
 
 from vgi_vision import __version__
+from vgi_vision.errors import ModelError
 from vgi_vision.worker.dispatcher import Dispatcher, ServerLimits
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 from vgi_vision.worker.vision.imaging import DecodeLimits
-from vgi_vision.worker.vision.model import DEFAULT_MODEL, Classifier, ModelError, load_classifier
+from vgi_vision.worker.vision.model import DEFAULT_MODEL, Classifier, load_classifier
 
 log = logging.getLogger(__name__)
 

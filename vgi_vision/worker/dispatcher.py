@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from vgi_vision.errors import ModelError, ProtocolError
 from vgi_vision.protocol import (
     ErrorKind,
-    ProtocolError,
     argument_rows,
     decode,
     encode,
@@ -33,7 +33,6 @@ from vgi_vision.worker.registry import FunctionError, FunctionSpec, Registry
 from vgi_vision.worker.state import ScanState, StateError
 from vgi_vision.worker.ticks import TickGuardError, run_ticks
 from vgi_vision.worker.tokens import TokenError, TokenSealer
-from vgi_vision.worker.vision.model import ModelError
 
 log = logging.getLogger("vgi_vision.worker.dispatcher")
 

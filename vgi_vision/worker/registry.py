@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
+from vgi_vision.errors import VgiVisionError
 from vgi_vision.protocol import INPUT_ROW, ErrorKind, arrow_type
 from vgi_vision.worker.state import ScanState
 
@@ -33,7 +34,7 @@ ROWS_PER_TICK = 64
 REQUIRED: Any = object()
 
 
-class FunctionError(Exception):
+class FunctionError(VgiVisionError):
     """A structured, client-visible error. ``kind`` is stable; the message is for people."""
 
     def __init__(self, message: str, kind: ErrorKind = ErrorKind.INVALID_ARGUMENT) -> None:

@@ -13,10 +13,12 @@ from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
+from vgi_vision.errors import VgiVisionError
+
 S = TypeVar("S", bound="ScanState")
 
 
-class StateError(ValueError):
+class StateError(VgiVisionError, ValueError):
     """Bytes that do not describe a state of the expected type."""
 
 

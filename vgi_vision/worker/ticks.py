@@ -7,11 +7,12 @@ becomes an error instead of a hung worker.
 
 from __future__ import annotations
 
+from vgi_vision.errors import VgiVisionError
 from vgi_vision.worker.registry import Args, FunctionSpec, Output
 from vgi_vision.worker.state import ScanState
 
 
-class TickGuardError(RuntimeError):
+class TickGuardError(VgiVisionError, RuntimeError):
     """A table function ran more ticks than allowed without finishing."""
 
 

@@ -17,6 +17,8 @@ import os
 import struct
 import time
 
+from vgi_vision.errors import VgiVisionError
+
 VERSION = 1
 _HEAD = struct.Struct(">BQ")  # version, expiry (unix seconds)
 DIGEST_BYTES = 32
@@ -25,7 +27,7 @@ DEFAULT_TTL_SECONDS = 3600
 MIN_KEY_BYTES = 16
 
 
-class TokenError(ValueError):
+class TokenError(VgiVisionError, ValueError):
     """A continuation token that is not genuine, not for this call, or expired."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import duckdb
 
+from vgi_vision.errors import VgiVisionError
+
 Cleanup = Callable[[], None]
 """Called after the file finished (passed, failed or skipped)."""
 
@@ -26,7 +28,7 @@ def duckdb_split(text: str, separator: str) -> list[str]:
     return pieces or [text]
 
 
-class SqlLogicTestError(Exception):
+class SqlLogicTestError(VgiVisionError):
     """Base of every reportable problem; ``str()`` is the complete report.
 
     The pytest item prints it verbatim instead of a Python traceback, because
@@ -42,7 +44,7 @@ class SqlLogicTestFailure(SqlLogicTestError):
     """A record's outcome differs from what the file expects."""
 
 
-class SqlLogicTestSkip(Exception):
+class SqlLogicTestSkip(VgiVisionError):
     """The file asked to be skipped (missing requirement or env variable).
 
     Kept separate from ``pytest.skip`` so the runner also works outside pytest.

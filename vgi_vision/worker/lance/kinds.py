@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from vgi_vision.errors import VgiVisionError
+
 IMAGES = "images"
 STAGED = "staged"
 OCR = "ocr"
@@ -37,7 +39,7 @@ CLASSIFICATION = ResultKind(IMAGES, STAGED, "top_k", larger_wins=True)
 TEXT = ResultKind(OCR, OCR_STAGED, "min_confidence", larger_wins=False)
 
 
-class RunError(RuntimeError):
+class RunError(VgiVisionError, RuntimeError):
     """A run could not be made durable; it was rolled back."""
 
 

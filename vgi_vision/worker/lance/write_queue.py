@@ -25,6 +25,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from vgi_vision.errors import VgiVisionError
+
 __all__ = ["CoalescingWriteQueue", "QueueClosedError"]
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 _STOP = object()
 
 
-class QueueClosedError(RuntimeError):
+class QueueClosedError(VgiVisionError, RuntimeError):
     """``enqueue`` was called on a queue that is stopping or stopped."""
 
 

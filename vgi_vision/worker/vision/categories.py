@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vgi_vision.worker.vision.model_files import ModelError
+from vgi_vision.errors import ModelError, VgiVisionError
 
 _WNID = re.compile(r"n[0-9]{8}")
 
@@ -30,7 +30,7 @@ _WNID = re.compile(r"n[0-9]{8}")
 MAX_CANDIDATES = 12
 
 
-class CategoryError(ValueError):
+class CategoryError(VgiVisionError, ValueError):
     """A category name that names no category, or several."""
 
 

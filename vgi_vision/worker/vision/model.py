@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.worker.vision.imaging import (
     Decoded,
     DecodeLimits,
@@ -27,7 +28,6 @@ from vgi_vision.worker.vision.imaging import (
 )
 from vgi_vision.worker.vision.model_files import (
     DEFAULT_MODEL,
-    ModelError,
     ModelInfo,
     check_graph,
     models_root,
@@ -37,7 +37,7 @@ from vgi_vision.worker.vision.model_files import (
 from vgi_vision.worker.vision.providers import check_provider, providers_for
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TOP_K", "MIN_TOP_K", "NUM_CLASSES", "Classification",
-           "Classifier", "ModelError", "ModelInfo", "TopKError", "load_classifier", "models_root",
+           "Classifier", "ModelInfo", "TopKError", "load_classifier", "models_root",
            "validate_top_k"]
 
 #: Classes of the shipped ImageNet-1k models; a model's own count is ``info.num_classes``.
@@ -56,7 +56,7 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_RUN_BATCH = 4
 
 
-class TopKError(ValueError):
+class TopKError(VgiVisionError, ValueError):
     """``top_k`` is outside 1..the model's class count."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vgi_vision.errors import ModelError
 from vgi_vision.worker.vision.imaging import Preprocessing
 
 DEFAULT_MODEL = "efficientnet-lite0"
@@ -30,10 +31,6 @@ MAX_INPUT_SIZE = 4096
 #: Images in the start-up test run: more than one, so a graph that ignores the batch
 #: dimension (answering one row whatever it is given) is caught before it mislabels rows.
 PROBE_BATCH = 2
-
-
-class ModelError(RuntimeError):
-    """The model itself is unusable (missing, corrupt, or misdescribed files)."""
 
 
 def models_root() -> Path:

@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.worker.vision.imaging import (
     DecodeLimits,
     ImageSource,
     OrientedImage,
     decode_upright,
 )
-from vgi_vision.worker.vision.model import ModelError, default_threads
+from vgi_vision.worker.vision.model import default_threads
 from vgi_vision.worker.vision.turns import Turns
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class OcrUnavailable(ModelError):
     """rapidocr is not installed (or cannot be imported) in the worker's environment."""
 
 
-class ConfidenceError(ValueError):
+class ConfidenceError(VgiVisionError, ValueError):
     """``min_confidence`` is outside 0..1."""
 
 

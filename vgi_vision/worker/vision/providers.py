@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from vgi_vision.errors import ModelError
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -23,10 +25,6 @@ GPU_SETUP_HINT = ("install onnxruntime-gpu in place of onnxruntime, with a CUDA 
 
 def providers_for(device: str, available: Sequence[str]) -> list[str]:
     """The providers to ask onnxruntime for, in preference order (the CPU always last)."""
-    from vgi_vision.worker.vision.model_files import (
-        ModelError,  # lazy: the CLI imports DEVICES from here
-    )
-
     if device not in DEVICES:
         raise ModelError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
@@ -42,8 +40,6 @@ def providers_for(device: str, available: Sequence[str]) -> list[str]:
 def check_provider(device: str, active: Sequence[str]) -> str:
     """The provider a created session really runs on; an explicit ``cuda`` that onnxruntime
     could not start (it falls back to the CPU with only a warning) is an error."""
-    from vgi_vision.worker.vision.model_files import ModelError
-
     chosen = active[0] if active else CPU
     if device == "cuda" and chosen != CUDA:
         raise ModelError(f"--device cuda: onnxruntime could not start the CUDA provider (no "
