@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lancedb
@@ -37,3 +40,37 @@ def stored_images(uri: Path) -> int:
         return lancedb.connect(str(uri)).open_table("images").count_rows()
     except (ValueError, FileNotFoundError):  # no such table (yet)
         return 0
+
+
+def interrupted_job(job: Callable[[], int], store: Path, interrupt: Callable[[], bool],
+                    before: int) -> int:
+    """Run ``job`` (it returns the rows it answered), and call ``interrupt`` once the store
+    holds some images but fewer than ``before`` (mid-job) until it says it struck; the rows
+    the job answered. Fails if the job ended before the interruption could strike."""
+    answered: list[int] = []
+    running = threading.Thread(target=lambda: answered.append(job()))
+    running.start()
+    struck = False
+    deadline = time.monotonic() + 400
+    while running.is_alive() and not struck and time.monotonic() < deadline:
+        if 0 < stored_images(store) < before:
+            struck = interrupt()
+        time.sleep(0.2)
+    running.join(timeout=600)
+    assert struck, "the job ended before it could be interrupted mid-job"
+    assert len(answered) == 1, "the job did not finish"
+    return answered[0]
+
+
+def assert_stored_once(uri: str, images: int, rerun: Callable[[], int]) -> None:
+    """After a job whose workers were killed mid-batch: each image stored once, nothing left
+    staged once the killed workers' runs are cleared, and the whole job again stores nothing."""
+    from vgi_vision.batch import clear_unfinished_runs
+
+    clear_unfinished_runs(uri)
+    counts = store_counts(Path(uri))
+    assert counts["images"] == images and counts["staged"] == 0
+    # A batch retried after its run committed counts again in runs, never in images.
+    assert counts["run_images"] >= images
+    assert rerun() == images
+    assert store_counts(Path(uri))["images"] == images

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +18,10 @@ import pyarrow as pa
 import pytest
 import ray
 from conftest import DATA
-from pipeline_store import distinct_jpegs, store_counts, stored_images
+from pipeline_store import assert_stored_once, distinct_jpegs, interrupted_job, store_counts
 
 import vgi_vision
-from vgi_vision.batch import BatchFunction, BatchSQL, clear_unfinished_runs
+from vgi_vision.batch import BatchFunction, BatchSQL
 from vgi_vision.errors import BatchFunctionError
 from vgi_vision.transports.inprocess import InProcessTransport
 
@@ -200,28 +198,15 @@ def test_ray_write_back_is_exactly_once_when_an_actor_is_killed(ray_local, tmp_p
             concurrency=2, batch_format="pyarrow", batch_size=20)
         return out.count()
 
-    answered: list[int] = []
-    running = threading.Thread(target=lambda: answered.append(job()))
-    running.start()
-    killed = False
-    deadline = time.monotonic() + 300
-    while running.is_alive() and not killed and time.monotonic() < deadline:
+    def kill_an_actor() -> bool:
         pids = worker_pids()
-        stored = stored_images(store)
-        if pids and 0 < stored < 300:
+        if pids:
             os.kill(pids[0], signal.SIGKILL)  # mid-job: some batches stored, most not
-            killed = True
-        time.sleep(0.2)
-    running.join(timeout=400)
-    assert killed, "the job ended before an actor could be killed mid-job"
-    assert answered == [400]  # Ray restarted the actor and retried its batch
-    clear_unfinished_runs(str(store))
-    counts = store_counts(store)
-    assert counts["images"] == 400 and counts["staged"] == 0
-    # A batch retried after its run committed counts again in runs, never in images.
-    assert counts["run_images"] >= 400
-    assert job() == 400  # the whole job again: every image is already stored
-    assert store_counts(store)["images"] == 400
+        return bool(pids)
+
+    # Ray restarts the actor and retries its batch: every row is answered.
+    assert interrupted_job(job, store, kill_an_actor, before=300) == 400
+    assert_stored_once(str(store), 400, rerun=job)
 
 
 def test_daft_write_back_is_exactly_once_across_reruns(tmp_path: Path) -> None:

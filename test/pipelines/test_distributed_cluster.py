@@ -3,17 +3,13 @@ write-back job runs; every image is still stored exactly once."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import ray
-from pipeline_store import distinct_jpegs, store_counts, stored_images
+from pipeline_store import assert_stored_once, distinct_jpegs, interrupted_job
 from ray.cluster_utils import Cluster
-
-from vgi_vision.batch import clear_unfinished_runs
 
 pytestmark = pytest.mark.pipelines
 
@@ -37,25 +33,12 @@ def test_write_back_is_exactly_once_when_a_node_is_lost(tmp_path: Path) -> None:
                 "lance": str(store)}, concurrency=(1, 2), batch_format="pyarrow",
                 batch_size=15).count()
 
-        answered: list[int] = []
-        running = threading.Thread(target=lambda: answered.append(job()))
-        running.start()
-        removed = False
-        deadline = time.monotonic() + 400
-        while running.is_alive() and not removed and time.monotonic() < deadline:
-            stored = stored_images(store)
-            if 0 < stored < 200:
-                cluster.remove_node(doomed)  # the node, its actor and its raylet, mid-job
-                removed = True
-            time.sleep(0.2)
-        running.join(timeout=600)
-        assert removed, "the job ended before the node could be removed mid-job"
-        assert answered == [300]
-        clear_unfinished_runs(str(store))
-        counts = store_counts(store)
-        assert counts["images"] == 300 and counts["staged"] == 0
-        assert job() == 300
-        assert store_counts(store)["images"] == 300
+        def remove_a_node() -> bool:
+            cluster.remove_node(doomed)  # the node, its actor and its raylet, mid-job
+            return True
+
+        assert interrupted_job(job, store, remove_a_node, before=200) == 300
+        assert_stored_once(str(store), 300, rerun=job)
     finally:
         ray.shutdown()
         cluster.shutdown()
