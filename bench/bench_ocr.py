@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vgi_vision.worker.vision.imaging import DecodeLimits, decode_upright
+from vgi_vision.worker.vision.budget import DecodeLimits
+from vgi_vision.worker.vision.imaging import decode_upright
 from vgi_vision.worker.vision.ocr import MAX_SIDE, TextReader
 
 REPO = Path(__file__).resolve().parent.parent

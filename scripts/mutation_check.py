@@ -234,7 +234,7 @@ MUTATIONS = (
     Mutation("image-formats-unrestricted",
              "untrusted images are opened in any format Pillow knows (ICO and ICNS decode an "
              "embedded PNG while opening)",
-             "vgi_vision/worker/vision/imaging.py",
+             "vgi_vision/worker/vision/budget.py",
              "Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)",
              "Image.open(io.BytesIO(data))",
              ("test/worker/test_hostile_images.py::test_icons_that_decode_while_opening_are_never_opened",
@@ -242,7 +242,7 @@ MUTATIONS = (
     Mutation("decoder-overhead-uncounted",
              "a decode's cost counts the frame only, not what the WebP, JPEG 2000 or AVIF "
              "decoder holds besides it",
-             "vgi_vision/worker/vision/imaging.py",
+             "vgi_vision/worker/vision/budget.py",
              'per_pixel += DECODER_BYTES_PER_PIXEL.get(image_format or "", 0)', "pass",
              ("test/worker/test_hostile_images.py::test_decode_cost_covers_each_decoders_measured_peak",)),
     Mutation("ocr-working-image-uncounted",

@@ -27,8 +27,8 @@ from vgi_vision.worker.lance.kinds import IMAGES
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Registry
+from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.facts import perceptual_hash, read_info
-from vgi_vision.worker.vision.imaging import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 
 DATA = Path(__file__).resolve().parents[1] / "sql" / "data"

@@ -24,14 +24,13 @@ from PIL import Image, ImageFile
 
 from vgi_vision.client.client import Client
 from vgi_vision.testing.launch import running_worker
-from vgi_vision.worker.vision.imaging import (
+from vgi_vision.worker.vision.budget import (
     DECODE_OVERHEAD_BYTES,
     DecodeBudget,
     DecodeLimits,
-    decode,
     decode_cost,
-    decode_upright,
 )
+from vgi_vision.worker.vision.imaging import decode, decode_upright
 
 MB = 1 << 20
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from vgi_vision.worker.vision import imaging
-from vgi_vision.worker.vision.imaging import DecodeLimits, Preprocessing, decode
+from vgi_vision.worker.vision.budget import DecodeLimits
+from vgi_vision.worker.vision.imaging import Preprocessing, decode
 
 DATA = Path(__file__).resolve().parents[1] / "sql" / "data"
 SIZE = Preprocessing().size

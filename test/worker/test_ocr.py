@@ -26,7 +26,7 @@ from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.functions.ocr import LINES_PER_TICK, OcrState
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.ticks import run_ticks
-from vgi_vision.worker.vision.imaging import DecodeLimits
+from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 from vgi_vision.worker.vision.ocr import (
     INSTALL_HINT,

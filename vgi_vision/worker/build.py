@@ -18,7 +18,7 @@ from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
-from vgi_vision.worker.vision.imaging import DecodeLimits
+from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.model import DEFAULT_MODEL, Classifier, load_classifier
 
 log = logging.getLogger(__name__)

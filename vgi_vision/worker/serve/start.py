@@ -84,7 +84,7 @@ def serve(settings: ServeSettings) -> None:
     from vgi_vision.worker.build import WorkerConfig, build_worker
     from vgi_vision.worker.dispatcher import SealedStates, ServerLimits
     from vgi_vision.worker.tokens import TokenSealer
-    from vgi_vision.worker.vision.imaging import DecodeLimits
+    from vgi_vision.worker.vision.budget import DecodeLimits
     from vgi_vision.worker.vision.model import DEFAULT_MODEL
 
     transport = settings.transport

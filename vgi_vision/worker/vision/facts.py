@@ -15,13 +15,8 @@ from typing import Any
 
 from PIL import ExifTags, Image
 
-from vgi_vision.worker.vision.imaging import (
-    DecodeLimits,
-    ImageSource,
-    load_rgb,
-    open_image,
-    read_untrusted,
-)
+from vgi_vision.worker.vision.budget import DecodeLimits, open_image
+from vgi_vision.worker.vision.imaging import ImageSource, load_rgb, read_untrusted
 
 #: Longest EXIF text (camera make or model) returned; longer values are cut.
 MAX_TEXT = 256

@@ -19,13 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from vgi_vision.errors import ModelError, VgiVisionError
-from vgi_vision.worker.vision.imaging import (
-    Decoded,
-    DecodeLimits,
-    ImageSource,
-    decode,
-    decode_image,
-)
+from vgi_vision.worker.vision.budget import DecodeLimits
+from vgi_vision.worker.vision.imaging import Decoded, ImageSource, decode, decode_image
 from vgi_vision.worker.vision.model_files import (
     DEFAULT_MODEL,
     ModelInfo,

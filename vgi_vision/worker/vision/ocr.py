@@ -31,12 +31,8 @@ from typing import Any
 import numpy as np
 
 from vgi_vision.errors import ModelError, VgiVisionError
-from vgi_vision.worker.vision.imaging import (
-    DecodeLimits,
-    ImageSource,
-    OrientedImage,
-    decode_upright,
-)
+from vgi_vision.worker.vision.budget import DecodeLimits
+from vgi_vision.worker.vision.imaging import ImageSource, OrientedImage, decode_upright
 from vgi_vision.worker.vision.model import default_threads
 from vgi_vision.worker.vision.turns import Turns
 
