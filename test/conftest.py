@@ -164,6 +164,23 @@ def fixture_bytes() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(DATA.iterdir()) if p.is_file()}
 
 
+@pytest.fixture
+def pixel_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The sizes of the images whose pixels Pillow decodes during the test: a decoder that
+    refuses an image from its header must leave this empty."""
+    from PIL import ImageFile
+
+    loads: list[tuple[int, int]] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self: ImageFile.ImageFile) -> object:
+        loads.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return loads
+
+
 @pytest.fixture(scope="session")
 def inprocess_worker():
     """A worker in the test process for the whole session: its dispatcher, no process."""

@@ -160,8 +160,11 @@ def expected_labels(client: Client, rows: int) -> list[tuple[int, str]]:
     return [(i, alone[i % len(PHOTOS)]) for i in range(rows)]
 
 
-def query_in_thread(con: duckdb.DuckDBPyConnection, sql: str
-                    ) -> tuple[threading.Thread, dict[str, object]]:
+def interrupted_query(con: duckdb.DuckDBPyConnection, sql: str, busy: list[Member],
+                      pid_of: Callable[[Member], int], interrupt: Callable[[], object]
+                      ) -> dict[str, object]:
+    """Runs ``sql`` in a thread, calls ``interrupt`` once the ``busy`` members work on it, and
+    returns how the query ended: its ``rows`` or its ``error``."""
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -172,7 +175,11 @@ def query_in_thread(con: duckdb.DuckDBPyConnection, sql: str
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, outcome
+    wait_until_busy(busy, pid_of)
+    interrupt()
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    return outcome
 
 
 def wait_until_busy(members: list[Member], pid_of: Callable[[Member], int],
@@ -203,11 +210,8 @@ def test_kill_one_of_two_private_workers_mid_query() -> None:
     try:
         expected = expected_labels(client, ROWS)
         victim = client.pool.members[0]
-        thread, outcome = query_in_thread(con, SQL)
-        wait_until_busy([victim], private_pid)
-        os.kill(private_pid(victim), signal.SIGKILL)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        outcome = interrupted_query(con, SQL, [victim], private_pid,
+                                    lambda: os.kill(private_pid(victim), signal.SIGKILL))
         assert outcome.get("rows") == expected, outcome.get("error")
         # the dead worker is started again for the next query
         assert con.execute(SQL).fetchall() == expected
@@ -219,13 +223,14 @@ def test_kill_both_private_workers_names_both_then_recovers() -> None:
     con, client = connection_with(None, big_table(ROWS), workers=2)
     try:
         expected = expected_labels(client, ROWS)
-        thread, outcome = query_in_thread(con, SQL)
-        wait_until_busy(client.pool.members, private_pid)
-        pids = [private_pid(m) for m in client.pool.members]
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        pids: list[int] = []
+
+        def kill_both() -> None:
+            pids.extend(private_pid(m) for m in client.pool.members)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+
+        outcome = interrupted_query(con, SQL, client.pool.members, private_pid, kill_both)
         message = str(outcome.get("error"))
         assert "no worker could serve" in message, outcome
         for name, pid in zip(("private worker 1", "private worker 2"), pids, strict=True):
@@ -244,11 +249,9 @@ def test_kill_one_of_two_remote_workers_mid_query(tmp_path: Path) -> None:
         expected = expected_labels(client, ROWS)
         victim = client.pool.members[0]
         assert unix.process is not None
-        thread, outcome = query_in_thread(con, SQL)
-        wait_until_busy([victim], lambda _: unix.process.pid)  # type: ignore[union-attr]
-        os.kill(unix.process.pid, signal.SIGKILL)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        pid = unix.process.pid
+        outcome = interrupted_query(con, SQL, [victim], lambda _: pid,
+                                    lambda: os.kill(pid, signal.SIGKILL))
         assert outcome.get("rows") == expected, outcome.get("error")
         assert con.execute(SQL).fetchall() == expected  # the dead one refuses: failover
         http.stop()
@@ -272,11 +275,9 @@ def test_a_worker_stopped_mid_query_hands_its_work_to_the_other(tmp_path: Path) 
     try:
         expected = expected_labels(client, ROWS)
         assert first.process is not None
-        thread, outcome = query_in_thread(con, SQL)
-        wait_until_busy([client.pool.members[0]], lambda _: first.process.pid)  # type: ignore[union-attr]
-        first.process.send_signal(signal.SIGTERM)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        pid = first.process.pid
+        outcome = interrupted_query(con, SQL, [client.pool.members[0]], lambda _: pid,
+                                    lambda: os.kill(pid, signal.SIGTERM))
         assert outcome.get("rows") == expected, outcome.get("error")
         assert first.process.wait(timeout=60) == 0
     finally:
@@ -294,11 +295,9 @@ def test_a_worker_that_stops_answering_times_out_and_its_work_moves(tmp_path: Pa
     assert first.process is not None
     try:
         expected = expected_labels(client, ROWS)
-        thread, outcome = query_in_thread(con, SQL)
-        wait_until_busy([client.pool.members[0]], lambda _: first.process.pid)  # type: ignore[union-attr]
-        first.process.send_signal(signal.SIGSTOP)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        pid = first.process.pid
+        outcome = interrupted_query(con, SQL, [client.pool.members[0]], lambda _: pid,
+                                    lambda: os.kill(pid, signal.SIGSTOP))
         assert outcome.get("rows") == expected, outcome.get("error")
     finally:
         first.process.send_signal(signal.SIGCONT)
@@ -355,11 +354,8 @@ def test_kill_one_writing_worker_mid_query_stores_every_image_once(tmp_path: Pat
     try:
         victim = client.pool.members[0]
         sql = "SELECT count(*) FROM photos p, vision.classify(p.image, top_k := 2) c"
-        thread, outcome = query_in_thread(con, sql)
-        wait_until_busy([victim], private_pid)
-        os.kill(private_pid(victim), signal.SIGKILL)
-        thread.join(timeout=600)
-        assert not thread.is_alive()
+        outcome = interrupted_query(con, sql, [victim], private_pid,
+                                    lambda: os.kill(private_pid(victim), signal.SIGKILL))
         assert outcome.get("rows") == [(2 * len(images),)], outcome.get("error")
         stored = con.execute("SELECT image_key, run_id, list(rank ORDER BY rank) "
                              "FROM vision.predictions() GROUP BY ALL").fetchall()

@@ -27,6 +27,15 @@ def failure(directory: pathlib.Path, text: str, **kwargs: object) -> str:
     return str(excinfo.value)
 
 
+def assert_report(report: str, headline: str, sections: dict[str, str]) -> None:
+    """``report`` starts with ``headline`` and shows each of ``sections`` as the runner lays
+    a section out: its name and a colon, then its text indented by four spaces."""
+    assert report.startswith(headline), report
+    for name, text in sections.items():
+        block = f"{name}:\n" + textwrap.indent(text, "    ")
+        assert block in report, f"no section {block!r} in:\n{report}"
+
+
 def parse_failure(directory: pathlib.Path, text: str) -> str:
     with pytest.raises(SqlLogicParseError) as excinfo:
         run(directory, text)

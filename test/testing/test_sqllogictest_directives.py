@@ -88,20 +88,18 @@ def test_unknown_requirement_fails_in_strict_mode(tmp_path: pathlib.Path) -> Non
     )
 
 
-def test_require_env_skips_when_unset(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("SLT_TEST_VAR", raising=False)
-    with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR$"):
-        run(tmp_path, "require-env SLT_TEST_VAR\n\nstatement ok\nSELECT broken\n")
-
-
-def test_require_env_skips_on_other_value(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SLT_TEST_VAR", "other")
-    with pytest.raises(SqlLogicTestSkip, match="^require-env SLT_TEST_VAR wanted$"):
-        run(tmp_path, "require-env SLT_TEST_VAR wanted\n\nstatement ok\nSELECT broken\n")
+@pytest.mark.parametrize(("value", "directive"), [
+    (None, "require-env SLT_TEST_VAR"),  # unset
+    ("other", "require-env SLT_TEST_VAR wanted"),  # set to another value
+])
+def test_require_env_skips(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+                           value: str | None, directive: str) -> None:
+    if value is None:
+        monkeypatch.delenv("SLT_TEST_VAR", raising=False)
+    else:
+        monkeypatch.setenv("SLT_TEST_VAR", value)
+    with pytest.raises(SqlLogicTestSkip, match=f"^{directive}$"):
+        run(tmp_path, f"{directive}\n\nstatement ok\nSELECT broken\n")
 
 
 def test_require_env_substitutes_variable(

@@ -7,7 +7,7 @@ import hashlib
 import pathlib
 
 import pytest
-from sqllogictest_files import failure, run
+from sqllogictest_files import assert_report, failure, run
 
 from vgi_vision.testing.sqllogictest import SqlLogicTestSkip
 
@@ -67,10 +67,10 @@ def test_query_expected_row_with_wrong_number_of_values(tmp_path: pathlib.Path) 
 
 def test_query_error_is_reported(tmp_path: pathlib.Path) -> None:
     report = failure(tmp_path, "query I\nSELECT 'x'::INTEGER\n----\n1\n")
-    assert report.startswith("case.test:1: query failed")
-    assert "SQL:\n    SELECT 'x'::INTEGER" in report
-    assert "Expected:\n    1" in report
-    assert "Error:\n    Conversion Error: Could not convert string 'x' to INT32" in report
+    assert_report(report, "case.test:1: query failed", {
+        "SQL": "SELECT 'x'::INTEGER",
+        "Expected": "1",
+        "Error": "Conversion Error: Could not convert string 'x' to INT32"})
 
 
 def test_values_are_rendered_like_duckdbs_runner(tmp_path: pathlib.Path) -> None:
@@ -242,11 +242,9 @@ def test_hash_mismatch_reports_actual_hash_and_values(tmp_path: pathlib.Path) ->
     report = failure(
         tmp_path, "query I\nSELECT 1\n----\n1 values hashing to 00000000000000000000000000000000\n"
     )
-    assert report.startswith("case.test:1: wrong result hash (query I nosort)")
-    assert "Expected hash:\n    1 values hashing to 00000000000000000000000000000000" in report
-    assert (
-        "Actual hash:\n    1 values hashing to b026324c6904b2a9cb4b88d6d61c81d1" in report
-    )  # md5("1\n")
+    assert_report(report, "case.test:1: wrong result hash (query I nosort)", {
+        "Expected hash": "1 values hashing to 00000000000000000000000000000000",
+        "Actual hash": "1 values hashing to b026324c6904b2a9cb4b88d6d61c81d1"})  # md5("1\n")
     assert "Actual (1 rows):\n      1" in report
 
 

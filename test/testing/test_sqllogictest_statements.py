@@ -7,7 +7,7 @@ import pathlib
 import textwrap
 
 import pytest
-from sqllogictest_files import failure, parse_failure, run
+from sqllogictest_files import assert_report, failure, parse_failure, run
 
 from vgi_vision.testing.sqllogictest import (
     Loop,
@@ -99,9 +99,9 @@ def test_statement_ok_failure_reports_location_sql_and_error(tmp_path: pathlib.P
         FROM missing_table
         """,
     )
-    assert report.startswith("case.test:4: statement failed\n")
-    assert "SQL:\n    SELECT *\n    FROM missing_table" in report
-    assert "Error:\n    Catalog Error: Table with name missing_table does not exist" in report
+    assert_report(report, "case.test:4: statement failed\n", {
+        "SQL": "SELECT *\nFROM missing_table",
+        "Error": "Catalog Error: Table with name missing_table does not exist"})
 
 
 @pytest.mark.parametrize("kind", ["error", "maybe"])
@@ -134,10 +134,8 @@ def test_statement_maybe_passes_with_or_without_the_error(tmp_path: pathlib.Path
 
 def test_statement_error_fails_when_statement_succeeds(tmp_path: pathlib.Path) -> None:
     report = failure(tmp_path, "statement error\nSELECT 42\n----\nboom\n")
-    assert report.startswith("case.test:1: statement succeeded but an error was expected")
-    assert "SQL:\n    SELECT 42" in report
-    assert "Expected error:\n    boom" in report
-    assert "Actual:\n    (no error)" in report
+    assert_report(report, "case.test:1: statement succeeded but an error was expected", {
+        "SQL": "SELECT 42", "Expected error": "boom", "Actual": "(no error)"})
 
 
 def test_statement_error_sees_errors_raised_late_in_execution(tmp_path: pathlib.Path) -> None:

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vgi_vision.cli.options import (
-    AUTH_TOKEN_ENV,
-    CliError,
-    Subcommands,
-    add_auth_token_option,
-    add_data_root_option,
-    add_insecure_option,
-    add_lance_option,
-    add_listen_options,
-    add_log_level_option,
-    auth_token,
-    check_data_root,
-)
+from vgi_vision.cli import options
+from vgi_vision.cli.options import CliError, Subcommands
 from vgi_vision.loopback import is_loopback
 
 
@@ -26,14 +15,14 @@ def add(commands: Subcommands) -> None:
         description="Serve a read-only web page over a LanceDB write-back store: thumbnails "
                     "with labels and confidence, facets, uncertain-first ordering, and each "
                     "image's top-k, EXIF facts and nearest stored neighbours.")
-    add_lance_option(p, help="the write-back store", required=True)
-    add_listen_options(p, port=8766)
-    add_data_root_option(p, help="show stored paths, and read EXIF facts, only for files below "
-                                 "this folder")
-    add_auth_token_option(p, help=f"bearer token file (or ${AUTH_TOKEN_ENV}); open the page "
-                                  f"once with ?token=...")
-    add_insecure_option(p)
-    add_log_level_option(p, default="warning")
+    options.add_lance_option(p, help="the write-back store", required=True)
+    options.add_listen_options(p, port=8766)
+    options.add_data_root_option(p, help="show stored paths, and read EXIF facts, only for "
+                                         "files below this folder")
+    options.add_auth_token_option(p, help=f"bearer token file (or ${options.AUTH_TOKEN_ENV}); "
+                                          f"open the page once with ?token=...")
+    options.add_insecure_option(p)
+    options.add_log_level_option(p, default="warning")
     p.set_defaults(run=run)
 
 
@@ -49,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from vgi_vision.worker.serve.start import StartError, required_auth_token
 
     try:
-        token = required_auth_token(auth_token(args), args.host, args.insecure_no_auth)
+        token = required_auth_token(options.auth_token(args), args.host, args.insecure_no_auth)
     except StartError as exc:
         raise CliError(str(exc)) from None
-    check_data_root(args)
+    options.check_data_root(args)
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:

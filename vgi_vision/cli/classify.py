@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vgi_vision.cli.options import (
-    Subcommands,
-    add_auth_token_option,
-    add_format_option,
-    add_lance_option,
-    add_location_option,
-    add_model_options,
-    add_pool_options,
-    auth_token,
-    location_of,
-    private_worker_options,
-)
+from vgi_vision.cli import options
+from vgi_vision.cli.options import Subcommands
 
 #: The ``dest``s of the flags that configure the private worker.
 PRIVATE_WORKER_FLAGS = ("lance", "model", "device")
@@ -31,14 +21,14 @@ def add(commands: Subcommands) -> None:
                                         "that cannot be read are listed at the end.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (1..1000)")
-    add_format_option(p, choices=FORMATS, default="table")
+    options.add_format_option(p, choices=FORMATS, default="table")
     p.add_argument("-o", "--output", help="write results here instead of stdout")
-    add_lance_option(p, help="also store results in LanceDB at URI")
-    add_location_option(p, help="use a running worker (unix:///path or http://host:port; "
+    options.add_lance_option(p, help="also store results in LanceDB at URI")
+    options.add_location_option(p, help="use a running worker (unix:///path or http://host:port; "
                                 "repeat it for several); files are sent as bytes")
-    add_model_options(p)
-    add_auth_token_option(p)
-    add_pool_options(p)
+    options.add_model_options(p)
+    options.add_auth_token_option(p)
+    options.add_pool_options(p)
     p.set_defaults(run=run)
 
 
@@ -52,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from vgi_vision.client.client import Client
 
-    private = private_worker_options(args, PRIVATE_WORKER_FLAGS)
-    location = location_of(args)
+    private = options.private_worker_options(args, PRIVATE_WORKER_FLAGS)
+    location = options.location_of(args)
     files, unmatched = expand(args.paths)
     worker_args = [flag for key, value in private.items() for flag in (f"--{key}", value)]
     with Client(location, workers=args.workers, concurrency=args.concurrency,
-                worker_args=worker_args, auth_token=auth_token(args)) as client:
+                worker_args=worker_args, auth_token=options.auth_token(args)) as client:
         result = classify_files(client, files, args.top_k, progress_wanted(),
                                 send_bytes=location is not None)
     write_table(result.table, args.format, sys.stdout, args.output)

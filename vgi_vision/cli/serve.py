@@ -6,21 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from vgi_vision.cli.options import (
-    CliError,
-    Subcommands,
-    add_auth_token_option,
-    add_data_root_option,
-    add_insecure_option,
-    add_lance_option,
-    add_listen_options,
-    add_log_level_option,
-    add_model_options,
-    auth_token,
-    check_data_root,
-    positive,
-    read_secret,
-)
+from vgi_vision.cli import options
+from vgi_vision.cli.options import CliError, Subcommands, positive
 from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 
 TOKEN_KEY_ENV = "VGI_VISION_TOKEN_KEY"
@@ -49,24 +36,24 @@ def add(commands: Subcommands) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--unix", metavar="PATH", help="serve on a unix socket (mode 0600)")
     where.add_argument("--http", action="store_true", help="serve HTTP")
-    add_listen_options(p, port=8765, protocol="HTTP")
-    add_data_root_option(p, help="path arguments may read only below this folder "
+    options.add_listen_options(p, port=8765, protocol="HTTP")
+    options.add_data_root_option(p, help="path arguments may read only below this folder "
                                  "(required for path arguments over unix/HTTP)")
-    add_model_options(p)
-    add_lance_option(p, help="write results back to LanceDB at URI")
+    options.add_model_options(p)
+    options.add_lance_option(p, help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=positive(int), default=2,
                    help="batches inference may run ahead of the LanceDB writer")
     p.add_argument("--lance-recovery-grace", type=float, default=0.0, metavar="SECONDS",
                    help="at start, keep uncommitted rows younger than this (set it above the "
                         "longest call when replicas share one Lance URI)")
-    add_auth_token_option(p)
+    options.add_auth_token_option(p)
     p.add_argument("--token-key-file", help="key sealing HTTP continuation tokens, shared by "
                                             f"replicas (or ${TOKEN_KEY_ENV}); random if unset")
     p.add_argument("--token-ttl", type=positive(int), default=DEFAULT_TTL_SECONDS,
                    metavar="SECONDS",
                    help="seconds an HTTP scan's continuation token stays valid; write-back rows "
                         "of runs unfinished for longer are deleted (scans abandoned mid-way)")
-    add_insecure_option(p, protocol="HTTP")
+    options.add_insecure_option(p, protocol="HTTP")
     p.add_argument("--threads", type=positive(int), default=8, help="HTTP worker threads")
     p.add_argument("--max-connections", type=positive(int), default=64,
                    help="concurrent unix connections; HTTP requests received or "
@@ -94,7 +81,7 @@ def add(commands: Subcommands) -> None:
                    help="HTTP: seconds a connection may take to send its request headers")
     p.add_argument("--frame-timeout", type=positive(float), default=60.0,
                    help="unix: seconds a request may take from its first byte to its last")
-    add_log_level_option(p, default="info")
+    options.add_log_level_option(p, default="info")
     p.set_defaults(run=run)
 
 
@@ -105,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
              if hasattr(args, field.name)}
     # The secrets are read only for HTTP, the one transport that uses them.
     settings = ServeSettings(
-        **flags, auth_token=auth_token(args) if args.http else None,
-        token_key=read_secret(args.token_key_file, TOKEN_KEY_ENV) if args.http else None)
-    check_data_root(args)
+        **flags, auth_token=options.auth_token(args) if args.http else None,
+        token_key=options.read_secret(args.token_key_file, TOKEN_KEY_ENV) if args.http else None)
+    options.check_data_root(args)
     try:
         serve(settings)
     except StartError as exc:

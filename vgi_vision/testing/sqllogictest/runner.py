@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import duckdb
 
+from vgi_vision.testing.sqllogictest import records
 from vgi_vision.testing.sqllogictest.compare import (
     Column,
     Section,
@@ -32,22 +33,6 @@ from vgi_vision.testing.sqllogictest.compare import (
     result_hash,
 )
 from vgi_vision.testing.sqllogictest.parser import parse
-from vgi_vision.testing.sqllogictest.records import (
-    Load,
-    Location,
-    Loop,
-    Query,
-    Record,
-    Require,
-    RequireEnv,
-    Requirement,
-    Restart,
-    SetSeed,
-    SqlLogicTestFailure,
-    SqlLogicTestSkip,
-    Statement,
-    Unzip,
-)
 
 # ``SET [GLOBAL|SESSION|LOCAL] name =|TO``: settings a restart must carry over even when
 # ``duckdb_settings()`` does not list them (``lambda_syntax``, for one).
@@ -80,7 +65,7 @@ class _FileRunner:
 
     def __init__(
         self,
-        requirements: Mapping[str, Requirement],
+        requirements: Mapping[str, records.Requirement],
         strict: bool,
         test_dir: str,
         test_name: str,
@@ -91,7 +76,7 @@ class _FileRunner:
         self._test_name = test_name
         self._env: dict[str, str] = {}
         self._labels: dict[str, str] = {}
-        self._met: list[Require] = []
+        self._met: list[records.Require] = []
         self._db_path = ":memory:"
         self._read_only = False
         self._config: dict[str, str | bool | int | float | list[str]] = {}
@@ -130,36 +115,36 @@ class _FileRunner:
             self._named[name] = self._cursor()
         return self._named[name]
 
-    def run(self, records: Sequence[Record], loop_vars: Mapping[str, str]) -> None:
-        for record in records:
-            if isinstance(record, Statement):
+    def run(self, body: Sequence[records.Record], loop_vars: Mapping[str, str]) -> None:
+        for record in body:
+            if isinstance(record, records.Statement):
                 self._statement(record, loop_vars)
-            elif isinstance(record, Query):
+            elif isinstance(record, records.Query):
                 self._query(record, loop_vars)
-            elif isinstance(record, Loop):
+            elif isinstance(record, records.Loop):
                 self._loop(record, loop_vars)
-            elif isinstance(record, Require):
+            elif isinstance(record, records.Require):
                 self._require(record)
-            elif isinstance(record, SetSeed):
+            elif isinstance(record, records.SetSeed):
                 self._set_seed(record)
-            elif isinstance(record, Load):
+            elif isinstance(record, records.Load):
                 self._load(record, loop_vars)
-            elif isinstance(record, Restart):
+            elif isinstance(record, records.Restart):
                 self._restart(record)
-            elif isinstance(record, Unzip):
+            elif isinstance(record, records.Unzip):
                 self._unzip(record, loop_vars)
             else:
                 self._require_env(record)
 
     # -- substitution ---------------------------------------------------------
 
-    def _keywords(self, text: str, location: Location) -> str:
+    def _keywords(self, text: str, location: records.Location) -> str:
         """DuckDB's ``ReplaceKeywords``: variables, then paths."""
         for name, value in self._env.items():
             text = text.replace("${" + name + "}", value).replace("{" + name + "}", value)
         for build in ("{BUILD_DIRECTORY}", "__BUILD_DIRECTORY__"):
             if build in text:
-                raise SqlLogicTestFailure(
+                raise records.SqlLogicTestFailure(
                     f"{location}: unsupported: {build} (DuckDB's build folder) has no "
                     f"counterpart here"
                 )
@@ -176,7 +161,7 @@ class _FileRunner:
             text = text.replace("{UUID}", str(uuid.uuid4()), 1)
         return text
 
-    def _sql(self, text: str, location: Location, loop_vars: Mapping[str, str]) -> str:
+    def _sql(self, text: str, location: records.Location, loop_vars: Mapping[str, str]) -> str:
         text = self._keywords(text, location)
         for name, value in loop_vars.items():
             value = self._keywords(value, location)
@@ -185,17 +170,18 @@ class _FileRunner:
 
     @staticmethod
     def _failure(
-        location: Location, loop_vars: Mapping[str, str], summary: str, sections: Sequence[Section]
-    ) -> SqlLogicTestFailure:
+        location: records.Location, loop_vars: Mapping[str, str], summary: str,
+        sections: Sequence[Section],
+    ) -> records.SqlLogicTestFailure:
         where = str(location)
         if loop_vars:
             where += " [" + ", ".join(f"{k}={v}" for k, v in loop_vars.items()) + "]"
         body = "".join(f"\n{title}:\n{indent(text)}" for title, text in sections)
-        return SqlLogicTestFailure(f"{where}: {summary}{body}")
+        return records.SqlLogicTestFailure(f"{where}: {summary}{body}")
 
     # -- records ------------------------------------------------------------
 
-    def _statement(self, record: Statement, loop_vars: Mapping[str, str]) -> None:
+    def _statement(self, record: records.Statement, loop_vars: Mapping[str, str]) -> None:
         sql = self._sql(record.sql, record.location, loop_vars)
         self._set_names.update(n.lower() for n in _SET.findall(sql) if n.lower() != "variable")
         error = self._execute(self._connection(record.connection), sql)
@@ -230,7 +216,9 @@ class _FileRunner:
             return error
         return None
 
-    def _error_matches(self, record: Statement, loop_vars: Mapping[str, str], message: str) -> bool:
+    def _error_matches(
+        self, record: records.Statement, loop_vars: Mapping[str, str], message: str
+    ) -> bool:
         expected = record.expected_error
         if expected and expected not in message:
             substituted = self._keywords(expected, record.location)
@@ -243,7 +231,7 @@ class _FileRunner:
                 record.location, loop_vars, f"invalid regular expression: {exc}", []
             ) from None
 
-    def _query(self, record: Query, loop_vars: Mapping[str, str]) -> None:
+    def _query(self, record: records.Query, loop_vars: Mapping[str, str]) -> None:
         sql = self._sql(record.sql, record.location, loop_vars)
         expected = [self._keywords(line, record.location) for line in record.expected]
         try:
@@ -284,7 +272,7 @@ class _FileRunner:
 
     def _file_values(
         self,
-        record: Query,
+        record: records.Query,
         loop_vars: Mapping[str, str],
         sql: str,
         line: str,
@@ -311,7 +299,7 @@ class _FileRunner:
         return ["NULL" if value is None else str(value) for row in rows for value in row]
 
     def _check_label(
-        self, record: Query, loop_vars: Mapping[str, str], sql: str, actual: str
+        self, record: records.Query, loop_vars: Mapping[str, str], sql: str, actual: str
     ) -> None:
         """The first query of a label records its result hash; the next ones must match."""
         assert record.label is not None
@@ -323,45 +311,45 @@ class _FileRunner:
                 [("SQL", sql), ("Hash of the label", first), ("Actual hash", actual)],
             )  # fmt: skip
 
-    def _loop(self, record: Loop, loop_vars: Mapping[str, str]) -> None:
+    def _loop(self, record: records.Loop, loop_vars: Mapping[str, str]) -> None:
         for values in record.iterations:
             self.run(record.body, {**loop_vars, **dict(zip(record.names, values, strict=True))})
 
-    def _require(self, record: Require) -> None:
+    def _require(self, record: records.Require) -> None:
         if record.key not in self._requirements:
             if self._strict:
-                raise SqlLogicTestFailure(
+                raise records.SqlLogicTestFailure(
                     f"{record.location}: require {record.key}: no such requirement is "
                     f"registered (strict mode)"
                 )
-            raise SqlLogicTestSkip(f"require {record.key}")
+            raise records.SqlLogicTestSkip(f"require {record.key}")
         self._set_up(record)
         self._met.append(record)
 
-    def _set_up(self, record: Require) -> None:
+    def _set_up(self, record: records.Require) -> None:
         cleanup = self._requirements[record.key](self._conn)
         if cleanup is not None:
             self._db_stack.callback(cleanup)
 
-    def _require_env(self, record: RequireEnv) -> None:
+    def _require_env(self, record: records.RequireEnv) -> None:
         if record.default is not None:  # test-env: no test configuration, so the default
             self._env[record.variable] = record.default
             return
         actual = os.environ.get(record.variable)
         if actual is None:
-            raise SqlLogicTestSkip(f"require-env {record.variable}")
+            raise records.SqlLogicTestSkip(f"require-env {record.variable}")
         if record.value is not None and actual != record.value:
-            raise SqlLogicTestSkip(f"require-env {record.variable} {record.value}")
+            raise records.SqlLogicTestSkip(f"require-env {record.variable} {record.value}")
         if record.variable in self._env:
-            raise SqlLogicTestFailure(
+            raise records.SqlLogicTestFailure(
                 f"{record.location}: environment variable {record.variable} is already defined"
             )
         self._env[record.variable] = actual
 
-    def _set_seed(self, record: SetSeed) -> None:
+    def _set_seed(self, record: records.SetSeed) -> None:
         self._conn.execute("SELECT setseed(?)", [record.value]).fetchall()
 
-    def _load(self, record: Load, loop_vars: Mapping[str, str]) -> None:
+    def _load(self, record: records.Load, loop_vars: Mapping[str, str]) -> None:
         """As DuckDB's ``load``: a writable database file starts empty."""
         path = self._sql(record.path, record.location, loop_vars) or ":memory:"
         if not record.read_only and path != ":memory:":
@@ -374,7 +362,7 @@ class _FileRunner:
             self._config = {"storage_compatibility_version": record.version}
         self.open(set_up_requirements=True)
 
-    def _restart(self, record: Restart) -> None:
+    def _restart(self, record: records.Restart) -> None:
         """``restart`` reopens the database (an in-memory one comes back empty) and sets
         again the settings changed so far, as DuckDB's runner carries its configuration
         over; ``reconnect`` opens a new main connection, keeping the named ones."""
@@ -391,12 +379,12 @@ class _FileRunner:
             try:
                 self._conn.execute(f"SET {name} = ?", [value]).fetchall()
             except duckdb.Error as error:
-                raise SqlLogicTestFailure(
+                raise records.SqlLogicTestFailure(
                     f"{record.location}: unsupported: restart cannot carry the setting "
                     f"{name} = {value!r} over to the reopened database: {error}"
                 ) from None
 
-    def _unzip(self, record: Unzip, loop_vars: Mapping[str, str]) -> None:
+    def _unzip(self, record: records.Unzip, loop_vars: Mapping[str, str]) -> None:
         source = self._keywords(record.source, record.location)
         default = "{TEST_DIR}/" + pathlib.Path(source).name.removesuffix(".gz")
         target = self._keywords(record.target or default, record.location)
@@ -422,7 +410,7 @@ class _FileRunner:
 
 def run_file(
     path: str | os.PathLike[str],
-    requirements: Mapping[str, Requirement] | None = None,
+    requirements: Mapping[str, records.Requirement] | None = None,
     *,
     strict: bool = False,
     display_path: str | None = None,
@@ -436,7 +424,7 @@ def run_file(
     """
     path = pathlib.Path(path)
     name = display_path or str(path)
-    records = parse(path.read_text(encoding="utf-8"), name)
+    parsed = parse(path.read_text(encoding="utf-8"), name)
     with contextlib.ExitStack() as stack:
         test_dir = stack.enter_context(
             tempfile.TemporaryDirectory(prefix="sqllogictest-", ignore_cleanup_errors=True)
@@ -444,4 +432,4 @@ def run_file(
         runner = _FileRunner(requirements or {}, strict, test_dir, name)
         stack.callback(runner.close)
         runner.open(set_up_requirements=False)
-        runner.run(records, {})
+        runner.run(parsed, {})

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+import numpy as np
 
-from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.fixed_table import FixedTableScan
 from vgi_vision.worker.calls.taxonomy import require_taxonomy
-from vgi_vision.worker.registry import (
-    ROWS_PER_TICK,
-    Args,
-    Column,
-    FunctionSpec,
-    Output,
-    Overload,
-)
+from vgi_vision.worker.registry import Args, Column, FunctionSpec, Overload
 from vgi_vision.worker.state import CursorState
 
 
@@ -37,31 +30,20 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class Categories:
+class Categories(FixedTableScan):
     """``categories()``: every category above the model's classes, from a cursor."""
-
-    state_type = CursorState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
 
     def initial_state(self, args: Args) -> CursorState:
         require_taxonomy(self.ctx)
-        return CursorState()
+        return super().initial_state(args)
 
-    def process(self, args: Args, state: CursorState, out: Output) -> None:
+    def size(self) -> int:
+        return len(require_taxonomy(self.ctx).categories)
+
+    def columns(self, entries: np.ndarray) -> dict[str, object]:
         categories = list(require_taxonomy(self.ctx).categories.values())
-        total = len(categories) * args.num_rows
-        rows = state.advance(total, ROWS_PER_TICK)
-        if rows:
-            chosen = [categories[p % len(categories)] for p in rows]
-            out.emit(pa.RecordBatch.from_arrays(
-                [pa.array([p // len(categories) for p in rows], pa.int32()),
-                 pa.array([c.name for c in chosen], pa.string()),
-                 pa.array([c.wnid for c in chosen], pa.string()),
-                 pa.array([len(c.classes) for c in chosen], pa.int32()),
-                 pa.array([[w.replace("_", " ") for w in c.lemmas] for c in chosen],
-                          pa.list_(pa.string()))],
-                names=[INPUT_ROW, "name", "wnid", "classes", "lemmas"]))
-        if state.offset >= total:
-            out.finish()
+        chosen = [categories[i] for i in entries]
+        return {"name": [c.name for c in chosen],
+                "wnid": [c.wnid for c in chosen],
+                "classes": [len(c.classes) for c in chosen],
+                "lemmas": [[w.replace("_", " ") for w in c.lemmas] for c in chosen]}

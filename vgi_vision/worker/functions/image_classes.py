@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
-from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.fixed_table import FixedTableScan
 from vgi_vision.worker.calls.taxonomy import ancestor_columns, taxonomy_of
-from vgi_vision.worker.registry import (
-    ROWS_PER_TICK,
-    Args,
-    Column,
-    FunctionSpec,
-    Output,
-    Overload,
-)
-from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.registry import Column, FunctionSpec, Overload
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -39,34 +30,17 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class ImageClasses:
-    """``image_classes()``: the serving model's classes, recomputed from a cursor.
+class ImageClasses(FixedTableScan):
+    """``image_classes()``: the serving model's classes, recomputed from a cursor."""
 
-    The result is a pure function of the position, so the state is one integer however many
-    ticks the scan takes.
-    """
+    def size(self) -> int:
+        return self.ctx.classifier.info.num_classes
 
-    state_type = CursorState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    def initial_state(self, args: Args) -> CursorState:
-        return CursorState()
-
-    def process(self, args: Args, state: CursorState, out: Output) -> None:
+    def columns(self, entries: np.ndarray) -> dict[str, object]:
         info = self.ctx.classifier.info
-        total = info.num_classes * args.num_rows
-        rows = state.advance(total, ROWS_PER_TICK)
-        positions = np.arange(rows.start, rows.stop)
-        if len(positions):
-            idx = positions % info.num_classes
-            out.emit(pa.RecordBatch.from_arrays(
-                [pa.array(positions // info.num_classes, pa.int32()),
-                 pa.array(idx, pa.int32()),
-                 pa.array([info.labels[i] for i in idx], pa.string()),
-                 pa.array([info.wnids[i] for i in idx], pa.string()),
-                 *ancestor_columns(taxonomy_of(self.ctx), idx.tolist())],
-                names=[INPUT_ROW, "idx", "label", "wnid", "ancestors", "ancestor_wnids"]))
-        if state.offset >= total:
-            out.finish()
+        ancestors, ancestor_wnids = ancestor_columns(taxonomy_of(self.ctx), entries.tolist())
+        return {"idx": entries,
+                "label": [info.labels[i] for i in entries],
+                "wnid": [info.wnids[i] for i in entries],
+                "ancestors": ancestors,
+                "ancestor_wnids": ancestor_wnids}

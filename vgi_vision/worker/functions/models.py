@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+import numpy as np
 
-from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
-from vgi_vision.worker.registry import ROWS_PER_TICK, Args, Column, FunctionSpec, Output, Overload
-from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.calls.fixed_table import FixedTableScan
+from vgi_vision.worker.registry import Column, FunctionSpec, Overload
 from vgi_vision.worker.vision.model_files import ModelInfo, available_models
 
 MODEL_COLUMNS = (
@@ -41,13 +40,11 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class Models:
+class Models(FixedTableScan):
     """The model table, fixed when the worker starts: a pure function of the cursor."""
 
-    state_type = CursorState
-
     def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.rows = [self._row(info) for info in available_models(ctx.classifier.info)]
 
     def _row(self, info: ModelInfo) -> dict[str, object]:
@@ -57,19 +54,12 @@ class Models:
                 "embedding_size": info.embedding_dim or None, "precision": info.precision,
                 "sha256": info.sha256, "license": info.license, "serving": serving}
 
-    def initial_state(self, args: Args) -> CursorState:
-        return CursorState()
+    def size(self) -> int:
+        return len(self.rows)
 
-    def process(self, args: Args, state: CursorState, out: Output) -> None:
-        total = len(self.rows) * args.num_rows
-        positions = state.advance(total, ROWS_PER_TICK)
-        if len(positions):
-            provider = self.ctx.classifier.provider
-            rows = [{**self.rows[p % len(self.rows)]} for p in positions]
-            for row in rows:
-                row["provider"] = provider if row["serving"] else None
-            columns: dict[str, list] = {INPUT_ROW: [p // len(self.rows) for p in positions]}
-            columns.update({c.name: [r[c.name] for r in rows] for c in MODEL_COLUMNS})
-            out.emit(pa.RecordBatch.from_pydict(columns, schema=out.schema))
-        if state.offset >= total:
-            out.finish()
+    def columns(self, entries: np.ndarray) -> dict[str, object]:
+        provider = self.ctx.classifier.provider
+        rows = [{**self.rows[i]} for i in entries]
+        for row in rows:
+            row["provider"] = provider if row["serving"] else None
+        return {c.name: [r[c.name] for r in rows] for c in MODEL_COLUMNS}
