@@ -207,3 +207,12 @@ def kilobytes(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} for {pid}")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """The gallery tests' store (two runs and a hostile row; ``gallery_store.build_store``),
+    one per test module."""
+    from gallery_store import build_store
+
+    return build_store(tmp_path_factory.mktemp("gallery"))

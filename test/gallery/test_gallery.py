@@ -18,7 +18,7 @@ import httpx
 import lancedb
 import pyarrow as pa
 import pytest
-from gallery_store import REPO, GalleryStore, build_store, classify_into, running_gallery
+from gallery_store import REPO, GalleryStore, classify_into, running_gallery
 from PIL import Image
 
 from vgi_vision.gallery.app import TOKEN_COOKIE, make_app
@@ -28,11 +28,6 @@ from vgi_vision.worker.lance.kinds import IMAGES, STAGED
 from vgi_vision.worker.lance.writeback import WriteBack
 
 TOKEN = "a-long-enough-gallery-token-0123"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> GalleryStore:
-    return build_store(tmp_path_factory.mktemp("gallery"))
 
 
 @pytest.fixture(scope="module")

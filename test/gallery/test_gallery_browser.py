@@ -20,7 +20,6 @@ from gallery_store import (
     HOSTILE_PATH,
     REPO,
     GalleryStore,
-    build_store,
     running_gallery,
 )
 from PIL import Image
@@ -37,11 +36,6 @@ from vgi_vision.worker.vision.model import load_classifier
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> GalleryStore:
-    return build_store(tmp_path_factory.mktemp("gallery"))
 
 
 @pytest.fixture(scope="module")
