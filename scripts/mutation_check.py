@@ -432,6 +432,12 @@ MUTATIONS = (
              "write_frame(writer, dispatcher.reply(request, states).data)",
              ("test/worker/test_worker_lifecycle.py::"
               "test_an_answer_still_being_sent_at_sigterm_is_sent_whole",)),
+    Mutation("collected-connection-waits-for-attach",
+             "a connection collected in a thread that attach() waits for blocks on its lock",
+             "vgi_vision/client/binding.py",
+             "if not _lock.acquire(blocking=False):", "if not _lock.acquire(blocking=True):",
+             ("test/client/test_binding.py::"
+              "test_a_connection_collected_in_a_thread_attach_waits_for_does_not_deadlock",)),
 )
 
 

@@ -183,6 +183,31 @@ def test_a_connection_collected_during_attach_does_not_deadlock() -> None:
     assert process.wait(timeout=10) == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_connection_collected_in_a_thread_attach_waits_for_does_not_deadlock(inprocess
+                                                                               ) -> None:
+    """attach() holds the lock while it waits for the threads starting private workers; a
+    connection collected in one of those threads must not wait for that lock."""
+    held = [duckdb.connect()]
+    attachment = vgi_vision.attach(held[0], transport=inprocess())
+    collected = threading.Event()
+
+    def collect_elsewhere() -> None:
+        held.clear()
+        gc.collect()
+        collected.set()
+
+    with vgi_vision.client.binding._lock:  # as attach() holds it while a worker starts
+        worker_start = threading.Thread(target=collect_elsewhere)
+        worker_start.start()
+        assert collected.wait(timeout=30), "the collecting thread waited for attach's lock"
+        worker_start.join()
+    deadline = time.monotonic() + 30
+    while not attachment.closed:  # unregistered and stopped once the lock is free
+        assert time.monotonic() < deadline, "the collected connection was never detached"
+        time.sleep(0.05)
+
+
 def test_two_attachments_under_different_names(inprocess) -> None:
     con = duckdb.connect()
     vgi_vision.attach(con, name="a", transport=inprocess())

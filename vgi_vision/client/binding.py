@@ -319,12 +319,30 @@ def attach(con: duckdb.DuckDBPyConnection, location: Location = None, name: str 
             attachment.close()
             raise
         _attachments[key] = attachment
-    weakref.finalize(con, _collected, key, attachment)
+    # At exit, _detach_all closes what is left; the finalizer is for collection only.
+    weakref.finalize(con, _collected, key, attachment).atexit = False
     return attachment
 
 
 def _collected(key: tuple[int, str], attachment: Attachment) -> None:
-    """The connection was garbage collected without ``detach``: unregister, stop its worker."""
+    """The connection was garbage collected without ``detach``: unregister, stop its worker.
+
+    Collection runs this in whatever thread allocates at that moment, which may be one that
+    ``attach`` waits for while it holds ``_lock`` (a thread starting a private worker):
+    waiting for the lock there would deadlock both, so then the work moves to a thread of
+    its own. Otherwise (the usual case) it is done before collection returns.
+    """
+    if not _lock.acquire(blocking=False):
+        threading.Thread(target=_forget, args=(key, attachment), name="vgi-collected",
+                         daemon=True).start()
+        return
+    try:
+        _forget(key, attachment)
+    finally:
+        _lock.release()
+
+
+def _forget(key: tuple[int, str], attachment: Attachment) -> None:
     with _lock:
         if _attachments.get(key) is attachment:
             del _attachments[key]
