@@ -19,9 +19,10 @@ its row only. A scalar function adds one column, named after the function; a tab
 repeats each input row once per result row (rows of one image in the function's order) and
 adds the function's columns.
 
-With ``lance=URI`` (in-process mode), every batch a write-back function sees is one
-all-or-nothing run merged on ``(image_key, model)``: an engine that retries a task, restarts
-an actor or re-runs the job stores each image once (see docs/distributed.md).
+With ``lance=URI`` (in-process mode), every request a batch makes to a write-back function
+(a batch is cut into the function's rows per call) is one all-or-nothing run merged on
+``(image_key, model)``: an engine that retries a task, restarts an actor or re-runs the job
+stores each image once (see docs/distributed.md).
 """
 
 from __future__ import annotations
