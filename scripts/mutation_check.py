@@ -40,6 +40,7 @@ GALLERY = "test/gallery/test_gallery.py"
 HTTP_SURFACE = "test/transports/test_http_surface.py"
 HOSTILE_WORKER = "test/client/test_hostile_worker.py"
 ABANDONED = "test/worker/test_abandoned_scans.py"
+OBJECTS = "test/worker/test_objects.py"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,35 @@ RECHECK = """            if not self.contains(opened_path(fd, real)):
 JOIN = "(candidate if candidate.is_absolute() else self.root / candidate)"
 
 MUTATIONS = (
+    Mutation("object-prefix-not-checked",
+             "an object URL is read whatever prefix it is under",
+             "vgi_vision/worker/objects.py",
+             "not any(parsed.prefix.startswith(p) for p in self.prefixes)", "False",
+             (f"{OBJECTS}::test_urls_outside_the_prefixes_are_refused",
+              f"{OBJECTS}::test_a_prefix_admits_only_what_is_below_it")),
+    Mutation("object-prefix-without-slash",
+             "a URL prefix is compared without its trailing '/' (lets in 'photos-private/')",
+             "vgi_vision/worker/objects.py", 'r.rstrip("/") + "/"', 'r',
+             (f"{OBJECTS}::test_a_prefix_admits_only_what_is_below_it",)),
+    Mutation("object-dot-segments-allowed",
+             "object keys with '.' or '..' segments are taken as they are",
+             "vgi_vision/worker/objects.py", 'any(s in (".", "..") for s in segments)', "False",
+             (f"{OBJECTS}::test_urls_outside_the_prefixes_are_refused",
+              f"{OBJECTS}::test_a_prefix_admits_only_what_is_below_it")),
+    Mutation("object-size-not-checked-first",
+             "an object is downloaded before its size is compared with the limit",
+             "vgi_vision/worker/objects.py", "if not 0 < handle.size() <= max_bytes:",
+             "if False:",
+             (f"{OBJECTS}::test_an_oversized_object_is_refused_before_download",)),
+    Mutation("object-reads-not-retried",
+             "throttled or failing object reads are tried once",
+             "vgi_vision/worker/objects.py", "max_attempts=MAX_ATTEMPTS", "max_attempts=1",
+             (f"{OBJECTS}::test_throttling_is_waited_out",)),
+    Mutation("object-plain-http-allowed",
+             "a plain-HTTP S3 endpoint is used without AWS_ALLOW_HTTP=true",
+             "vgi_vision/worker/objects.py",
+             'os.environ.get("AWS_ALLOW_HTTP", "").lower() != "true"', "False",
+             (f"{OBJECTS}::test_plain_http_needs_the_standard_opt_in",)),
     Mutation("containment-string-prefix",
              "data-root containment as a string-prefix test (lets in a sibling 'root-private')",
              "vgi_vision/worker/paths.py",

@@ -18,6 +18,7 @@ import pytest
 from vgi_vision.client.client import Client
 from vgi_vision.testing import sqllogictest
 from vgi_vision.testing.launch import TRANSPORTS, RunningWorker, running_worker
+from vgi_vision.testing.s3server import LocalS3, local_s3
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "test" / "sql" / "data"
@@ -216,3 +217,19 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     from gallery_store import build_store
 
     return build_store(tmp_path_factory.mktemp("gallery"))
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[LocalS3]:
+    """An S3-protocol server on loopback for the session (``vgi_vision.testing.s3server``)."""
+    with local_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3: LocalS3, monkeypatch: pytest.MonkeyPatch) -> LocalS3:
+    """The server, with the standard AWS variables naming it set for this test (and so for
+    the workers and commands it starts)."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return s3

@@ -65,9 +65,20 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 
 def check_data_root(args: argparse.Namespace) -> None:
-    """Refuse a ``--data-root`` that names no folder, before anything slow starts."""
-    if args.data_root is not None and not Path(args.data_root).is_dir():
-        raise CliError(f"--data-root {args.data_root} is not an existing folder")
+    """Refuse a ``--data-root`` that names no folder, or a malformed object URL prefix,
+    before anything slow starts (object prefixes are not listed: the bucket may be big)."""
+    from vgi_vision.worker.objects import is_object_url
+    from vgi_vision.worker.paths import PathPolicy
+    from vgi_vision.worker.registry import FunctionError
+
+    roots = [args.data_root] if isinstance(args.data_root, str) else args.data_root or []
+    for root in roots:
+        if not is_object_url(root) and not Path(root).is_dir():
+            raise CliError(f"--data-root {root} is not an existing folder")
+    try:
+        PathPolicy.confined(roots)
+    except (ValueError, FunctionError) as exc:
+        raise CliError(f"--data-root: {exc}") from None
 
 
 def add_auth_token_option(p: argparse.ArgumentParser, help: str = HTTP_TOKEN_HELP) -> None:
@@ -79,8 +90,11 @@ def auth_token(args: argparse.Namespace) -> str | None:
     return read_secret(args.auth_token_file, AUTH_TOKEN_ENV)
 
 
-def add_data_root_option(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--data-root", help=help)
+def add_data_root_option(p: argparse.ArgumentParser, help: str, repeatable: bool = False
+                         ) -> None:
+    """``--data-root``; ``repeatable``: given more than once, a list (a folder and object URL
+    prefixes such as ``s3://bucket/photos/``)."""
+    p.add_argument("--data-root", action="append" if repeatable else "store", help=help)
 
 
 def add_lance_option(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:

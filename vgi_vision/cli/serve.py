@@ -37,8 +37,10 @@ def add(commands: Subcommands) -> None:
     where.add_argument("--unix", metavar="PATH", help="serve on a unix socket (mode 0600)")
     where.add_argument("--http", action="store_true", help="serve HTTP")
     options.add_listen_options(p, port=8765, protocol="HTTP")
-    options.add_data_root_option(p, help="path arguments may read only below this folder "
-                                 "(required for path arguments over unix/HTTP)")
+    options.add_data_root_option(p, help="path arguments may read only below this folder or "
+                                 "object URL prefix (s3://bucket/photos/); repeat it to add "
+                                 "URL prefixes (required for path arguments over unix/HTTP)",
+                                 repeatable=True)
     options.add_model_options(p)
     options.add_lance_option(p, help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=positive(int), default=2,

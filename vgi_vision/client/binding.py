@@ -275,14 +275,16 @@ def quote(identifier: str) -> str:
 
 
 def worker_flags(options: dict[str, Any]) -> list[str]:
-    """``attach`` keyword options as ``serve`` flags for a subprocess worker."""
+    """``attach`` keyword options as ``serve`` flags for a subprocess worker; a list or tuple
+    repeats its flag (``data_root=["photos", "s3://bucket/photos/"]``)."""
     flags: list[str] = []
     for key, value in options.items():
         if value is None or value is False:
             continue
-        flags.append("--" + key.replace("_", "-"))
-        if value is not True:
-            flags.append(str(value))
+        for one in value if isinstance(value, (list, tuple)) else [value]:
+            flags.append("--" + key.replace("_", "-"))
+            if one is not True:
+                flags.append(str(one))
     return flags
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vgi_vision import __version__
@@ -33,7 +34,7 @@ class WorkerConfig:
     model: str = DEFAULT_MODEL  # a shipped model's name or a model directory
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     threads: int | None = None  # onnxruntime and decode threads; None: the cores we may use
-    data_root: str | None = None
+    data_root: str | Sequence[str] | None = None  # a folder and/or object URL prefixes
     limits: ServerLimits = ServerLimits()
     decode_limits: DecodeLimits = DecodeLimits()  # per image: --max-image-mb, --max-pixels
     lance: str | None = None

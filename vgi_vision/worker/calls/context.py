@@ -62,8 +62,7 @@ def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSour
         return args["image"].slice(rows.start, len(rows)).to_pylist()
     limit = ctx.classifier.limits.max_bytes
     paths = args["path"].slice(rows.start, len(rows)).to_pylist()
-    sources: list[ImageSource] = [None if p is None else ctx.paths.source(p, limit)
-                                  for p in paths]
+    sources: list[ImageSource] = list(ctx.paths.sources(paths, limit))
     if ctx.sink is not None:
         return [read_source(s, ctx.classifier.limits) for s in sources]
     return sources

@@ -47,7 +47,7 @@ class ServeSettings:
     host: str
     port: int
     port_file: str | None
-    data_root: str | None
+    data_root: str | list[str] | None
     model: str | None
     device: str | None
     lance: str | None
