@@ -95,6 +95,12 @@ MUTATIONS = (
              "throttled or failing object reads are tried once",
              "vgi_vision/worker/objects.py", "max_attempts=MAX_ATTEMPTS", "max_attempts=1",
              (f"{OBJECTS}::test_throttling_is_waited_out",)),
+    Mutation("gallery-shows-any-url",
+             "the gallery shows a stored URL whatever prefix it is under",
+             "vgi_vision/gallery/facts.py", "return self._paths.objects.check(path).prefix",
+             "return path",
+             ("test/gallery/test_gallery_object_store.py::"
+              "test_only_urls_under_the_data_root_are_shown",)),
     Mutation("object-plain-http-allowed",
              "a plain-HTTP S3 endpoint is used without AWS_ALLOW_HTTP=true",
              "vgi_vision/worker/objects.py",

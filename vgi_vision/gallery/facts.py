@@ -4,13 +4,15 @@ The same rule as a worker's ``--data-root``: with a data root, a stored path is 
 to the root) and its file read only if it resolves inside the root; without one, paths are
 shown as stored and no file is ever read. Stored paths are data from SQL rows, as untrusted as
 image bytes: reading is through :class:`vgi_vision.worker.paths.PathPolicy`, and a file that is
-missing, refused or undecodable simply has no facts.
+missing, refused or undecodable simply has no facts. The data root may be an object URL
+prefix (``s3://bucket/photos/``): stored URLs under it are shown whole and read from storage.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from vgi_vision.worker.objects import is_object_url
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.vision.facts import read_info
@@ -23,18 +25,21 @@ class FilePolicy:
     """The data-root rule for shown paths and file reads (no root: show, never read)."""
 
     def __init__(self, data_root: str | None) -> None:
-        self.root = Path(data_root).resolve() if data_root else None
-        self._paths = PathPolicy.confined(self.root) if self.root else None
+        self.root = Path(data_root).resolve() \
+            if data_root is not None and not is_object_url(data_root) else None
+        self._paths = PathPolicy.confined(data_root) if data_root else None
 
     def shown_path(self, path: str | None) -> str | None:
         """``path`` as the page may show it, or None."""
-        if path is None or self.root is None or self._paths is None:
+        if path is None or self._paths is None:
             return path
         try:
+            if is_object_url(path):
+                return self._paths.objects.check(path).prefix
             real = Path(self._paths.resolve(path))
         except FunctionError:
             return None
-        return str(real.relative_to(self.root))
+        return str(real.relative_to(self.root)) if self.root else None
 
     def facts(self, path: str | None) -> list[tuple[str, str]]:
         """Format, size and EXIF facts of the file at ``path``, when it may be read."""
