@@ -17,9 +17,11 @@ def add(commands: Subcommands) -> None:
 
     p = commands.add_parser("classify", help="classify image files, folders and globs",
                             description="Classify images in batches with a progress bar (on a "
-                                        "terminal). Folders are searched recursively. Files "
+                                        "terminal). Folders and object URL prefixes "
+                                        "(s3://bucket/photos/) are searched recursively. Files "
                                         "that cannot be read are listed at the end.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="file, folder, glob, or s3:// object or prefix")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (1..1000)")
     options.add_format_option(p, choices=FORMATS, default="table")
     p.add_argument("-o", "--output", help="write results here instead of stdout")
@@ -41,10 +43,14 @@ def run(args: argparse.Namespace) -> int:
         write_table,
     )
     from vgi_vision.client.client import Client
+    from vgi_vision.worker.registry import FunctionError
 
     private = options.private_worker_options(args, PRIVATE_WORKER_FLAGS)
     location = options.location_of(args)
-    files, unmatched = expand(args.paths)
+    try:
+        files, unmatched = expand(args.paths)
+    except FunctionError as exc:  # a malformed object URL
+        raise options.CliError(str(exc)) from None
     worker_args = [flag for key, value in private.items() for flag in (f"--{key}", value)]
     with Client(location, workers=args.workers, concurrency=args.concurrency,
                 worker_args=worker_args, auth_token=options.auth_token(args)) as client:

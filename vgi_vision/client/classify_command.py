@@ -3,7 +3,8 @@
 The images go through a worker like any SQL query does (a private subprocess worker, or
 ``--location``), so write-back, limits and results are exactly those of the SQL functions.
 Files that cannot be read or decoded are counted and listed at the end; they never stop
-the run.
+the run. An ``s3://bucket/prefix/`` argument stands for the images under that prefix
+(:mod:`vgi_vision.client.object_images`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from vgi_vision.client.client import Client
+from vgi_vision.client.object_images import Source, list_images, read_all
 from vgi_vision.protocol import INPUT_ROW
+from vgi_vision.worker.objects import is_object_url
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 FORMATS = ("table", "csv", "json", "parquet")
@@ -31,14 +34,20 @@ FORMATS = ("table", "csv", "json", "parquet")
 CHUNK_FILES = 256
 
 
-def expand(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """Files named by paths, folders (recursively: image suffixes only) and globs.
+def expand(patterns: Iterable[str]) -> tuple[list[Source], list[str]]:
+    """Files named by paths, folders (recursively: image suffixes only), globs, and object
+    URLs (a prefix like a folder).
 
     Returns the files in a stable order and the patterns that matched nothing.
     """
-    files: list[Path] = []
+    files: list[Source] = []
     unmatched: list[str] = []
     for pattern in patterns:
+        if is_object_url(pattern):
+            objects = list_images(pattern, IMAGE_SUFFIXES)
+            files += objects
+            unmatched += [] if objects else [pattern]
+            continue
         matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))] \
             if glob.has_magic(pattern) else [Path(pattern)]
         found = False
@@ -59,10 +68,10 @@ def expand(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
 @dataclass
 class BatchResult:
     table: pa.Table
-    failed: list[Path] = field(default_factory=list)
+    failed: list[Source] = field(default_factory=list)
 
 
-def classify_files(client: Client, files: Sequence[Path], top_k: int, progress: bool,
+def classify_files(client: Client, files: Sequence[Source], top_k: int, progress: bool,
                    send_bytes: bool = False) -> BatchResult:
     """Classify ``files`` through the worker, a chunk at a time, noting which ones failed.
 
@@ -72,12 +81,12 @@ def classify_files(client: Client, files: Sequence[Path], top_k: int, progress: 
     from tqdm import tqdm
 
     tables: list[pa.Table] = []
-    failed: list[Path] = []
+    failed: list[Source] = []
     with tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
         for start in range(0, len(files), CHUNK_FILES):
             chunk = files[start:start + CHUNK_FILES]
-            images = pa.array([read_or_none(f) for f in chunk], pa.binary()) if send_bytes \
+            images = pa.array(read_all(chunk), pa.binary()) if send_bytes \
                 else pa.array([str(f) for f in chunk], pa.string())
             table = client.table("classify", images, pa.array([top_k] * len(chunk), pa.int32()))
             rows = table.column(INPUT_ROW).to_pylist()
@@ -87,13 +96,6 @@ def classify_files(client: Client, files: Sequence[Path], top_k: int, progress: 
                 0, "path", pa.array([str(chunk[i]) for i in rows], pa.string())))
             bar.update(len(chunk))
     return BatchResult(pa.concat_tables(tables) if tables else pa.table({}), failed)
-
-
-def read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 def write_table(table: pa.Table, fmt: str, out: TextIO, output: str | None) -> None:
@@ -137,7 +139,7 @@ def progress_wanted(stream: TextIO = sys.stderr) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def failure_report(failed: list[Path], unmatched: list[str]) -> Iterator[str]:
+def failure_report(failed: list[Source], unmatched: list[str]) -> Iterator[str]:
     if unmatched:
         yield f"{len(unmatched)} pattern(s) matched no file: " + ", ".join(unmatched)
     if failed:
