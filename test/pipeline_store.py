@@ -27,7 +27,9 @@ def distinct_jpegs(count: int) -> list[bytes]:
     return images
 
 
-def store_counts(uri: Path) -> dict[str, int]:
+def store_counts(uri: str | Path) -> dict[str, int]:
+    """Rows per table of the store at ``uri`` (a folder, or an object URL: never a ``Path``
+    made of one, which folds ``s3://`` into ``s3:/``)."""
     db = lancedb.connect(str(uri))
     counts = {name: db.open_table(name).count_rows() for name in ("images", "staged")}
     counts["run_images"] = sum(db.open_table("runs").to_arrow().column("images").to_pylist())
@@ -68,9 +70,9 @@ def assert_stored_once(uri: str, images: int, rerun: Callable[[], int]) -> None:
     from vgi_vision.batch import clear_unfinished_runs
 
     clear_unfinished_runs(uri)
-    counts = store_counts(Path(uri))
+    counts = store_counts(uri)
     assert counts["images"] == images and counts["staged"] == 0
     # A batch retried after its run committed counts again in runs, never in images.
     assert counts["run_images"] >= images
     assert rerun() == images
-    assert store_counts(Path(uri))["images"] == images
+    assert store_counts(uri)["images"] == images
