@@ -168,3 +168,19 @@ def test_a_prefix_admits_only_what_is_below_it() -> None:
         with pytest.raises(FunctionError) as info:
             prefixes.check(url)
         assert info.value.kind is ErrorKind.PATH_REFUSED, url
+
+
+def test_text_is_read_from_an_object(bucket: LocalS3, servers: Callable[[str], RunningWorker]
+                                     ) -> None:
+    sign = DATA.parent / "text" / "sign.png"
+    url = bucket.put(BUCKET, "photos/sign.png", sign.read_bytes())
+    con = duckdb.connect()
+    vgi_vision.attach(con, servers("unix").location)
+    try:
+        from_url = con.execute(f"SELECT line, text FROM vision.ocr('{url}') ORDER BY line"
+                               ).fetchall()
+        assert from_url and from_url == con.execute(
+            f"SELECT line, text FROM vision.ocr((SELECT content FROM read_blob('{sign}'))) "
+            "ORDER BY line").fetchall()
+    finally:
+        vgi_vision.detach(con)
