@@ -7,11 +7,13 @@ any skipped test into a failed run: CI uses it so that no transport leg can pass
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -41,10 +43,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="fail the run if any test was skipped")
 
 
+#: Where the SQL suite's ``s3`` flavour finds the fixture images: test/sql/data/* under it.
+SQL_OBJECTS = "s3://sql-data/data/"
+
+
 class Workers:
     """One worker per transport (and flavour) for the whole session, started on first use.
 
-    The ``lance`` flavour writes results back to a LanceDB folder of its own.
+    The ``lance`` flavour writes results back to a LanceDB folder of its own; the ``s3``
+    flavour reads objects from the session's S3 server under ``SQL_OBJECTS`` as well.
     """
 
     def __init__(self) -> None:
@@ -57,7 +64,11 @@ class Workers:
             folder = self.tmp / f"{transport}-{flavour}"
             flags = serve_flags(transport) + (["--lance", str(self.lance_uri(transport))]
                                               if flavour == "lance" else [])
-            context = running_worker(transport, *flags, workdir=folder)
+            env = None
+            if flavour == "s3":
+                env = sql_objects().env()
+                flags += ["--data-root", SQL_OBJECTS] if transport != "subprocess" else []
+            context = running_worker(transport, *flags, env=env, workdir=folder)
             self._running[key] = (context, context.__enter__())
         return self._running[key][1]
 
@@ -78,6 +89,29 @@ def serve_flags(transport: str) -> list[str]:
 
 
 _workers: Workers | None = None
+_s3: contextlib.ExitStack | None = None
+_s3_server: LocalS3 | None = None
+
+
+def shared_s3() -> LocalS3:
+    """The session's S3 server on loopback, started on first use, stopped at the end."""
+    global _s3, _s3_server
+    if _s3_server is None:
+        _s3 = contextlib.ExitStack()
+        _s3_server = _s3.enter_context(local_s3())
+    return _s3_server
+
+
+def sql_objects() -> LocalS3:
+    """The session's S3 server, holding the SQL suite's images under ``SQL_OBJECTS``."""
+    server = shared_s3()
+    bucket = SQL_OBJECTS.removeprefix("s3://").split("/")[0]
+    if bucket not in {b["Name"] for b in server.client().list_buckets()["Buckets"]}:
+        server.create_bucket(bucket)
+        for image in sorted(DATA.iterdir()):
+            server.put(bucket, f"data/{image.name}", image.read_bytes())
+        server.put(bucket, "private/secret.png", (DATA / "cat.png").read_bytes())
+    return server
 
 
 def workers() -> Workers:
@@ -90,6 +124,8 @@ def workers() -> Workers:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _workers is not None:
         _workers.stop()
+    if _s3 is not None:
+        _s3.close()
     if session.config.getoption("--fail-on-skip"):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         skipped = reporter.stats.get("skipped", []) if reporter else []
@@ -102,14 +138,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
     chosen = parent.config.getoption("--transport")
     transports = TRANSPORTS if chosen == "all" else (chosen,)
-    variants = {t: {"vgi_vision": attach_over(t), "vgi_vision_lance": attach_over(t, "lance")}
+    variants = {t: {"vgi_vision": attach_over(t), "vgi_vision_lance": attach_over(t, "lance"),
+                    "vgi_vision_s3": attach_over(t, "s3")}
                 for t in transports}
     return sqllogictest.collect_file(parent, file_path, {}, strict=True, variants=variants)
 
 
 def attach_over(transport: str, flavour: str = "plain"):
     """``require vgi_vision`` (``_lance``): attach the session's worker for ``transport`` as
-    ``vision`` (one that writes results back to LanceDB)."""
+    ``vision`` (one that writes results back to LanceDB); ``_s3``: one that also reads
+    ``SQL_OBJECTS`` (a private worker confined to it and the repository, as the others are)."""
 
     def attach_worker(con):
         import vgi_vision
@@ -117,6 +155,9 @@ def attach_over(transport: str, flavour: str = "plain"):
         worker = workers().get(transport, flavour)
         if worker.location is None and flavour == "lance":
             vgi_vision.attach(con, lance=str(workers().lance_uri(transport)))
+        elif worker.location is None and flavour == "s3":
+            with mock.patch.dict(os.environ, sql_objects().env()):  # the worker's environment
+                vgi_vision.attach(con, data_root=[str(REPO), SQL_OBJECTS])
         else:
             vgi_vision.attach(con, worker.location)
         return lambda: vgi_vision.detach(con)
@@ -220,10 +261,9 @@ def store(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[LocalS3]:
+def s3() -> LocalS3:
     """An S3-protocol server on loopback for the session (``vgi_vision.testing.s3server``)."""
-    with local_s3() as server:
-        yield server
+    return shared_s3()
 
 
 @pytest.fixture
