@@ -99,7 +99,8 @@ class WorkerOptions:
     """Where a batch's calls go: a worker built in this process, or running workers.
 
     In-process: ``model``, ``device``, ``threads`` (onnxruntime and decode threads),
-    ``lance`` (write-back store URI), ``data_root`` (confine path arguments). Remote:
+    ``lance`` (write-back store URI), ``data_root`` (confine path arguments: a folder, or a
+    list of one folder and ``s3://`` URL prefixes). Remote:
     ``location`` (one address or a list), ``auth_token``, ``concurrency``, ``timeout``.
     """
 
@@ -107,7 +108,7 @@ class WorkerOptions:
     device: str | None = None
     threads: int | None = None
     lance: str | None = None
-    data_root: str | None = None
+    data_root: str | tuple[str, ...] | None = None
     location: str | tuple[str, ...] | None = None
     auth_token: str | None = None
     concurrency: int | None = None
@@ -123,6 +124,8 @@ class WorkerOptions:
                                          f"worker; a remote worker (location=) has its own")
             if not isinstance(self.location, str):
                 object.__setattr__(self, "location", tuple(self.location))
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            object.__setattr__(self, "data_root", tuple(self.data_root))
         elif any(getattr(self, name) is not None for name in remote):
             raise BatchFunctionError("auth_token, concurrency and timeout apply to remote "
                                      "workers: give location= too")

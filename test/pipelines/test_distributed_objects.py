@@ -98,3 +98,19 @@ def test_daft_classifies_urls_into_an_object_store(urls: list[str], local_labels
             2 * len(urls)
         counts = store_counts(store)
         assert counts["images"] == len(urls) and counts["staged"] == 0
+
+
+def test_the_core_confines_urls_to_its_prefixes(urls: list[str], local_labels: list[str],
+                                                s3_env: LocalS3) -> None:
+    from vgi_vision.batch import BatchFunction
+    from vgi_vision.errors import WorkerError
+
+    top_label = BatchFunction("top_label", "path",
+                              data_root=[str(DATA), f"s3://{BUCKET}/photos/"])
+    try:
+        assert top_label(pa.table({"path": urls})).column("top_label").to_pylist() == \
+            local_labels
+        with pytest.raises(WorkerError, match="outside the data roots"):
+            top_label(pa.table({"path": [f"s3://{BUCKET}/elsewhere/cat.png"]}))
+    finally:
+        top_label.close()

@@ -184,3 +184,18 @@ def test_text_is_read_from_an_object(bucket: LocalS3, servers: Callable[[str], R
             "ORDER BY line").fetchall()
     finally:
         vgi_vision.detach(con)
+
+
+def test_storage_that_keeps_failing_is_an_error_not_a_null(
+        bucket: LocalS3, servers: Callable[[str], RunningWorker]) -> None:
+    con = duckdb.connect()
+    vgi_vision.attach(con, servers("unix").location)
+    try:
+        bucket.tap.throttle(100, f"/{BUCKET}/photos/rocket.jpg")
+        with pytest.raises(duckdb.Error, match="reading .* from object storage failed"):
+            con.execute(f"SELECT vision.top_label('{PHOTOS}rocket.jpg')").fetchall()
+        bucket.tap.throttle(0)
+        assert con.execute(f"SELECT vision.top_label('{PHOTOS}coffee.png')").fetchall() == \
+            [("espresso",)]  # still serving
+    finally:
+        vgi_vision.detach(con)

@@ -34,6 +34,7 @@ class ErrorKind(StrEnum):
     MODEL_ERROR = "model_error", 500
     WRITE_FAILED = "write_failed", 500
     INTERNAL = "internal", 500
+    READ_FAILED = "read_failed", 502  # object storage kept failing (after its retries)
     UNAVAILABLE = "unavailable", 503
 
     @classmethod

@@ -105,7 +105,8 @@ class ObjectPrefixes:
         """The bytes of the object ``url`` if it is a non-empty object of at most ``max_bytes``;
         None if it is too large or not an object. Raises ``FileNotFoundError`` when there is
         no such object (as opening a missing file does), ``path_refused`` outside the
-        prefixes, and ``unavailable`` when the storage keeps failing."""
+        prefixes, and ``read_failed`` when the storage keeps failing or refuses access (not a
+        silent NULL: the row's image exists, or may)."""
         target = self.check(url)
         try:
             # Opening asks for the object's metadata only (HeadObject): a missing object
@@ -118,7 +119,7 @@ class ObjectPrefixes:
             raise
         except OSError as exc:
             raise FunctionError(f"reading {url!r} from object storage failed: {exc}",
-                                kind=ErrorKind.UNAVAILABLE) from None
+                                kind=ErrorKind.READ_FAILED) from None
         return data if 0 < len(data) <= max_bytes else None
 
 
