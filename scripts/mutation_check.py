@@ -95,6 +95,22 @@ MUTATIONS = (
              "throttled or failing object reads are tried once",
              "vgi_vision/worker/objects.py", "max_attempts=MAX_ATTEMPTS", "max_attempts=1",
              (f"{OBJECTS}::test_throttling_is_waited_out",)),
+    Mutation("object-failure-as-null",
+             "an object read that keeps failing is a silent NULL instead of an error",
+             "vgi_vision/worker/objects.py",
+             "        except OSError as exc:\n            raise FunctionError(",
+             "        except OSError as exc:\n            return None\n"
+             "            raise FunctionError(",
+             (f"{OBJECTS}::test_storage_that_keeps_failing_is_an_error_not_a_null",)),
+    Mutation("missing-object-answered-apart",
+             "a missing object is answered in the object reader ('no image') instead of "
+             "raising what a missing file raises, so it would not follow the missing-file rule",
+             "vgi_vision/worker/objects.py",
+             """        except FileNotFoundError:
+            raise""",
+             """        except FileNotFoundError:
+            return None""",
+             (f"{OBJECTS}::test_a_missing_object_raises_what_a_missing_file_raises",)),
     Mutation("gallery-shows-any-url",
              "the gallery shows a stored URL whatever prefix it is under",
              "vgi_vision/gallery/facts.py", "return self._paths.objects.check(path).prefix",

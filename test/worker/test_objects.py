@@ -164,7 +164,7 @@ def test_a_prefix_admits_only_what_is_below_it() -> None:
     assert prefixes.prefixes == ("s3://bkt/photos/",)
     assert prefixes.check("s3://bkt/photos/a/b.jpg") == ObjectUrl("s3", "bkt", "photos/a/b.jpg")
     for url in ["s3://bkt/photos-x/b.jpg", "s3://bkt/photos", "s3://bkt/photos/a/../../x.jpg",
-                "s3://bkt/photos//x.jpg", "s3://bkt/other.jpg"]:
+                "s3://bkt/photos//x.jpg", "s3://bkt/other.jpg", "s3://bkt/photos/a\x00.jpg"]:
         with pytest.raises(FunctionError) as info:
             prefixes.check(url)
         assert info.value.kind is ErrorKind.PATH_REFUSED, url
@@ -199,3 +199,13 @@ def test_storage_that_keeps_failing_is_an_error_not_a_null(
             [("espresso",)]  # still serving
     finally:
         vgi_vision.detach(con)
+
+
+def test_a_missing_object_raises_what_a_missing_file_raises(bucket: LocalS3,
+                                                            s3_env: LocalS3) -> None:
+    """The reader leaves a missing object to the path policy's missing-file handling, so
+    both follow one rule whatever it is."""
+    with pytest.raises(FileNotFoundError):
+        ObjectPrefixes.of([PHOTOS]).read(f"{PHOTOS}missing.png", 1 << 20)
+    with pytest.raises(FileNotFoundError):
+        os.open(DATA / "missing.png", os.O_RDONLY)

@@ -127,16 +127,15 @@ class ObjectPrefixes:
 def object_filesystem(scheme: str) -> fs.FileSystem:
     """One filesystem per scheme and process, configured by the standard AWS variables only.
 
-    Credentials come from the SDK's chain. ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
-    names an S3-compatible server; one on plain HTTP is used only with ``AWS_ALLOW_HTTP=true``,
-    the rule LanceDB (the Rust ``object_store``) applies to the same variables, so images and
-    stores agree. ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) is the region when set.
+    Credentials come from the SDK's chain. ``AWS_ENDPOINT_URL`` names an S3-compatible
+    server; one on plain HTTP is used only with ``AWS_ALLOW_HTTP=true``, the rule LanceDB (the
+    Rust ``object_store``) applies to the same variables, so images and stores agree.
+    ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) is the region when set. Read once per process.
     """
     if scheme != "s3":
         raise FunctionError(f"no object storage for scheme {scheme!r}",
                             kind=ErrorKind.PATH_REFUSED)
-    endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL_S3")
-                        or os.environ.get("AWS_ENDPOINT_URL") or "")
+    endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL", ""))
     if endpoint.scheme == "http" and os.environ.get("AWS_ALLOW_HTTP", "").lower() != "true":
         raise FunctionError(f"the S3 endpoint {endpoint.geturl()} is plain HTTP: set "
                             "AWS_ALLOW_HTTP=true to allow it", kind=ErrorKind.NOT_CONFIGURED)

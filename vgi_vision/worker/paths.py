@@ -83,8 +83,6 @@ class PathPolicy:
         after opening, so a symlink swapped in after ``resolve`` cannot lead outside.
         An object URL is fetched (see :class:`ObjectPrefixes`); a missing object is
         handled exactly as a missing file."""
-        if "\x00" in path:
-            raise FunctionError("path contains a NUL byte", kind=ErrorKind.PATH_REFUSED)
         url = is_object_url(path)
         real = path if url else self.resolve(path)
         if self.allow_any and not url:
