@@ -79,3 +79,13 @@ def test_an_empty_or_malformed_prefix(bucket: LocalS3, s3_env: LocalS3) -> None:
     malformed = cli("classify", f"s3://{BUCKET}/photos/../elsewhere/")
     assert malformed.returncode == 2 and "is not of the form" in malformed.stderr
     assert "Traceback" not in malformed.stderr
+
+
+def test_serve_refuses_bad_data_roots_before_starting(tmp_path: Path) -> None:
+    socket = str(tmp_path / "w.sock")
+    two = cli("serve", "--unix", socket, "--data-root", str(tmp_path), "--data-root",
+              str(REPO), "--data-root", "s3://bucket/photos/")
+    assert two.returncode == 2 and "at most one local data root" in two.stderr
+    dotted = cli("serve", "--unix", socket, "--data-root", "s3://bucket/a/../b/")
+    assert dotted.returncode == 2 and "is not of the form" in dotted.stderr
+    assert not (tmp_path / "w.sock").exists()
