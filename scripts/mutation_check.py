@@ -438,6 +438,17 @@ MUTATIONS = (
              "if not _lock.acquire(blocking=False):", "if not _lock.acquire(blocking=True):",
              ("test/client/test_binding.py::"
               "test_a_connection_collected_in_a_thread_attach_waits_for_does_not_deadlock",)),
+    Mutation("image-key-spliced-unchecked",
+             "an image key reaches a LanceDB filter without being checked as sha256 hex",
+             "vgi_vision/worker/lance/paths.py",
+             "if not isinstance(key, str) or not _IMAGE_KEY.match(key):",
+             "if not isinstance(key, str):",
+             ("test/worker/test_paths.py::test_only_sha256_keys_reach_a_filter",)),
+    Mutation("path-first-seen-overwritten",
+             "a path stored again gets the later run's first_seen",
+             "vgi_vision/worker/lance/paths.py",
+             "min(at, first.get((key, path), at))", "at",
+             ("test/worker/test_paths.py::test_first_and_last_seen_move_only_forward",)),
 )
 
 

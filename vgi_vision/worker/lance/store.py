@@ -4,7 +4,7 @@ OCR results follow the same mechanism in their own pair of tables, ``ocr`` and `
 (one row per image and OCR model, its lines as lists; see :data:`TEXT`); a run commits into one
 pair. What follows says ``images`` and ``staged`` for either.
 
-A *run* is one function call's worth of results. Three tables:
+A *run* is one function call's worth of results. Four tables:
 
 * ``images``: what readers see. One row per (``image_key``, ``model``) holding the image's
   ranked predictions (list columns) and its embedding, so a prediction and its embedding
@@ -13,12 +13,15 @@ A *run* is one function call's worth of results. Three tables:
   queue makes (over HTTP, by several replicas). Nobody reads them but the commit.
 * ``runs``: one record per committed run, so a replayed or retried request of a run that
   already committed writes nothing and commits nothing again.
+* ``paths``: every path each stored image was stored from (:mod:`.paths`), so copies of one
+  file under other names are one image with all their paths.
 
 Committing a run is:
 
 1. check that ``staged`` holds a row for every argument row the run classified (nothing lost
    on the way; a replayed batch stages the same argument rows again, which does not count);
-2. merge the run's rows into ``images`` on (``image_key``, ``model``): one atomic table version.
+2. record the paths of the run's rows in ``paths``, then merge its rows into ``images`` on
+   (``image_key``, ``model``): one atomic table version.
    An image already stored keeps its row, unless this run ranked more classes (a larger
    ``top_k``), in which case the wider row replaces it. So re-classifying stored images (a
    retried request, a re-run query, a sub-batch retried on another worker) never duplicates
@@ -67,6 +70,7 @@ from vgi_vision.worker.lance.kinds import (
     IMAGES,
     OCR,
     OCR_STAGED,
+    PATHS,
     RUNS,
     STAGED,
     TEXT,
@@ -74,6 +78,7 @@ from vgi_vision.worker.lance.kinds import (
     RunError,
     utc_now,
 )
+from vgi_vision.worker.lance.paths import open_paths, path_lists, record_paths, stored_paths
 from vgi_vision.worker.stored import (
     IMAGE_IDENTITY,
     image_schema,
@@ -176,6 +181,7 @@ class PredictionStore:
     embedding_dim: int
     ocr: Any = None
     ocr_staged: Any = None
+    paths: Any = None
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0,
@@ -185,14 +191,17 @@ class PredictionStore:
         than ``staged_lifetime_seconds``, whose scans can no longer continue."""
         # Every read checks for the latest version: other replicas commit to the same tables.
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
+        images = await open_or_create(db, IMAGES, image_schema(embedding_dim))
+        ocr = await open_or_create(db, OCR, ocr_schema())
         store = cls(
             db=db,
-            images=await open_or_create(db, IMAGES, image_schema(embedding_dim)),
+            images=images,
             staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
             embedding_dim=embedding_dim,
-            ocr=await open_or_create(db, OCR, ocr_schema()),
+            ocr=ocr,
             ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
+            paths=await open_paths(db, (images, ocr)),
         )
         recovery_grace_seconds = min(recovery_grace_seconds, staged_lifetime_seconds)
         await store.recover(recovery_grace_seconds)
@@ -242,6 +251,8 @@ class PredictionStore:
         if answered != images:
             raise RunError(f"run {run_id} staged {answered} of its {images} images")
         if images:
+            # Paths first: once an image is visible, every path of its committed runs is.
+            await record_paths(self.paths, staged)
             await table.merge_insert(IMAGE_IDENTITY) \
                 .when_matched_update_all(where=kind.replaces) \
                 .when_not_matched_insert_all().execute(one_row_per_image(staged, kind))
@@ -259,7 +270,7 @@ class PredictionStore:
         """(name, table) of the stored and staging tables of ``kinds``, and ``runs``."""
         named = [(kind.table, self._tables(kind)[0]) for kind in kinds]
         named += [(kind.staged, self._tables(kind)[1]) for kind in kinds]
-        return [*named, (RUNS, self.runs)]
+        return [*named, (PATHS, self.paths), (RUNS, self.runs)]
 
     async def maintain(self, kinds: Sequence[ResultKind] = (CLASSIFICATION,),
                        retention: timedelta = VERSION_RETENTION, *, force: bool = False
@@ -300,17 +311,23 @@ class PredictionStore:
 
     async def page(self, version: int, offset: int, limit: int,
                    kind: ResultKind = CLASSIFICATION) -> pa.Table:
-        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors.
+        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors,
+        with the ``paths`` each was stored from (as they are now).
 
         Paging a pinned version keeps every page of one scan consistent even while other
         runs commit (a merge that widens a row rewrites it, which would shift plain offsets).
+        A page's paths are read when the page is: they include every committed run's paths of
+        its images (a run records its paths before its images), and possibly some of a run
+        committing meanwhile.
         """
         table = await self.db.open_table(kind.table, version=version)
         try:
             columns = [f.name for f in await table.schema() if f.name != "vector"]
-            return await table.query().offset(offset).limit(limit).select(columns).to_arrow()
+            page = await table.query().offset(offset).limit(limit).select(columns).to_arrow()
         finally:
             table.close()
+        keys = page.column("image_key").to_pylist()
+        return page.append_column("paths", path_lists(keys, await stored_paths(self.paths, keys)))
 
     async def nearest(self, vector: list[float], k: int) -> pa.Table:
         return await self.images.vector_search(vector).column("vector") \
@@ -318,6 +335,7 @@ class PredictionStore:
             .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
 
     def close(self) -> None:
-        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged):
+        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged,
+                      self.paths):
             table.close()
         self.db.close()
