@@ -449,6 +449,23 @@ MUTATIONS = (
              "vgi_vision/worker/lance/paths.py",
              "min(at, first.get((key, path), at))", "at",
              ("test/worker/test_paths.py::test_first_and_last_seen_move_only_forward",)),
+    Mutation("model-name-spliced-unchecked",
+             "a model name from a SQL argument reaches a LanceDB filter unchecked",
+             "vgi_vision/worker/lance/vector_index.py",
+             "return f\"model = '{model}'\" if _MODEL.match(model) else None",
+             "return f\"model = '{model}'\"",
+             ("test/worker/test_vector_index.py::test_only_plain_model_names_reach_a_filter",)),
+    Mutation("similar-mixes-models",
+             "a similarity search returns images another model stored",
+             "vgi_vision/worker/lance/vector_index.py",
+             ".where(where).nprobes(NPROBES)", ".nprobes(NPROBES)",
+             ("test/worker/test_vector_index.py::test_a_search_never_leaves_its_model",)),
+    Mutation("duplicates-bound-ignored",
+             "duplicates() groups hashes one bit further apart than asked",
+             "vgi_vision/worker/functions/duplicates.py",
+             "np.nonzero(bits <= max_distance)", "np.nonzero(bits <= max_distance + 1)",
+             ("test/worker/test_duplicates.py::"
+              "test_groups_are_the_connected_pairs_within_the_bound",)),
 )
 
 

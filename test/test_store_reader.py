@@ -43,7 +43,7 @@ def test_a_pinned_version_keeps_its_rows_while_runs_commit(tmp_path: Path) -> No
                         rows.column("image_key").to_pylist()[1:]
                     assert all(len(labels) == 5 for labels in taken.column("label").to_pylist())
                     vector = (await images.take(ids[:1], ["vector"])).column("vector")[0].as_py()
-                    hits = await images.nearest(vector, 2, ["image_key"])
+                    hits = await images.nearest(vector, 2, "efficientnet-lite0", ["image_key"])
                     assert hits.column("image_key").to_pylist()[0] == \
                         rows.column("image_key")[0].as_py()
                     assert hits.column("_distance").to_pylist()[0] < 1e-4

@@ -25,6 +25,7 @@ import lancedb
 import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.worker.lance.vector_index import nearest
 
 
 class PinnedImages:
@@ -43,11 +44,12 @@ class PinnedImages:
         table's order, not necessarily the order asked for."""
         return await self._table.take_row_ids(row_ids).select(columns).to_arrow()
 
-    async def nearest(self, vector: list[float], limit: int, columns: list[str]) -> pa.Table:
-        """``columns`` and ``_distance`` of the ``limit`` rows whose embedding is nearest to
-        ``vector`` by cosine distance, nearest first."""
-        return await self._table.vector_search(vector).column("vector") \
-            .distance_type("cosine").limit(limit).select([*columns, "_distance"]).to_arrow()
+    async def nearest(self, vector: list[float], limit: int, model: str, columns: list[str]
+                      ) -> pa.Table:
+        """``columns`` and ``_distance`` of the ``limit`` rows stored by ``model`` whose
+        embedding is nearest to ``vector`` by cosine distance, nearest first (through the
+        vector index when the store has one)."""
+        return await nearest(self._table, vector, limit, model, columns)
 
     def close(self) -> None:
         self._table.close()

@@ -338,16 +338,15 @@ class Catalog:
         their embeddings (another model's embeddings live in another space); None when the
         image has no whole stored embedding to search with.
 
-        The model is matched after the search (its name is stored data, never spliced into a
-        filter), so the search over-fetches to make up for the image itself and for rows of
-        other models.
+        The search is within the model (through the vector index when the store has one);
+        it over-fetches to make up for the image itself and rows without a top-1.
         """
         snap, rows = await self._rows_of(tile.image_key, ["vector"], tile.model)
         vector = rows.column("vector")[0].as_py() if rows.num_rows else None
         if vector is None or None in vector:
             return None
         hits = await snap.images.nearest(
-            vector, 4 * k + 4, ["image_key", "model", "run_id", "label", "confidence"])
+            vector, 2 * k + 1, tile.model, ["image_key", "model", "run_id", "label", "confidence"])
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():

@@ -73,6 +73,9 @@ PATH_IDENTITY = ["image_key", "path"]
 #: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
 #: gallery can show images classified from BLOBs. NULL in rows written before it existed.
 THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+#: The image's 64-bit perceptual hash (what ``phash()`` returns), so ``duplicates()`` finds
+#: near-identical pictures without reading them again. NULL in rows written before it existed.
+PHASH_FIELD = pa.field("phash", pa.uint64())
 
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
 
@@ -104,6 +107,7 @@ def image_schema(dim: int) -> pa.Schema:
         *_fields(PREDICTION_COLUMNS, "run_id", "created_at"),
         pa.field("vector", arrow_type(embedding_type(dim))),  # what embed() returns
         THUMBNAIL_FIELD,
+        PHASH_FIELD,
     ])
 
 

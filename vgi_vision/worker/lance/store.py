@@ -78,7 +78,22 @@ from vgi_vision.worker.lance.kinds import (
     RunError,
     utc_now,
 )
-from vgi_vision.worker.lance.paths import open_paths, path_lists, record_paths, stored_paths
+from vgi_vision.worker.lance.paths import (
+    key_filter,
+    open_paths,
+    path_lists,
+    record_paths,
+    stored_paths,
+)
+from vgi_vision.worker.lance.vector_index import (
+    INDEX_MIN_ROWS,
+    VECTOR_INDEX,
+    build_index,
+    model_filter,
+    nearest,
+    needs_index,
+    stale_index,
+)
 from vgi_vision.worker.stored import (
     IMAGE_IDENTITY,
     image_schema,
@@ -182,6 +197,7 @@ class PredictionStore:
     ocr: Any = None
     ocr_staged: Any = None
     paths: Any = None
+    index_min_rows: int = INDEX_MIN_ROWS
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0,
@@ -283,10 +299,11 @@ class PredictionStore:
         commit conflict with another worker's merge or delete on the same fragments, which
         Lance resolves in the writer's favour) is logged and retried at the next round.
         """
-        done = {}
+        done: dict[str, bool] = {}
         for name, table in self.tables_of(kinds):
             try:
-                if not force and not needs_compaction(await table.stats()):
+                stale = table is self.images and await stale_index(table)
+                if not (force or stale or needs_compaction(await table.stats())):
                     continue
                 stats = await table.optimize(cleanup_older_than=retention)
             except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -300,6 +317,26 @@ class PredictionStore:
                           stats.prune.old_versions_removed, stats.prune.bytes_removed)
                 done[name] = True
         return done
+
+    async def maintain_index(self) -> dict[str, bool]:
+        """Build the vector index once ``images`` is large enough to need it (see
+        :mod:`.vector_index`); whether that succeeded, if it was due. Rows arriving later
+        are folded in by ``optimize``, which :meth:`maintain` runs once enough are unindexed.
+
+        A build takes minutes on a large store (docs/performance.md), so it is not part of
+        :meth:`maintain`: the write-back thread runs it without holding commits up. Lance
+        commits the index as a version of its own; rows committed during the build are
+        simply not in it yet, and searched exactly.
+        """
+        try:
+            if not await needs_index(self.images, self.index_min_rows):
+                return {}
+            rows = await build_index(self.images)
+        except Exception as exc:  # noqa: BLE001 - an optimisation, like compaction
+            log.warning("building the vector index skipped this round: %s", exc)
+            return {VECTOR_INDEX: False}
+        log.info("vector index built on %d stored images", rows)
+        return {VECTOR_INDEX: True}
 
     async def fragments(self, name: str) -> int:
         """How many fragments table ``name`` has now."""
@@ -329,10 +366,33 @@ class PredictionStore:
         keys = page.column("image_key").to_pylist()
         return page.append_column("paths", path_lists(keys, await stored_paths(self.paths, keys)))
 
-    async def nearest(self, vector: list[float], k: int) -> pa.Table:
-        return await self.images.vector_search(vector).column("vector") \
-            .distance_type("cosine").limit(k) \
-            .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
+    async def nearest(self, vector: list[float], k: int, model: str) -> pa.Table:
+        """The ``k`` images stored by ``model`` nearest to ``vector`` (see
+        :mod:`.vector_index`)."""
+        return await nearest(self.images, vector, k, model,
+                             ["image_key", "path", "label", "confidence"])
+
+    async def hashes(self) -> pa.Table:
+        """(image_key, phash) of every stored image that has a perceptual hash, once per
+        image (the hash is the picture's, whichever model stored it)."""
+        rows = await self.images.query().where("phash IS NOT NULL") \
+            .select(["image_key", "phash"]).to_arrow()
+        once = rows.group_by("image_key").aggregate([("phash", "min")])
+        return pa.table({"image_key": once.column("image_key"),
+                         "phash": once.column("phash_min")})
+
+    async def paths_of(self, keys: list[str]) -> pa.Array:
+        """The stored paths of each image of ``keys``, first seen first."""
+        return path_lists(keys, await stored_paths(self.paths, keys))
+
+    async def stored_vector(self, image_key: str, model: str) -> list[float] | None:
+        """The embedding ``model`` stored for the image ``image_key``; None if none."""
+        where = model_filter(model)
+        if where is None:
+            return None
+        rows = await self.images.query().where(f"{key_filter([image_key])} AND {where}") \
+            .select(["vector"]).to_arrow()
+        return rows.column("vector")[0].as_py() if rows.num_rows else None
 
     def close(self) -> None:
         for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged,
