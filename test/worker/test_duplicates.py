@@ -75,6 +75,12 @@ def test_copies_of_one_photo_group_together_and_photos_stay_apart(tmp_path: Path
     assert len(strict) < len(rows)  # a bound of 0 keeps only identical hashes together
 
 
+def root(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        i = parent[i]
+    return i
+
+
 def test_groups_are_the_connected_pairs_within_the_bound() -> None:
     """Against brute force (every pair compared, components by union-find) on random hashes
     with planted copies 1 to 8 bits away, so some lie just inside and some just outside
@@ -90,14 +96,9 @@ def test_groups_are_the_connected_pairs_within_the_bound() -> None:
     for bound in (0, 2, 4, 6):
         parent = list(range(len(hashes)))
 
-        def root(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
         for i, j in zip(*np.nonzero(distance <= bound), strict=True):
-            parent[root(int(i))] = root(int(j))
-        expected = [root(i) for i in range(len(hashes))]
+            parent[root(parent, int(i))] = root(parent, int(j))
+        expected = [root(parent, i) for i in range(len(hashes))]
         found = groups(hashes, bound)
         for i in range(len(hashes)):
             alone = expected.count(expected[i]) == 1
