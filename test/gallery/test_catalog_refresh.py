@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import lancedb
 import pyarrow as pa
+from gallery_store import classify_into
 from PIL import Image
 
-from gallery_store import classify_into
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
 from vgi_vision.gallery.facts import FilePolicy
