@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
               f" {n / min(seconds[name]) / raw_rate:>6.2f}x"
               f" {n / min(sql[name]):>19.1f} ({n / statistics.median(sql[name]):>5.1f})"
               f" {n / min(sql[name]) / raw_rate:>6.2f}x")
-    for label, times in (("raw model", raw_seconds), ("decode + infer", seconds),
-                         ("SQL top_label", sql)):
-        ratio = min(times[FP32]) / min(times[INT8])
-        median_ratio = statistics.median(times[FP32]) / statistics.median(times[INT8])
+    for label, timing in (("raw model", raw_seconds), ("decode + infer", seconds),
+                          ("SQL top_label", sql)):
+        ratio = min(timing[FP32]) / min(timing[INT8])
+        median_ratio = statistics.median(timing[FP32]) / statistics.median(timing[INT8])
         print(f"  int8 / fp32, {label + ':':<16} {ratio:.2f}x best, {median_ratio:.2f}x "
               f"median (aim >= 1.5x)")
     return 0

@@ -4,9 +4,10 @@ Over N distinct real 512x512 JPEGs (``bench/images.py``), in one run:
 
 1. **Stages, in this process**, each timed alone over all N images, as the worker runs them for
    one request holding every row: the request's Arrow IPC decode, Arrow to Python sources,
-   read + decode + resize/crop on a decode pool of the worker's size, normalization to the
-   float input tensor, the onnxruntime runs (the raw baseline below), softmax + top-k, and the
-   result's encoding (labels to Arrow, the response message). Their sum is what a worker
+   read + decode + resize/crop on a decode pool of the worker's size, stacking the decoded
+   pixels into the uint8 batch, the classifier's onnxruntime runs (uint8 in, normalization
+   folded into the graph), softmax + top-k, and the result's encoding (labels to Arrow, the
+   response message). Their sum is what a worker
    doing one stage after the other would cost; ``Classifier.classify`` (decode of the next
    model batch overlapped with inference of this one) and ``Dispatcher.handle`` (the whole
    request, bytes in, bytes out) are timed too.
@@ -141,8 +142,10 @@ def profile_stages(jpegs: list[bytes], raw: RawBaseline, repeats: int) -> Profil
     assert message.batch is not None
     sources = message.batch.column(0).to_pylist()
     with ThreadPoolExecutor(max_workers=classifier.threads) as pool:
-        decoded = list(pool.map(lambda s: decode_image(s, classifier.limits, info.prep),
-                                sources))
+        decoded = [d for d in pool.map(lambda s: decode_image(s, classifier.limits, info.prep),
+                                       sources) if d is not None]
+        if len(decoded) != len(sources):
+            raise RuntimeError("a benchmark image did not decode")
         uint8 = np.stack([d.pixels for d in decoded])
         profile.stages["request decode (Arrow IPC)"] = best_seconds(
             lambda: decode(request), repeats)

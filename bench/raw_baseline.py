@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vgi_vision.worker.vision.folding import normalized_input
 from vgi_vision.worker.vision.model import DEFAULT_RUN_BATCH, default_threads
 from vgi_vision.worker.vision.model_files import DEFAULT_MODEL, ModelInfo, resolve_model
 
@@ -30,11 +31,7 @@ SETTLE_SECONDS = 0.1
 
 def ready_tensors(info: ModelInfo, pixels: np.ndarray) -> np.ndarray:
     """``N x H x W x 3`` uint8 pixels as the normalized float32 tensor the graph takes."""
-    layout = (0, 3, 1, 2) if info.layout == "NCHW" else (0, 1, 2, 3)
-    batch = np.ascontiguousarray(pixels.transpose(layout), dtype=np.float32)
-    batch -= info.mean
-    batch /= info.std
-    return batch
+    return normalized_input(info.layout, info.mean, info.std, pixels)
 
 
 @dataclass
@@ -78,6 +75,10 @@ class RawBaseline:
         feed = self.info.input_name
         for start in range(0, len(self.tensors), self.run_batch):
             session.run(names, {feed: self.tensors[start:start + self.run_batch]})
+
+    def run_once(self) -> None:
+        """One pass with the sleeping-threads session (for callers timing it themselves)."""
+        self.run(self.sessions[-1])
 
     def seconds(self) -> float:
         """Wall seconds of one pass over every tensor: the faster of the two sessions (each

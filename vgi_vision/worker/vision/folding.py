@@ -65,6 +65,18 @@ def folded_model(onnx_file: Path, input_name: str, layout: str, size: int,
     return model.SerializeToString(), pixels
 
 
+def normalized_input(layout: str, mean: np.ndarray, std: np.ndarray, pixels: np.ndarray
+                     ) -> np.ndarray:
+    """``N x H x W x 3`` uint8 pixels as the float tensor the graph *as shipped* takes, in
+    numpy: what the folded graph computes itself. For tools that feed the original graph
+    (calibrating a quantized copy, the benches' raw baseline)."""
+    order = (0, 3, 1, 2) if layout == "NCHW" else (0, 1, 2, 3)
+    batch = np.ascontiguousarray(pixels.transpose(order), dtype=np.float32)
+    batch -= mean
+    batch /= std
+    return batch
+
+
 def _batch_dim(value_info: Any) -> int | str:
     """The original input's batch dimension (a fixed size or a symbol), else ``"N"``."""
     dims = value_info.type.tensor_type.shape.dim
