@@ -11,6 +11,7 @@ import copy
 import functools
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ DEFAULT_TOP_K = 5
 #: The fewest classes ``top_k`` may ask for; the most is the model's class count. SQL checks
 #: the pair through the ``top_k`` parameter's bounds, Python through :func:`validate_top_k`.
 MIN_TOP_K = 1
-#: Images decoded together: decoding the next batch overlaps inference of this one.
+#: Images decoding ahead of the model: their decoding overlaps the model's runs.
 DEFAULT_BATCH_SIZE = 32
 #: Images per onnxruntime run. Small runs keep activations in cache: on the 2-core machines
 #: this was measured on, 4 images per run gave ~400 images/s against ~290 at 32
@@ -218,41 +219,58 @@ class Classifier:
         decode pool from the pixels decoded for the model.
         """
         top_k = validate_top_k(top_k, self.info.num_classes)
-        results: list[Classification | None] = []
-        for decoded in self._decoded_batches(sources, thumbnails):
-            results.extend(self._classify_decoded(decoded, top_k))
+        results: list[Classification | None] = [None] * len(sources)
+        for rows, decoded in self._decoded_runs(sources, thumbnails):
+            probabilities, embeddings = self.run(np.stack([d.pixels for d in decoded]))
+            indices = top_k_indices(probabilities, top_k)
+            for i, (row, image) in enumerate(zip(rows, decoded, strict=True)):
+                results[row] = Classification(indices=indices[i],
+                                              probabilities=probabilities[i, indices[i]],
+                                              embedding=embeddings[i],
+                                              thumbnail=image.thumbnail)
         return results
 
-    def _decoded_batches(self, sources: Sequence[ImageSource], thumbnails: bool
-                         ) -> Iterator[list[Decoded | None]]:
-        """Decoded images batch by batch, decoding the next batch while the caller infers."""
-        starts = range(0, len(sources), self.batch_size)
-        pending: list[Future] | None = None
+    def _decoded_runs(self, sources: Sequence[ImageSource], thumbnails: bool
+                      ) -> Iterator[tuple[list[int], list[Decoded]]]:
+        """The decodable images, ``run_batch`` at a time in source order, with their rows.
+
+        Up to ``batch_size`` images decode on the pool ahead of the one the caller waits
+        for, so the model starts as soon as its first run's images are ready and the
+        decoding of the rest overlaps the runs: only the first run's decoding is not
+        hidden behind the model (a whole ``batch_size`` block was, before). Undecodable
+        images are skipped, so every run but the last is full.
+        """
         decode_one = functools.partial(decode_image, limits=self.limits, prep=self.info.prep,
                                        thumbnail=thumbnails)
-        for start in starts:
-            submitted = [self._decoder.submit(decode_one, s)
-                         for s in sources[start:start + self.batch_size]]
-            if pending is not None:
-                yield [f.result() for f in pending]
-            pending = submitted
-        if pending is not None:
-            yield [f.result() for f in pending]
+        ahead = max(self.batch_size, self.run_batch)
+        pending: deque[tuple[int, Future[Decoded | None]]] = deque()
+        queued = 0
 
-    def _classify_decoded(self, decoded: list[Decoded | None], top_k: int
-                          ) -> list[Classification | None]:
-        good = [d for d in decoded if d is not None]
-        out: list[Classification | None] = [None] * len(decoded)
-        if not good:
-            return out
-        probabilities, embeddings = self.run(np.stack([d.pixels for d in good]))
-        indices = top_k_indices(probabilities, top_k)
-        rows = (i for i, d in enumerate(decoded) if d is not None)
-        for row, (i, image) in enumerate(zip(rows, good, strict=True)):
-            out[i] = Classification(indices=indices[row],
-                                    probabilities=probabilities[row, indices[row]],
-                                    embedding=embeddings[row], thumbnail=image.thumbnail)
-        return out
+        def top_up() -> None:
+            nonlocal queued
+            while queued < len(sources) and len(pending) < ahead:
+                pending.append((queued, self._decoder.submit(decode_one, sources[queued])))
+                queued += 1
+
+        rows: list[int] = []
+        decoded: list[Decoded] = []
+        try:
+            top_up()
+            while pending:
+                row, future = pending.popleft()
+                image = future.result()
+                top_up()
+                if image is not None:
+                    rows.append(row)
+                    decoded.append(image)
+                if len(decoded) == self.run_batch:
+                    yield rows, decoded
+                    rows, decoded = [], []
+            if decoded:
+                yield rows, decoded
+        finally:  # the caller stopped early (an error): decode nothing more for it
+            for _, future in pending:
+                future.cancel()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
