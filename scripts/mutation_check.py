@@ -278,6 +278,15 @@ MUTATIONS = (
              "vgi_vision/worker/vision/model_files.py",
              "if not shipped and name in shipped_model_names():", "if False:",
              (f"{USER_MODEL}::test_each_problem_has_one_clear_error[a shipped model's name]",)),
+    Mutation("folded-input-name-clash",
+             "the folded graph's uint8 input takes its name even when a tensor of the model "
+             "already has it",
+             "vgi_vision/worker/vision/folding.py",
+             "    while candidate in taken:", "    while False:",
+             ("test/worker/test_folding.py::test_the_folded_input_takes_uint8_pixels_under_a_"
+              "name_of_its_own",
+              "test/worker/test_folding.py::test_a_user_model_with_its_own_layout_"
+              "normalization_and_names")),
     Mutation("ocr-lines-per-image-unbounded",
              "OCR recognizes every text box an image has",
              "vgi_vision/worker/vision/ocr.py",
