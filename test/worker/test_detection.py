@@ -225,3 +225,12 @@ def test_a_users_own_ssd_directory_is_used_like_the_shipped_one(tmp_path: Path) 
     detector = ObjectDetector(DetectorInfo.load(resolve_detector(str(own))))
     found = detector.detect([(DATA / "cat.png").read_bytes()], LIMITS)[0]
     assert found and found[0].label == "cat"
+
+
+def test_a_face_model_whose_anchors_do_not_match_its_outputs_is_refused(tmp_path: Path
+                                                                        ) -> None:
+    wrong = broken_copy(tmp_path, "blazeface-short-range",
+                        {"anchors": {"grid": [[8, 2], [16, 5]]}})
+    detector = load_face_detector.__wrapped__((str(wrong),))
+    with pytest.raises(ModelError, match="896 boxes for 832 anchors"):
+        detector.detect([(DATA / "grace_hopper.jpg").read_bytes()], LIMITS)
