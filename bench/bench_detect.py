@@ -10,11 +10,12 @@ overhead; decoding a 12-megapixel JPEG is work the model does not do, so the lar
 show what decoding costs).
 
 With ``--fp32 PATH`` (the fp32 ``ssd.onnx`` that ``scripts/export_detectors.py --work DIR``
-keeps), the shipped int8 object detector is also compared with it: speed, and agreement of
-the detections (same label, boxes overlapping by IoU >= 0.5) on the committed photographs,
-their variants and 64 generated crops.
+keeps), the shipped object detector (float16-stored weights) is compared with it, and so is
+every ``--variant PATH`` (another graph of the same model, e.g. one with int8 weights): speed,
+and agreement of the detections (same label, boxes overlapping by IoU >= 0.5) on the
+committed photographs, their variants and 64 generated crops.
 
-Usage: python -m bench.bench_detect [--images 16] [--repeats 3] [--fp32 PATH]
+Usage: python -m bench.bench_detect [--images 16] [--repeats 3] [--fp32 PATH [--variant PATH]]
 """
 
 from __future__ import annotations
@@ -86,14 +87,14 @@ def face_rates(detector: FaceDetector, images: list[bytes], repeats: int
     return len(images) / full, len(feeds) / timed(bare, repeats)
 
 
-def fp32_detector(onnx_file: Path, folder: Path) -> ObjectDetector:
-    """The shipped detector's directory with the fp32 graph in place of the int8 one."""
+def detector_of(onnx_file: Path, folder: Path) -> ObjectDetector:
+    """The shipped detector's directory with another graph of the same model in place."""
     import hashlib
 
     shutil.copytree(resolve_detector(OBJECT_DETECTOR), folder)
     shutil.copyfile(onnx_file, folder / "model.onnx")
     meta = json.loads((folder / "metadata.json").read_text())
-    meta.update(name="ssd-mobilenet-v2-coco-fp32", precision="fp32",
+    meta.update(name=f"ssd-mobilenet-v2-coco-{onnx_file.stem}",
                 sha256=hashlib.sha256(onnx_file.read_bytes()).hexdigest())
     (folder / "metadata.json").write_text(json.dumps(meta))
     return ObjectDetector(DetectorInfo.load(folder))
@@ -110,11 +111,12 @@ def matched(ours: list[Detection], theirs: list[Detection]) -> int:
     return count
 
 
-def agreement(fp32: ObjectDetector, int8: ObjectDetector, images: list[bytes]
+def agreement(fp32: ObjectDetector, other: ObjectDetector, images: list[bytes]
               ) -> tuple[int, float, float, float]:
-    """(fp32 detections, share int8 found, share of int8's that fp32 has, images alike)."""
+    """(fp32 detections, share the other found, share of the other's that fp32 has, images
+    with the same labels)."""
     a = [r or [] for r in fp32.detect(images, LIMITS)]
-    b = [r or [] for r in int8.detect(images, LIMITS)]
+    b = [r or [] for r in other.detect(images, LIMITS)]
     total_a, total_b = sum(map(len, a)), sum(map(len, b))
     found = sum(matched(x, y) for x, y in zip(a, b, strict=True))
     kept = sum(matched(y, x) for x, y in zip(a, b, strict=True))
@@ -127,7 +129,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--fp32", type=Path, help="the fp32 ssd.onnx to compare int8 with")
+    parser.add_argument("--fp32", type=Path, help="the fp32 ssd.onnx to compare with")
+    parser.add_argument("--variant", type=Path, action="append", default=[],
+                        help="another graph of the model to compare with fp32 (repeatable)")
     args = parser.parse_args()
     objects = ObjectDetector(DetectorInfo.load(resolve_detector(OBJECT_DETECTOR)))
     faces = FaceDetector([FaceModel(DetectorInfo.load(resolve_detector(n)))
@@ -136,27 +140,32 @@ def main() -> None:
             "4000x3000": make_jpegs(max(2, args.images // 4), size=(4000, 3000), seed=3,
                                     grain=4.0)}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = fp32_detector(args.fp32, Path(tmp) / "fp32") if args.fp32 else None
+        compared = {"shipped": objects}
+        if args.fp32:
+            compared["fp32"] = detector_of(args.fp32, Path(tmp) / "fp32")
+            for i, path in enumerate(args.variant):
+                compared[path.stem] = detector_of(path, Path(tmp) / f"variant{i}")
         print("| function | images | full path img/s | bare session img/s | ratio |")
         print("|---|---|---|---|---|")
         for name, images in sets.items():
-            runs = [("detect (int8)", object_rates(objects, images, args.repeats)),
-                    ("faces", face_rates(faces, images, args.repeats))]
-            if fp32 is not None:
-                runs.insert(1, ("detect (fp32)", object_rates(fp32, images, args.repeats)))
+            runs = [(f"detect ({label})", object_rates(detector, images, args.repeats))
+                    for label, detector in compared.items()]
+            runs.append(("faces", face_rates(faces, images, args.repeats)))
             for label, (full, bare) in runs:
                 print(f"| {label} | {name} | {full:.1f} | {bare:.1f} | {full / bare:.2f}x |")
-        if fp32 is not None:
+        if args.fp32:
             photos = list(photo_variants().values())
             crops = make_jpegs(64, seed=7)
-            print("\n| images | n | fp32 detections | int8 finds | int8's in fp32 | "
+            print("\n| graph | images | n | fp32 detections | found | of its own, in fp32 | "
                   "same labels |")
-            print("|---|---|---|---|---|---|")
-            for label, images in (("photographs + variants", photos), ("crops", crops)):
-                n, found, kept, alike = agreement(fp32, objects, images)
-                print(f"| {label} | {len(images)} | {n} | {found:.0%} | {kept:.0%} | "
-                      f"{alike:.0%} |")
-
+            print("|---|---|---|---|---|---|---|")
+            for label, detector in compared.items():
+                if label == "fp32":
+                    continue
+                for kind, images in (("photographs + variants", photos), ("crops", crops)):
+                    n, found, kept, alike = agreement(compared["fp32"], detector, images)
+                    print(f"| {label} | {kind} | {len(images)} | {n} | {found:.0%} | "
+                          f"{kept:.0%} | {alike:.0%} |")
 
 if __name__ == "__main__":
     main()
