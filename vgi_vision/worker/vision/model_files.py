@@ -62,11 +62,26 @@ def resolve_model(ref: str | os.PathLike[str]) -> Path:
                      f"(shipped: {names}) nor a model directory")
 
 
-def shipped_model_names() -> list[str]:
+def shipped_folders() -> list[Path]:
+    """Every shipped model directory, classifiers and detectors alike."""
     root = models_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "metadata.json").is_file())
+    return sorted(p for p in root.iterdir() if (p / "metadata.json").is_file())
+
+
+def is_detector(directory: Path) -> bool:
+    """A model directory whose metadata names a ``detector`` kind (see ``detector_files``)
+    rather than describing a classifier."""
+    try:
+        return "detector" in _read_metadata(directory / "metadata.json")
+    except ModelError:
+        return False
+
+
+def shipped_model_names() -> list[str]:
+    """The shipped classifiers (the detectors are listed by ``detector_files``)."""
+    return [p.name for p in shipped_folders() if not is_detector(p)]
 
 
 def verify_sha256(path: Path, expected: str) -> None:
