@@ -164,11 +164,12 @@ async def search_ms(folder: Path, queries: np.ndarray) -> tuple[list[float], lis
 
 async def index(folder: Path) -> float:
     db = await lancedb.connect_async(str(folder))
-    images = await db.open_table(IMAGES)
+    images, paths = await db.open_table(IMAGES), await db.open_table(PATHS)
     started = time.perf_counter()
-    await build_index(images)
+    await build_index(images, paths)
     seconds = time.perf_counter() - started
     images.close()
+    paths.close()
     db.close()
     return seconds
 
@@ -227,7 +228,7 @@ def main() -> None:
     labels = ModelInfo.load(models_root() / MODEL).labels
     embeddings = Embeddings(seed=7)
     queries, _ = embeddings.draw(args.queries)
-    with tempfile.TemporaryDirectory(prefix="bench-store-scale-", dir=".") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-store-scale-") as tmp:
         folder = Path(tmp) / "store"
         started = time.perf_counter()
         exact = asyncio.run(build(folder, args.images, queries, embeddings, labels))
