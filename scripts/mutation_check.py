@@ -466,6 +466,18 @@ MUTATIONS = (
              "np.nonzero(bits <= max_distance)", "np.nonzero(bits <= max_distance + 1)",
              ("test/worker/test_duplicates.py::"
               "test_groups_are_the_connected_pairs_within_the_bound",)),
+    Mutation("run-id-spliced-unchecked",
+             "a run id read from the store reaches the gallery's LanceDB filter unchecked",
+             "vgi_vision/store.py",
+             "        if not _RUN_ID.match(run_id):\n            raise",
+             "        if False:\n            raise",
+             ("test/test_store_reader.py::test_only_run_ids_reach_a_filter",)),
+    Mutation("gallery-refresh-trusts-runs",
+             "the gallery keeps its summary when its row count disagrees with the store's",
+             "vgi_vision/gallery/catalog.py",
+             "if stored == await images.count():", "if stored or await images.count():",
+             ("test/gallery/test_catalog_refresh.py::"
+              "test_new_runs_are_upserted_and_other_changes_reload",)),
 )
 
 
