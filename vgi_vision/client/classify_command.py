@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -135,6 +136,17 @@ def _cell(value: object) -> str:
 def progress_wanted(stream: TextIO = sys.stderr) -> bool:
     """Progress bars only for a person at a terminal, never in pipes or CI logs."""
     return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def distinct_report(files: Sequence[Path], failed: list[Path]) -> str:
+    """``N files, M distinct images``: copies of one file under other names are one stored
+    image (its key is its content), so the two counts differ by the copies. Hashing reads the
+    classified files once more, which costs little beside classifying them."""
+    unread = set(failed)
+    classified = [f for f in files if f not in unread]
+    keys = {hashlib.sha256(data).hexdigest() for data in map(read_or_none, classified)
+            if data is not None}
+    return f"{len(classified)} files, {len(keys)} distinct images"
 
 
 def failure_report(failed: list[Path], unmatched: list[str]) -> Iterator[str]:
