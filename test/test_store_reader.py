@@ -72,7 +72,8 @@ def test_a_pinned_version_keeps_its_rows_while_runs_commit(tmp_path: Path) -> No
         sink.close()
 
 
-@pytest.mark.parametrize("bad", ["", "e" * 31, "E" * 32, "' OR '1'='1" + "0" * 21])
+@pytest.mark.parametrize("bad", ["", "e" * 31, "E" * 32, "' OR '1'='1" + "0" * 21,
+                                 "e" * 32 + "\n"])
 def test_only_run_ids_reach_a_filter(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid run id"):
         runs_filter(["0" * 32, bad])

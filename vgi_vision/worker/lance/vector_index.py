@@ -56,7 +56,7 @@ class TooFewRows(ValueError):
 def model_filter(model: str) -> str | None:
     """The filter selecting ``model``'s rows; None for a name no model can have (the name
     comes from SQL arguments and stored data: only plain model names reach a filter)."""
-    return f"model = '{model}'" if _MODEL.match(model) else None
+    return f"model = '{model}'" if _MODEL.fullmatch(model) else None
 
 
 def index_config(rows: int) -> IvfRq:
