@@ -544,7 +544,7 @@ MUTATIONS = (
     Mutation("image-key-spliced-unchecked",
              "an image key reaches a LanceDB filter without being checked as sha256 hex",
              "vgi_vision/worker/lance/paths.py",
-             "if not isinstance(key, str) or not _IMAGE_KEY.match(key):",
+             "if not isinstance(key, str) or not _IMAGE_KEY.fullmatch(key):",
              "if not isinstance(key, str):",
              ("test/worker/test_paths.py::test_only_sha256_keys_reach_a_filter",)),
     Mutation("path-first-seen-overwritten",
@@ -555,7 +555,7 @@ MUTATIONS = (
     Mutation("model-name-spliced-unchecked",
              "a model name from a SQL argument reaches a LanceDB filter unchecked",
              "vgi_vision/worker/lance/vector_index.py",
-             "return f\"model = '{model}'\" if _MODEL.match(model) else None",
+             "return f\"model = '{model}'\" if _MODEL.fullmatch(model) else None",
              "return f\"model = '{model}'\"",
              ("test/worker/test_vector_index.py::test_only_plain_model_names_reach_a_filter",)),
     Mutation("similar-mixes-models",
@@ -569,6 +569,18 @@ MUTATIONS = (
              "np.nonzero(bits <= max_distance)", "np.nonzero(bits <= max_distance + 1)",
              ("test/worker/test_duplicates.py::"
               "test_groups_are_the_connected_pairs_within_the_bound",)),
+    Mutation("run-id-spliced-unchecked",
+             "a run id read from the store reaches the gallery's LanceDB filter unchecked",
+             "vgi_vision/store.py",
+             "        if not _RUN_ID.fullmatch(run_id):\n            raise",
+             "        if False:\n            raise",
+             ("test/test_store_reader.py::test_only_run_ids_reach_a_filter",)),
+    Mutation("gallery-refresh-trusts-runs",
+             "the gallery keeps its summary when its row count disagrees with the store's",
+             "vgi_vision/gallery/catalog.py",
+             "if stored == await images.count():", "if stored or await images.count():",
+             ("test/gallery/test_catalog_refresh.py::"
+              "test_new_runs_are_upserted_and_other_changes_reload",)),
 )
 
 

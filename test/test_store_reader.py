@@ -9,9 +9,10 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from gallery_store import DATA, classify_into
 
-from vgi_vision.store import StoreReader
+from vgi_vision.store import StoreReader, runs_filter
 from vgi_vision.worker.lance.writeback import WriteBack
 
 
@@ -69,3 +70,10 @@ def test_a_pinned_version_keeps_its_rows_while_runs_commit(tmp_path: Path) -> No
         asyncio.run(read())
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("bad", ["", "e" * 31, "E" * 32, "' OR '1'='1" + "0" * 21,
+                                 "e" * 32 + "\n"])
+def test_only_run_ids_reach_a_filter(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid run id"):
+        runs_filter(["0" * 32, bad])

@@ -42,7 +42,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 def runs_filter(run_ids: Sequence[str]) -> str:
     """``run_id IN (...)``; each id is checked to be one of ours (32 hex digits) first."""
     for run_id in run_ids:
-        if not _RUN_ID.match(run_id):
+        if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"invalid run id {run_id!r}")
     return "run_id IN (" + ", ".join(f"'{run_id}'" for run_id in run_ids) + ")"
 

@@ -107,6 +107,15 @@ def test_classify_with_lance_then_query(photo_dir: Path, tmp_path: Path) -> None
     assert stored.stdout.strip() == "(4, 4)", stored.stderr
 
 
+def test_classify_counts_copies_as_one_image(photo_dir: Path) -> None:
+    nested = photo_dir / "nested"
+    shutil.copy(nested / "cat.png", nested / "copy of cat.png")
+    shutil.copy(nested / "cat.png", photo_dir / "cat again.png")
+    result = cli("classify", str(photo_dir), "--top-k", "1", "--format", "csv")
+    assert result.returncode == 0
+    assert "6 files, 4 distinct images" in result.stderr  # the broken file is not counted
+
+
 def test_classify_nothing_found_fails() -> None:
     result = cli("classify", "no/such/*.png")
     assert result.returncode == 1

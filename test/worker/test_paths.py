@@ -165,7 +165,8 @@ def drop_paths_table(uri: Path) -> list[dict]:
     return asyncio.run(drop())
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 64, "A" * 64, "0" * 63, "0' OR '1'='1", None])
+@pytest.mark.parametrize("bad", ["", "x" * 64, "A" * 64, "0" * 63, "0' OR '1'='1", None,
+                                 "0" * 64 + "\n"])
 def test_only_sha256_keys_reach_a_filter(bad) -> None:
     with pytest.raises(ValueError, match="invalid image key"):
         key_filter(["0" * 64, bad])

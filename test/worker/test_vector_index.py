@@ -95,7 +95,8 @@ def test_a_search_never_leaves_its_model(tmp_path: Path, photos: list[bytes]) ->
     sink.close()
 
 
-@pytest.mark.parametrize("name", ["", "x' OR '1'='1", "a b", "-leading-dash", "é", "m" * 129])
+@pytest.mark.parametrize("name", ["", "x' OR '1'='1", "a b", "-leading-dash", "é", "m" * 129,
+                                  "efficientnet-lite0\n"])
 def test_only_plain_model_names_reach_a_filter(name: str) -> None:
     assert model_filter(name) is None
     assert model_filter("efficientnet-lite0-int8") == "model = 'efficientnet-lite0-int8'"

@@ -37,6 +37,7 @@ def add(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     from vgi_vision.client.classify_command import (
         classify_files,
+        distinct_report,
         expand,
         failure_report,
         progress_wanted,
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         result = classify_files(client, files, args.top_k, progress_wanted(),
                                 send_bytes=location is not None)
     write_table(result.table, args.format, sys.stdout, args.output)
+    if files:
+        print(distinct_report(files, result.failed), file=sys.stderr)
     for line in failure_report(result.failed, unmatched):
         print(line, file=sys.stderr)
     return 1 if not files or len(result.failed) == len(files) else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -137,6 +138,17 @@ def _cell(value: object) -> str:
 def progress_wanted(stream: TextIO = sys.stderr) -> bool:
     """Progress bars only for a person at a terminal, never in pipes or CI logs."""
     return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def distinct_report(files: Sequence[Source], failed: list[Source]) -> str:
+    """``N files, M distinct images``: copies of one file under other names are one stored
+    image (its key is its content), so the two counts differ by the copies. Hashing reads the
+    classified files once more, which costs little beside classifying them."""
+    unread = set(failed)
+    classified = [f for f in files if f not in unread]
+    keys = {hashlib.sha256(data).hexdigest() for data in read_all(classified)
+            if data is not None}
+    return f"{len(classified)} files, {len(keys)} distinct images"
 
 
 def failure_report(failed: list[Source], unmatched: list[str]) -> Iterator[str]:

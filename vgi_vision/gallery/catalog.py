@@ -22,8 +22,9 @@ import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -55,6 +56,8 @@ LABEL_FACETS = 40
 CATEGORY_FACETS = 25
 HISTOGRAM_BARS = 12
 RUN_FACETS = 20
+#: Query answers a snapshot keeps (see :meth:`Snapshot.query`).
+CACHED_ANSWERS = 256
 
 
 class StoreMissing(VgiVisionError, RuntimeError):
@@ -187,10 +190,26 @@ class Snapshot:
     runs: set[str] | None
     models: frozenset[str]
 
+    answers: OrderedDict[tuple[str, tuple[Any, ...]], list[tuple]] = field(
+        default_factory=OrderedDict, repr=False)
+
     async def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         """Rows of ``sql``, run on a worker thread (a cursor each) so that a slow query never
-        stalls the thumbnails the event loop is serving meanwhile."""
-        return await asyncio.to_thread(self._fetch, sql, params or [])
+        stalls the thumbnails the event loop is serving meanwhile.
+
+        The last :data:`CACHED_ANSWERS` answers are kept with the snapshot (they cannot
+        change before the store's version does): paging or reordering a filtered grid asks
+        the same counts and facets again, which on a large store cost more than the page.
+        """
+        key = (sql, tuple(params or ()))
+        if key in self.answers:
+            self.answers.move_to_end(key)
+            return self.answers[key]
+        rows = await asyncio.to_thread(self._fetch, sql, params or [])
+        self.answers[key] = rows
+        if len(self.answers) > CACHED_ANSWERS:
+            self.answers.popitem(last=False)
+        return rows
 
     def _fetch(self, sql: str, params: list[Any]) -> list[tuple]:
         return self.con.cursor().execute(sql, params).fetchall()

@@ -37,7 +37,7 @@ def key_filter(keys: Sequence[str]) -> str:
     """``image_key IN (...)`` for ``keys``; each is checked to be a sha256 hex digest first
     (keys are ours, but no stored text is ever spliced into a filter unchecked)."""
     for key in keys:
-        if not isinstance(key, str) or not _IMAGE_KEY.match(key):
+        if not isinstance(key, str) or not _IMAGE_KEY.fullmatch(key):
             raise ValueError(f"invalid image key {key!r}")
     return "image_key IN (" + ", ".join(f"'{key}'" for key in keys) + ")"
 

@@ -331,7 +331,7 @@ class PredictionStore:
         try:
             if not await needs_index(self.images, self.index_min_rows):
                 return {}
-            rows = await build_index(self.images)
+            rows = await build_index(self.images, self.paths)
         except Exception as exc:  # noqa: BLE001 - an optimisation, like compaction
             log.warning("building the vector index skipped this round: %s", exc)
             return {VECTOR_INDEX: False}

@@ -2,10 +2,12 @@
 
 ``images`` holds one embedding per (image, model). A search is always within one model
 (another model's embeddings live in another space) and by cosine distance. Without an index
-LanceDB scans every embedding, exact but linear in the store (1.3 s at 100,000 images, see
-docs/performance.md); with the IVF_PQ index built here it visits :data:`NPROBES` of the
-index's partitions by compressed codes and re-ranks the best ``REFINE_FACTOR * k`` with
-their full vectors. Rows committed after the index was built are not in it and are searched
+LanceDB scans every embedding, exact but linear in the store (1.4 s at 100,000 images, see
+docs/performance.md); with the IVF_RQ index built here (RaBitQ: about one bit per dimension)
+it visits :data:`NPROBES` of the index's partitions by those codes and re-ranks the best
+``REFINE_FACTOR * k`` with their full vectors. IVF_PQ found as much but took fifty times
+longer to build (its 80 codebooks are trained by k-means): 500 s against 10 s at 100,000.
+Rows committed after the index was built are not in it and are searched
 exactly, next to the indexed ones, until maintenance (``optimize``) adds them: new images are
 found at once.
 
@@ -21,20 +23,19 @@ from typing import Any
 
 import lancedb
 import pyarrow as pa
-from lancedb.index import IvfPq
+from lancedb.index import BTree, IvfRq
 
-from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.worker.lance.kinds import IMAGES, PATHS
 
 #: From this many rows on maintenance builds the index: a flat scan grows with the store
 #: (about 10 microseconds a row on the bench machine: 209 ms at 20,000 rows) and passes the
-#: 100 ms aim near here, while a build takes a minute or two in the background.
+#: 100 ms aim near here, while a build takes seconds in the background.
 INDEX_MIN_ROWS = 10_000
-#: PQ trains 256 centroids per sub-vector: fewer rows cannot train an index at all.
+#: Fewer rows than this gain nothing from an index (a flat scan of them takes a millisecond);
+#: ``vgi-vision index`` refuses them rather than build something pointless.
 TRAINABLE_ROWS = 256
 #: Rows per IVF partition the index is built for (partitions = rows / this, at least 1).
 ROWS_PER_PARTITION = 4_096
-#: Floats per PQ sub-vector: 1280-d embeddings become 80 one-byte codes.
-DIMS_PER_SUB_VECTOR = 16
 #: Partitions searched per query, and how many times ``k`` candidates are re-ranked exactly
 #: (recall@10 and latency at 100,000 and 1,000,000 rows: docs/performance.md).
 NPROBES = 24
@@ -55,26 +56,29 @@ class TooFewRows(ValueError):
 def model_filter(model: str) -> str | None:
     """The filter selecting ``model``'s rows; None for a name no model can have (the name
     comes from SQL arguments and stored data: only plain model names reach a filter)."""
-    return f"model = '{model}'" if _MODEL.match(model) else None
+    return f"model = '{model}'" if _MODEL.fullmatch(model) else None
 
 
-def index_config(rows: int, dim: int) -> IvfPq:
-    partitions = max(1, rows // ROWS_PER_PARTITION)
-    sub_vectors = dim // DIMS_PER_SUB_VECTOR if dim % DIMS_PER_SUB_VECTOR == 0 else 1
-    return IvfPq(distance_type="cosine", num_partitions=partitions,
-                 num_sub_vectors=sub_vectors)
+def index_config(rows: int) -> IvfRq:
+    return IvfRq(distance_type="cosine", num_partitions=max(1, rows // ROWS_PER_PARTITION))
 
 
-async def build_index(images: Any) -> int:
-    """Build (or rebuild) the index on ``images``; how many rows it was trained on."""
+async def build_index(images: Any, paths: Any = None) -> int:
+    """Build (or rebuild) the index on ``images``; how many rows it was trained on.
+
+    The ``image_key`` columns of ``images`` and ``paths`` get a B-tree index too: the gallery
+    and ``similar(model := ...)`` look single images up by key, which would otherwise read
+    the whole key column of a large store every time.
+    """
+    for table in (images, paths):
+        if table is not None:
+            await table.create_index("image_key", config=BTree(), replace=True)
     rows = await images.count_rows()
     if rows < TRAINABLE_ROWS:
         raise TooFewRows(f"the store holds {rows} embeddings; an index needs at least "
                          f"{TRAINABLE_ROWS} (below {INDEX_MIN_ROWS:,} a flat search is fast "
                          f"and exact anyway)")
-    schema = await images.schema()
-    dim = schema.field(VECTOR_COLUMN).type.list_size
-    await images.create_index(VECTOR_COLUMN, config=index_config(rows, dim), replace=True,
+    await images.create_index(VECTOR_COLUMN, config=index_config(rows), replace=True,
                               name=VECTOR_INDEX)
     return rows
 
@@ -124,9 +128,13 @@ async def index_store(uri: str) -> int:
         if IMAGES not in (await db.list_tables()).tables:
             raise NoStore(f"{uri} holds no write-back store (no images table)")
         images = await db.open_table(IMAGES)
+        paths = await db.open_table(PATHS) if PATHS in (await db.list_tables()).tables \
+            else None
         try:
-            return await build_index(images)
+            return await build_index(images, paths)
         finally:
             images.close()
+            if paths is not None:
+                paths.close()
     finally:
         db.close()
