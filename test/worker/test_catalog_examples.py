@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import REPO, serve_flags
+from PIL import Image
 
 import vgi_vision
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
@@ -44,7 +45,7 @@ def con(request: pytest.FixtureRequest, tmp_path: Path,
         yield connection
 
 
-def test_every_catalog_example_runs(con: duckdb.DuckDBPyConnection) -> None:
+def test_every_catalog_example_runs(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     attachment = vgi_vision.client.binding._attachments[(id(con), "vision")]
     catalog = attachment.client.describe()
     examples = {f["name"]: f["example"] for f in catalog}
@@ -61,6 +62,11 @@ def test_every_catalog_example_runs(con: duckdb.DuckDBPyConnection) -> None:
             empty.append(name)
     assert not failed, "examples that fail:\n" + "\n".join(failed.values())
     # An example reading the write-back store may have run before the one that fills it:
-    # after every example has run once, each must return rows.
+    # after every example has run once, and the store holds a collection's usual resized
+    # copy of one photograph (for duplicates()), each must return rows.
+    copy = tmp_path / "coffee_small.jpg"
+    with Image.open(REPO / "test/sql/data/coffee.png") as photo:
+        photo.convert("RGB").resize((photo.width // 2, photo.height // 2)).save(copy)
+    con.execute("SELECT vision.top_label(content) FROM read_blob(?)", [str(copy)]).fetchall()
     still_empty = [name for name in empty if not con.execute(examples[name]).fetchall()]
     assert not still_empty, f"examples returning no rows: {still_empty}"
