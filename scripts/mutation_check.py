@@ -40,6 +40,8 @@ GALLERY = "test/gallery/test_gallery.py"
 HTTP_SURFACE = "test/transports/test_http_surface.py"
 HOSTILE_WORKER = "test/client/test_hostile_worker.py"
 ABANDONED = "test/worker/test_abandoned_scans.py"
+CLASSIFY_CLI = "test/cli/test_classify.py"
+REFUSED = f"{CLASSIFY_CLI}::test_mistakes_are_refused_in_one_line_before_a_worker_starts"
 
 
 @dataclass(frozen=True)
@@ -438,6 +440,27 @@ MUTATIONS = (
              "if not _lock.acquire(blocking=False):", "if not _lock.acquire(blocking=True):",
              ("test/client/test_binding.py::"
               "test_a_connection_collected_in_a_thread_attach_waits_for_does_not_deadlock",)),
+    Mutation("classify-format-mismatch-accepted",
+             "classify writes the --format it is given into a file whose extension says another",
+             "vgi_vision/cli/outputs.py",
+             "if given is not None and implied is not None and given != implied:",
+             "if False:", (REFUSED,)),
+    Mutation("classify-output-folder-unchecked",
+             "classify starts the worker although -o names a file in a missing folder",
+             "vgi_vision/cli/outputs.py", "if not path.parent.is_dir():", "if False:",
+             (REFUSED,)),
+    Mutation("classify-missing-input-unchecked",
+             "classify starts the worker for input paths that do not exist",
+             "vgi_vision/cli/classify.py", "    if unmatched:", "    if False:", (REFUSED,)),
+    Mutation("port-range-unchecked", "serve and browse take any integer as --port",
+             "vgi_vision/cli/options.py", "port_number = bounded_int(0, 65535)",
+             "port_number = int",
+             (f"{CLASSIFY_CLI}::test_out_of_range_options_are_usage_errors",)),
+    Mutation("skip-existing-ignores-top-k",
+             "--skip-existing skips images stored with fewer classes than --top-k asks for",
+             "vgi_vision/client/classify_command.py",
+             'pc.greater_equal(rows["top_k"], top_k)', 'pc.greater_equal(rows["top_k"], 0)',
+             (f"{CLASSIFY_CLI}::test_skip_existing_classifies_nothing_the_second_time",)),
 )
 
 

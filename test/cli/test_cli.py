@@ -110,7 +110,7 @@ def test_classify_with_lance_then_query(photo_dir: Path, tmp_path: Path) -> None
 def test_classify_nothing_found_fails() -> None:
     result = cli("classify", "no/such/*.png")
     assert result.returncode == 1
-    assert "matched no file" in result.stderr
+    assert result.stderr == "vgi-vision: no/such/*.png matches no file\n"
 
 
 def test_models_and_functions_commands() -> None:

@@ -1,40 +1,42 @@
-"""``vgi-vision classify``: classify files, folders and globs in batches, with progress.
+"""``vgi-vision classify``: classify files, folders and globs in chunks, with progress.
 
 The images go through a worker like any SQL query does (a private subprocess worker, or
 ``--location``), so write-back, limits and results are exactly those of the SQL functions.
+Results come out a chunk at a time, for the caller to write before the next one is sent.
 Files that cannot be read or decoded are counted and listed at the end; they never stop
 the run.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import glob
-import json
+import hashlib
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from vgi_vision.client.client import Client
 from vgi_vision.protocol import INPUT_ROW
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-FORMATS = ("table", "csv", "json", "parquet")
-#: Files read and sent per worker call: bounds memory however large the folder.
+#: Files read and sent per worker call by default: bounds memory however large the folder,
+#: and is what an interrupted run loses at most.
 CHUNK_FILES = 256
 
 
 def expand(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
     """Files named by paths, folders (recursively: image suffixes only) and globs.
 
-    Returns the files in a stable order and the patterns that matched nothing.
+    Returns the files in a stable order and the patterns that matched nothing: a path that
+    does not exist, a glob that matches no file, a folder holding no image.
     """
     files: list[Path] = []
     unmatched: list[str] = []
@@ -48,7 +50,7 @@ def expand(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
                                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
                 files += inside
                 found = found or bool(inside)
-            elif match.exists() or not glob.has_magic(pattern):
+            elif match.exists():
                 files.append(match)
                 found = True
         if not found:
@@ -56,37 +58,106 @@ def expand(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
     return list(dict.fromkeys(files)), unmatched
 
 
+def unmatched_reason(pattern: str) -> str:
+    """Why ``pattern`` (from :func:`expand`'s unmatched) gave no file, in a few words."""
+    if Path(pattern).is_dir():
+        return f"{pattern} holds no image file ({' '.join(sorted(IMAGE_SUFFIXES))})"
+    if glob.has_magic(pattern):
+        return f"{pattern} matches no file"
+    return f"{pattern} does not exist"
+
+
+def content_key(path: Path) -> str | None:
+    """The sha256 of a file's bytes, as the store keys images; None if it cannot be read."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+class ContentKeys(dict[Path, str | None]):
+    """Each file's content key, hashed once however many times it is asked for."""
+
+    def __missing__(self, path: Path) -> str | None:
+        key = self[path] = content_key(path)
+        return key
+
+
 @dataclass
-class BatchResult:
+class Chunk:
+    """One chunk's results: the rows (``path`` first), and its files that gave none."""
+
+    files: list[Path]
     table: pa.Table
+    failed: list[Path]
+
+
+@dataclass
+class Tally:
+    """What a run did, for the closing summary line."""
+
+    started: float = field(default_factory=time.monotonic)
+    ready: float | None = None  # when the worker answered: images/s counts from here
+    files: int = 0
+    images: set[str] = field(default_factory=set)  # content keys of the classified files
     failed: list[Path] = field(default_factory=list)
+    skipped: int = 0
+
+    def add(self, chunk: Chunk, keys: ContentKeys) -> None:
+        self.files += len(chunk.files)
+        self.failed += chunk.failed
+        failed = set(chunk.failed)
+        self.images.update(k for f in chunk.files if f not in failed
+                           and (k := keys[f]) is not None)
+
+    def summary(self) -> str:
+        now = time.monotonic()
+        working = now - (self.ready if self.ready is not None else self.started)
+        rate = self.files / working if working > 0 else 0.0
+        skipped = f", {self.skipped} skipped (already stored)" if self.skipped else ""
+        return (f"{self.files} files, {len(self.images)} distinct images, "
+                f"{len(self.failed)} unreadable{skipped} in {now - self.started:.1f} s "
+                f"({rate:.1f} images/s)")
 
 
-def classify_files(client: Client, files: Sequence[Path], top_k: int, progress: bool,
-                   send_bytes: bool = False) -> BatchResult:
+def classify_chunks(client: Client, files: Sequence[Path], top_k: int, keys: ContentKeys,
+                    chunk_files: int = CHUNK_FILES, progress: bool = False,
+                    send_bytes: bool = False) -> Iterator[Chunk]:
     """Classify ``files`` through the worker, a chunk at a time, noting which ones failed.
 
     ``send_bytes`` reads the files here and sends their contents (for a worker on another
     machine); otherwise the worker reads the paths itself and stores them with the results.
+    The progress bar moves with every sub-batch the worker answers, not only per chunk.
     """
     from tqdm import tqdm
 
-    tables: list[pa.Table] = []
-    failed: list[Path] = []
     with tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(files), CHUNK_FILES):
-            chunk = files[start:start + CHUNK_FILES]
-            images = pa.array([read_or_none(f) for f in chunk], pa.binary()) if send_bytes \
-                else pa.array([str(f) for f in chunk], pa.string())
-            table = client.table("classify", images, pa.array([top_k] * len(chunk), pa.int32()))
+        for start in range(0, len(files), chunk_files):
+            chunk = list(files[start:start + chunk_files])
+            if send_bytes:
+                contents = [read_or_none(f) for f in chunk]
+                for f, data in zip(chunk, contents, strict=True):
+                    keys[f] = hashlib.sha256(data).hexdigest() if data is not None else None
+                images = pa.array(contents, pa.binary())
+            else:
+                images = pa.array([str(f) for f in chunk], pa.string())
+            batches, done = [], 0
+            for batch in client.scan("classify", images,
+                                     pa.array([top_k] * len(chunk), pa.int32())):
+                batches.append(batch)
+                reached = pc.max(batch.column(INPUT_ROW)).as_py() + 1
+                bar.update(max(0, reached - done))
+                done = max(done, reached)
+            bar.update(len(chunk) - done)
+            table = pa.Table.from_batches(batches) if batches \
+                else client.wire_schema("classify").empty_table()
             rows = table.column(INPUT_ROW).to_pylist()
             classified = set(rows)
-            failed += [f for i, f in enumerate(chunk) if i not in classified]
-            tables.append(table.drop_columns([INPUT_ROW]).add_column(
-                0, "path", pa.array([str(chunk[i]) for i in rows], pa.string())))
-            bar.update(len(chunk))
-    return BatchResult(pa.concat_tables(tables) if tables else pa.table({}), failed)
+            yield Chunk(chunk, table.drop_columns([INPUT_ROW]).add_column(
+                0, "path", pa.array([str(chunk[i]) for i in rows], pa.string())),
+                [f for i, f in enumerate(chunk) if i not in classified])
 
 
 def read_or_none(path: Path) -> bytes | None:
@@ -96,40 +167,35 @@ def read_or_none(path: Path) -> bytes | None:
         return None
 
 
-def write_table(table: pa.Table, fmt: str, out: TextIO, output: str | None) -> None:
-    if fmt == "parquet":
-        if not output:
-            raise ValueError("--format parquet needs --output FILE")
-        pq.write_table(table, output)
-        return
-    with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(open(output, "w", encoding="utf-8", newline="")) \
-            if output else out
-        if fmt == "csv":
-            buffer = pa.BufferOutputStream()
-            pa_csv.write_csv(table, buffer)
-            stream.write(buffer.getvalue().to_pybytes().decode())
-        elif fmt == "json":
-            for row in table.to_pylist():
-                stream.write(json.dumps(row) + "\n")
-        else:
-            stream.write(render_text_table(table))
+def stored_keys(uri: str, model: str, top_k: int) -> set[str]:
+    """Content keys of the images the store at ``uri`` holds for ``model`` with at least
+    ``top_k`` classes: classifying them again would store nothing new."""
+    from vgi_vision.store import StoreReader
+
+    async def read() -> pa.Table | None:
+        reader = await StoreReader.open(uri)
+        if reader is None:
+            return None
+        try:
+            images = await reader.at(await reader.version())
+            try:
+                return await images.rows(["image_key", "model", "top_k"])
+            finally:
+                images.close()
+        finally:
+            reader.close()
+
+    rows = asyncio.run(read())
+    if rows is None:
+        return set()
+    wanted = pc.and_(pc.equal(rows["model"], model), pc.greater_equal(rows["top_k"], top_k))
+    return set(rows.filter(wanted)["image_key"].to_pylist())
 
 
-def render_text_table(table: pa.Table) -> str:
-    rows = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
-    header = table.column_names
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
+def not_stored(files: Sequence[Path], keys: ContentKeys, stored: set[str]) -> list[Path]:
+    """The files whose content is not among ``stored`` (unreadable ones stay: they are
+    reported as such)."""
+    return [f for f in files if keys[f] not in stored]
 
 
 def progress_wanted(stream: TextIO = sys.stderr) -> bool:
@@ -137,9 +203,7 @@ def progress_wanted(stream: TextIO = sys.stderr) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def failure_report(failed: list[Path], unmatched: list[str]) -> Iterator[str]:
-    if unmatched:
-        yield f"{len(unmatched)} pattern(s) matched no file: " + ", ".join(unmatched)
+def failure_report(failed: list[Path]) -> Iterator[str]:
     if failed:
         yield f"{len(failed)} file(s) could not be read or decoded:"
         yield from (f"  {f}" for f in failed)
