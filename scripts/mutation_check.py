@@ -461,6 +461,11 @@ MUTATIONS = (
              "vgi_vision/client/classify_command.py",
              'pc.greater_equal(rows["top_k"], top_k)', 'pc.greater_equal(rows["top_k"], 0)',
              (f"{CLASSIFY_CLI}::test_skip_existing_classifies_nothing_the_second_time",)),
+    Mutation("sql-always-starts-a-worker",
+             "vgi-vision sql starts a worker for SQL that never names the vision schema",
+             "vgi_vision/cli/attaching.py", "if not self.attached and mentions_worker(sql):",
+             "if not self.attached:",
+             ("test/cli/test_cli.py::test_sql_without_the_vision_schema_starts_no_worker",)),
 )
 
 

@@ -86,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
     tally, keys = Tally(), ContentKeys()
     interrupted = False
     with contextlib.ExitStack() as stack:
-        if args.output:  # checked after the file is closed: callbacks run last first
-            stack.callback(outputs.remove_if_empty, args.output)
         sink = stack.enter_context(open(args.output, "wb")) if args.output \
             else sys.stdout.buffer
         writer = outputs.open_writer(fmt, sink, max(len(str(f)) for f in files))
@@ -112,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
                 tally.add(chunk, keys)
         except KeyboardInterrupt:
             interrupted = True
+    if interrupted and args.output:
+        outputs.remove_if_empty(args.output)
     for line in failure_report(tally.failed):
         print(line, file=sys.stderr)
     print(tally.summary(), file=sys.stderr)

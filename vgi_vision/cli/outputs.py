@@ -155,8 +155,8 @@ def _cell(value: object) -> str:
 
 
 def remove_if_empty(path: str) -> None:
-    """An output file nothing was written to (interrupted before the first chunk) is not
-    left behind: an empty ``.parquet`` is not a Parquet file."""
+    """An output file a run interrupted before its first chunk wrote nothing to is not left
+    behind: an empty ``.parquet`` is not a Parquet file."""
     try:
         if os.path.getsize(path) == 0:
             os.remove(path)

@@ -129,12 +129,13 @@ def classify_chunks(client: Client, files: Sequence[Path], top_k: int, keys: Con
     ``send_bytes`` reads the files here and sends their contents (for a worker on another
     machine); otherwise the worker reads the paths itself and stores them with the results.
     The progress bar moves with every sub-batch the worker answers, not only per chunk.
+    No files make one empty chunk, so the output still gets its header or schema.
     """
     from tqdm import tqdm
 
     with tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(files), chunk_files):
+        for start in range(0, len(files), chunk_files) or [0]:
             chunk = list(files[start:start + chunk_files])
             if send_bytes:
                 contents = [read_or_none(f) for f in chunk]
