@@ -41,6 +41,7 @@ HTTP_SURFACE = "test/transports/test_http_surface.py"
 HOSTILE_WORKER = "test/client/test_hostile_worker.py"
 ABANDONED = "test/worker/test_abandoned_scans.py"
 CLASSIFY_CLI = "test/cli/test_classify.py"
+HOSTILE_SQL = "test/sql/hostile.test::hostile.test[subprocess]"
 REFUSED = f"{CLASSIFY_CLI}::test_mistakes_are_refused_in_one_line_before_a_worker_starts"
 
 
@@ -466,6 +467,17 @@ MUTATIONS = (
              "vgi_vision/cli/attaching.py", "if not self.attached and mentions_worker(sql):",
              "if not self.attached:",
              ("test/cli/test_cli.py::test_sql_without_the_vision_schema_starts_no_worker",)),
+    Mutation("missing-path-silently-null",
+             "a path naming no file gives NULL / no rows without missing := 'null'",
+             "vgi_vision/worker/paths.py", "if missing == MISSING_NULL:", "if True:",
+             (HOSTILE_SQL, f"{CONFINEMENT}::test_paths_inside_the_root_are_read")),
+    Mutation("missing-folder-read-as-no-image",
+             "a folder passed as a path (no data root) gives no rows instead of an error",
+             "vgi_vision/worker/paths.py", "if stat.S_ISDIR(os.stat(real).st_mode):",
+             "if False:", (HOSTILE_SQL,)),
+    Mutation("missing-argument-unchecked", "a missing := value other than 'error' or 'null' "
+             "is taken as 'error'", "vgi_vision/worker/paths.py",
+             "if value not in MISSING_CHOICES:", "if False:", (HOSTILE_SQL,)),
 )
 
 

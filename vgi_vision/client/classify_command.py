@@ -127,7 +127,9 @@ def classify_chunks(client: Client, files: Sequence[Path], top_k: int, keys: Con
     """Classify ``files`` through the worker, a chunk at a time, noting which ones failed.
 
     ``send_bytes`` reads the files here and sends their contents (for a worker on another
-    machine); otherwise the worker reads the paths itself and stores them with the results.
+    machine); otherwise the worker reads the paths itself and stores them with the results,
+    absolute, so the store names the same files whatever folder a later reader (SQL, the
+    gallery) runs in. The output shows each path as it was given.
     The progress bar moves with every sub-batch the worker answers, not only per chunk.
     No files make one empty chunk, so the output still gets its header or schema.
     """
@@ -143,7 +145,7 @@ def classify_chunks(client: Client, files: Sequence[Path], top_k: int, keys: Con
                     keys[f] = hashlib.sha256(data).hexdigest() if data is not None else None
                 images = pa.array(contents, pa.binary())
             else:
-                images = pa.array([str(f) for f in chunk], pa.string())
+                images = pa.array([os.path.abspath(f) for f in chunk], pa.string())
             batches, done = [], 0
             for batch in client.scan("classify", images,
                                      pa.array([top_k] * len(chunk), pa.int32())):

@@ -4,17 +4,60 @@ A worker reachable over a socket or HTTP must not become a way to read any file 
 there, path arguments resolve under a configured data root and anything that escapes it
 (``..``, absolute paths elsewhere, symlinks pointing out) is refused. A subprocess worker runs
 as the calling user and reads what that user could read anyway.
+
+A path that names no file, or a folder, is a :class:`MissingImage` error naming the path (with
+what to use instead when it looks like a glob or a URL), never a silent NULL: a typo must not
+look like a bad image. The functions' ``missing := 'null'`` argument turns it into NULL / no
+rows, decided in :meth:`PathPolicy.source` where the reader's ``FileNotFoundError`` arrives,
+so every reader (a file, or another store that raises the same error) follows one policy.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.vision.imaging import read_regular_file
+
+#: The values of the ``missing`` argument: fail the call, or give what an unreadable image gives.
+MISSING_ERROR, MISSING_NULL = "error", "null"
+MISSING_CHOICES = (MISSING_ERROR, MISSING_NULL)
+GLOB_CHARACTERS = frozenset("*?[")
+URL_SCHEMES = ("http://", "https://")
+
+
+class MissingImage(FunctionError):
+    """A path argument names no file (or a folder). ``missing := 'null'`` makes it NULL."""
+
+    def __init__(self, path: str, folder: bool) -> None:
+        super().__init__(f"path {path!r} {what_is_wrong(path, folder)}; missing := 'null' "
+                         f"gives NULL / no rows instead", kind=ErrorKind.INVALID_ARGUMENT)
+
+
+def what_is_wrong(path: str, folder: bool) -> str:
+    """Why ``path`` names no image file, and what to write instead for a URL, a glob or a
+    folder (DuckDB's ``read_blob`` reads globs, and URLs with the httpfs extension)."""
+    if path.lower().startswith(URL_SCHEMES):
+        return (f"is a URL, and paths are files: with DuckDB's httpfs extension pass the "
+                f"bytes, SELECT * FROM read_blob('{path}') f, vision.classify(f.content)")
+    if folder or GLOB_CHARACTERS & set(path):
+        pattern = path.rstrip("/") + "/*.jpg" if folder else path
+        return (f"{'is a folder' if folder else 'does not exist'} (a path names one file): "
+                f"for many files pass the bytes, "
+                f"SELECT * FROM read_blob('{pattern}') f, vision.classify(f.content)")
+    return "does not exist"
+
+
+def checked_missing(value: str | None) -> str:
+    """A ``missing`` argument, refused unless it is one of :data:`MISSING_CHOICES`."""
+    if value not in MISSING_CHOICES:
+        raise FunctionError(f"missing must be 'error' or 'null', got {value!r}",
+                            kind=ErrorKind.INVALID_ARGUMENT)
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,24 +99,42 @@ class PathPolicy:
     def contains(self, real: Path) -> bool:
         return self.root is not None and (real == self.root or self.root in real.parents)
 
-    def source(self, path: str, max_bytes: int) -> str | bytes | None:
+    def source(self, path: str, max_bytes: int, missing: str = MISSING_ERROR
+               ) -> str | bytes | None:
         """What to decode for ``path``: the path itself when any file may be read; under a
         data root, the file's bytes, read through a descriptor whose target is checked again
-        after opening, so a symlink swapped in after ``resolve`` cannot lead outside."""
+        after opening, so a symlink swapped in after ``resolve`` cannot lead outside.
+
+        A path naming no file or a folder raises :class:`MissingImage`, or gives None with
+        ``missing='null'``; a file that exists but cannot be read gives None."""
         real = self.resolve(path)
-        if self.allow_any:
-            return real
         try:
+            if self.allow_any:
+                if stat.S_ISDIR(os.stat(real).st_mode):  # the decoder reads it later
+                    raise IsADirectoryError(real)
+                return real
             fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            return self.missing(path, isinstance(exc, IsADirectoryError), missing)
         except OSError:
             return None
         try:
             if not self.contains(opened_path(fd, real)):
                 raise FunctionError(f"path {path!r} is outside the data root",
                                     kind=ErrorKind.PATH_REFUSED)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return self.missing(path, True, missing)
             return read_regular_file(fd, max_bytes)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def missing(path: str, folder: bool, missing: str) -> None:
+        """The one place a path naming no image file is decided: an error unless the call
+        asked for ``missing := 'null'``."""
+        if missing == MISSING_NULL:
+            return None
+        raise MissingImage(path, folder)
 
 
 def opened_path(fd: int, fallback: str) -> Path:
