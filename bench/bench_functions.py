@@ -3,7 +3,9 @@
 A worker is started on one transport and attached to DuckDB; each function is run over a table
 of N distinct real 512x512 JPEGs (``bench/images.py``) as ``SELECT count(vision.f(image))``,
 and its rate is divided by ``top_label``'s rate measured in the same rounds, so the ratio says
-what a function costs next to plain classification on this machine at this moment. Every
+what a function costs next to plain classification on this machine at this moment; ``vs raw``
+divides it by the model alone (a bare onnxruntime session on ready float tensors,
+:mod:`bench.raw_baseline`), timed once per round. Every
 query runs once untimed first; each number is the best of ``--repeats`` rounds, the queries of a
 round run back to back. ``image_info`` reads headers only, so it is also timed in this process
 (``read_info`` per image) and reported in microseconds per image.
@@ -25,6 +27,7 @@ import pyarrow as pa
 
 import vgi_vision
 from bench.images import make_jpegs
+from bench.raw_baseline import RawBaseline, decoded_pixels
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.facts import read_info
 
@@ -69,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"{sql!r} gave {count} non-NULL values for {args.images} images")
 
     samples: dict[str, list[float]] = {name: [] for name in QUERIES}
+    raw = RawBaseline.create(decoded_pixels(images))
+    raw_times: list[float] = []
     with running_worker(args.transport) as worker:
         vgi_vision.attach(con, worker.location)
         try:
             for sql in QUERIES.values():  # warm-up, untimed
                 query(sql)
             for _ in range(args.repeats):
+                raw_times.append(raw.seconds())
                 for name, sql in QUERIES.items():
                     started = time.perf_counter()
                     query(sql)
@@ -89,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {command}")
     print(f"machine: {len(os.sched_getaffinity(0))} cores; {args.images} distinct 512x512 "
           f"JPEGs; transport {args.transport}; best of {args.repeats} rounds")
-    print(f"{'function':<15} {'images/s':>9} {'vs top_label':>12}")
+    raw_rate = args.images / min(raw_times)
+    print(f"raw: {raw.describe()}: {raw_rate:.1f} images/s")
+    print(f"{'function':<15} {'images/s':>9} {'vs top_label':>12} {'vs raw':>7}")
     for name, rate in rates.items():
-        print(f"{name:<15} {rate:>9.1f} {rate / rates[BASELINE]:>11.2f}x")
+        print(f"{name:<15} {rate:>9.1f} {rate / rates[BASELINE]:>11.2f}x "
+              f"{rate / raw_rate:>6.2f}x")
     print(f"image_info in-process (read_info): {1e6 * in_process / args.images:.0f} us/image")
     return 0
 

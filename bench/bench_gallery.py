@@ -72,7 +72,7 @@ async def build(folder: Path, n: int, info: ModelInfo) -> list[str]:
             "run_id": run, "created_at": [now] * size,
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
                                                         info.embedding_dim),
-            "thumbnail": [thumb] * size}
+            "thumbnail": [thumb] * size, "phash": [None] * size}
         await images.add(pa.table(columns, schema=schema))
     images.close()
     db.close()

@@ -4,14 +4,17 @@ Two measurements on the same N distinct real 512x512 JPEGs (``bench/images.py``:
 committed fixtures in ``test/sql/data``, mirrored / rotated, JPEG quality 90):
 
 (a) ceiling  ``Classifier.run`` on pre-decoded ``N x 224 x 224 x 3`` uint8 arrays, in batches of
-             B: input normalization + the onnxruntime session + softmax / L2 norm. No decoding.
+             B: the onnxruntime session (normalization folded into its graph) + softmax /
+             L2 norm. No decoding.
 (b) full     ``Classifier.classify`` on the encoded JPEG bytes with ``batch_size=B``: read +
              decode + resize/crop (on the decode pool) + everything in (a) + top-k.
 
 Both use one ``Classifier`` per batch size, created and warmed up before anything is timed; each
 number is images/s of the best of ``--repeats`` runs (the median is shown too). The ratio
 column is (b) / (a) at the same batch size, both measured in this run. The aim is
-(b) >= 0.7 x (a) at batch 32.
+(b) >= 0.7 x (a) at batch 32. Both are also divided by the raw model (``vs raw``: a bare
+onnxruntime session on ready float tensors, :mod:`bench.raw_baseline`), timed in the same
+rounds.
 
 Usage: python -m bench.bench_inference [--images 64] [--repeats 7] [--batch-sizes 1,32]
                                        [--threads T]
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.images import make_jpegs
+from bench.raw_baseline import RawBaseline
 from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
     Classifier,
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     classifiers = {b: Classifier(info, batch_size=b, threads=threads) for b in batch_sizes}
     first = classifiers[batch_sizes[0]]
     pixels = np.stack([decoded_or_fail(first, j) for j in jpegs])
+    raw = RawBaseline.create(pixels, threads=threads)
 
     # Warm-up: session creation, onnxruntime's first-run allocations, the decode pool's threads.
     for classifier in classifiers.values():
@@ -147,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     # all of them alike instead of one whole column.
     a_times: dict[int, list[float]] = {b: [] for b in batch_sizes}
     b_times: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    raw_times: list[float] = []
     for _ in range(args.repeats):
+        raw_times.append(raw.seconds())
         for b, classifier in classifiers.items():
             a_times[b] += timed(functools.partial(ceiling, classifier, pixels), 1)
             b_times[b] += timed(functools.partial(full_path, classifier, jpegs), 1)
@@ -162,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         others = max(0.0, (machine_end - machine_start - (own_cpu() - own_start)) / wall)
     n = len(jpegs)
     print()
-    print(f"{'batch':>5}  {'(a) model img/s':>16} {'median':>8}  "
-          f"{'(b) full img/s':>15} {'median':>8}  {'(b)/(a)':>7}")
+    raw_best = n / min(raw_times)
+    print(f"raw: {raw.describe()}: {raw_best:.1f} img/s (median "
+          f"{n / statistics.median(raw_times):.1f})")
+    print(f"{'batch':>5}  {'(a) model img/s':>16} {'median':>8} {'vs raw':>7}  "
+          f"{'(b) full img/s':>15} {'median':>8} {'vs raw':>7}  {'(b)/(a)':>7}")
     for b in batch_sizes:
         a_best, b_best = n / min(a_times[b]), n / min(b_times[b])
         a_med, b_med = n / statistics.median(a_times[b]), n / statistics.median(b_times[b])
-        print(f"{b:>5}  {a_best:>16.1f} {a_med:>8.1f}  {b_best:>15.1f} {b_med:>8.1f}  "
+        print(f"{b:>5}  {a_best:>16.1f} {a_med:>8.1f} {a_best / raw_best:>6.2f}x  "
+              f"{b_best:>15.1f} {b_med:>8.1f} {b_best / raw_best:>6.2f}x  "
               f"{b_best / a_best:>6.2f}x")
     print(f"decode only (read + decode + resize/crop on the {threads}-thread decode pool): "
           f"{n / min(decode_times):.1f} img/s")
@@ -176,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
               f"runs" + (" -- the machine was busy: numbers are noisy, rerun when idle"
                          if others > 0.2 else ""))
     print()
-    print("(a) = Classifier.run on pre-decoded uint8 arrays (normalize + onnxruntime + softmax);")
+    print("(a) = Classifier.run on pre-decoded uint8 arrays (onnxruntime, normalizing in its "
+          "graph, + softmax);")
     print("(b) = Classifier.classify on the JPEG bytes (decode + resize/crop + (a) + top-k);")
     print(f"images/s of the best of {args.repeats} runs over {n} images; aim: (b)/(a) >= 0.70 "
           f"at batch 32")

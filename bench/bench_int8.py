@@ -6,23 +6,36 @@ resize/crop + normalization + onnxruntime + softmax + top-5. The two models alte
 run so a burst of load elsewhere hits both alike; each is images/s of the best of
 ``--repeats`` runs (the median too), and the ratio is int8 / fp32 from this run.
 
+Each model is also timed bare (``raw``: a plain onnxruntime session on ready float tensors,
+:mod:`bench.raw_baseline`), and through SQL: ``SELECT count(vision.top_label(image))`` over the
+same images on a worker of each model (``--transport``, subprocess by default), the two
+alternating query by query; int8 must keep its lead there too.
+
 Agreement: every committed photograph and fixed variants of each (crops, mirror, half size,
 JPEG and WebP re-encodes: ``bench.images.photo_variants``), plus ``--generated`` random crops
 (seed 7): top-1 agreement with fp32, mean top-5 overlap, and for the committed photographs
 whether the expected class is in int8's top 3.
 
 Usage: python -m bench.bench_int8 [--images 64] [--repeats 5] [--generated 64]
+                                  [--transport subprocess]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import statistics
 import sys
 import time
 
+import duckdb
+import pyarrow as pa
+
+import vgi_vision
 from bench.images import FIXTURES, make_jpegs, photo_variants
+from bench.raw_baseline import RawBaseline, decoded_pixels
+from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.model import (
     Classification,
     Classifier,
@@ -55,6 +68,37 @@ def throughput(models: dict[str, Classifier], jpegs: list[bytes], repeats: int
     return seconds
 
 
+def sql_throughput(jpegs: list[bytes], transport: str, repeats: int
+                   ) -> dict[str, list[float]]:
+    """Seconds of ``top_label`` over ``jpegs`` through SQL, per model, alternating."""
+    con = duckdb.connect()
+    con.register("photos_arrow", pa.table({"image": pa.array(jpegs, pa.binary())}))
+    con.execute("CREATE TABLE photos AS SELECT image FROM photos_arrow")
+    con.unregister("photos_arrow")
+    seconds: dict[str, list[float]] = {FP32: [], INT8: []}
+    with contextlib.ExitStack() as stack:
+        for name in seconds:
+            worker = stack.enter_context(running_worker(transport, "--model", name))
+            options = {"model": name} if worker.location is None else {}
+            vgi_vision.attach(con, worker.location, name=name.replace("-", "_"), **options)
+        queries = {name: f"SELECT count({name.replace('-', '_')}.top_label(image)) FROM photos"
+                   for name in seconds}
+        for sql in queries.values():
+            con.sql(sql).fetchall()  # warm-up
+        for _ in range(repeats):
+            for name, sql in queries.items():
+                time.sleep(0.1)
+                start = time.perf_counter()
+                (count,), = con.sql(sql).fetchall()
+                seconds[name].append(time.perf_counter() - start)
+                if count != len(jpegs):
+                    raise RuntimeError(f"{name}: top_label gave {count} of {len(jpegs)}")
+        for name in seconds:
+            vgi_vision.detach(con, name.replace("-", "_"))
+    con.close()
+    return seconds
+
+
 def agreement(fp32: list[Classification | None], int8: list[Classification | None]
               ) -> tuple[int, float]:
     same = overlap = 0
@@ -72,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs each (default 5)")
     parser.add_argument("--generated", type=int, default=64,
                         help="extra random crops for the agreement check (default 64)")
+    parser.add_argument("--transport", default="subprocess", choices=TRANSPORTS,
+                        help="transport of the SQL measurement (default subprocess)")
     args = parser.parse_args(argv)
     if min(args.images, args.repeats) < 1 or args.generated < 0:
         parser.error("--images and --repeats must be >= 1, --generated >= 0")
@@ -116,17 +162,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<17} " + " | ".join(row))
 
     jpegs = make_jpegs(args.images, seed=3)
+    pixels = decoded_pixels(jpegs)
+    raws = {name: RawBaseline.create(pixels, name) for name in models}
     throughput(models, jpegs[:8], 1)  # warm the decode pools and onnxruntime buffers
-    seconds = throughput(models, jpegs, args.repeats)
+    raw_seconds: dict[str, list[float]] = {name: [] for name in models}
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):  # raw and full path alternate, so load hits both alike
+        for name, raw in raws.items():
+            raw_seconds[name].append(raw.seconds())
+        for name, times in throughput(models, jpegs, 1).items():
+            seconds[name] += times
+    sql = sql_throughput(jpegs, args.transport, args.repeats)
     n = len(jpegs)
-    print(f"\nthroughput, decode + infer, {n} distinct 512x512 JPEGs (q90), top-{TOP_K}, "
-          f"best (median) of {args.repeats}")
+    print(f"\nthroughput, {n} distinct 512x512 JPEGs (q90), images/s, best (median) of "
+          f"{args.repeats}")
+    print(f"  {'model':<24} {'raw model':>15} {'decode + infer, top-5':>22} {'vs raw':>7} "
+          f"{'SQL top_label (' + args.transport + ')':>28} {'vs raw':>7}")
     for name in models:
-        print(f"  {name:<24} {n / min(seconds[name]):>7.1f} img/s "
-              f"({n / statistics.median(seconds[name]):.1f})")
-    ratio = min(seconds[FP32]) / min(seconds[INT8])
-    median_ratio = statistics.median(seconds[FP32]) / statistics.median(seconds[INT8])
-    print(f"  int8 / fp32: {ratio:.2f}x best, {median_ratio:.2f}x median (aim >= 1.5x)")
+        raw_rate = n / min(raw_seconds[name])
+        print(f"  {name:<24} {raw_rate:>7.1f} ({n / statistics.median(raw_seconds[name]):>5.1f})"
+              f" {n / min(seconds[name]):>13.1f} ({n / statistics.median(seconds[name]):>5.1f})"
+              f" {n / min(seconds[name]) / raw_rate:>6.2f}x"
+              f" {n / min(sql[name]):>19.1f} ({n / statistics.median(sql[name]):>5.1f})"
+              f" {n / min(sql[name]) / raw_rate:>6.2f}x")
+    for label, timing in (("raw model", raw_seconds), ("decode + infer", seconds),
+                          ("SQL top_label", sql)):
+        ratio = min(timing[FP32]) / min(timing[INT8])
+        median_ratio = statistics.median(timing[FP32]) / statistics.median(timing[INT8])
+        print(f"  int8 / fp32, {label + ':':<16} {ratio:.2f}x best, {median_ratio:.2f}x "
+              f"median (aim >= 1.5x)")
     return 0
 
 

@@ -13,6 +13,7 @@ import io
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,11 +35,22 @@ def fixture_images(folder: Path = FIXTURES) -> list[Image.Image]:
     return images
 
 
-def make_jpegs(n: int, *, size: int = SIZE, quality: int = QUALITY, seed: int = 0,
-               folder: Path = FIXTURES) -> list[bytes]:
-    """``n`` distinct ``size`` x ``size`` JPEGs (bytes), deterministic for ``seed``."""
+def make_jpegs(n: int, *, size: int | tuple[int, int] = SIZE, quality: int = QUALITY,
+               seed: int = 0, grain: float = 0.0, folder: Path = FIXTURES) -> list[bytes]:
+    """``n`` distinct JPEGs (bytes), deterministic for ``seed``.
+
+    ``size``: a side (square images) or ``(width, height)``; a right-angle rotation turns
+    the latter to portrait, as phones store half their photos. ``grain``: the standard
+    deviation of the sensor-like noise added to every pixel, which gives an upscaled fixture
+    the entropy (file size, decoding cost) of a real photo of that size.
+    """
+    out_w, out_h = (size, size) if isinstance(size, int) else size
+    aspect = out_w / out_h
     sources = fixture_images(folder)
     rng = random.Random(seed)
+    noise = np.random.default_rng(seed)
+    field = (noise.normal(0.0, grain, (out_h, out_w, 3)).round().astype(np.int16)
+             if grain else None)  # one field, shifted differently for every image
     out: list[bytes] = []
     seen: set[bytes] = set()
     attempts = 0
@@ -48,11 +60,16 @@ def make_jpegs(n: int, *, size: int = SIZE, quality: int = QUALITY, seed: int = 
             raise RuntimeError(f"could not make {n} distinct images")
         source = sources[len(out) % len(sources)]
         width, height = source.size
-        side = rng.uniform(0.55, 1.0) * min(width, height)
-        left = rng.uniform(0, width - side)
-        top = rng.uniform(0, height - side)
-        image = source.resize((size, size), Image.Resampling.BICUBIC,
-                              box=(left, top, left + side, top + side))
+        crop_w = rng.uniform(0.55, 1.0) * min(width, height * aspect)
+        crop_h = crop_w / aspect
+        left = rng.uniform(0, width - crop_w)
+        top = rng.uniform(0, height - crop_h)
+        image = source.resize((out_w, out_h), Image.Resampling.BICUBIC,
+                              box=(left, top, left + crop_w, top + crop_h))
+        if field is not None:
+            shift = (int(noise.integers(out_h)), int(noise.integers(out_w)))
+            pixels = np.asarray(image, dtype=np.int16) + np.roll(field, shift, axis=(0, 1))
+            image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         rotation = rng.choice(_ROTATIONS)

@@ -281,6 +281,15 @@ MUTATIONS = (
              "vgi_vision/worker/vision/model_files.py",
              "if not shipped and name in shipped_model_names():", "if False:",
              (f"{USER_MODEL}::test_each_problem_has_one_clear_error[a shipped model's name]",)),
+    Mutation("folded-input-name-clash",
+             "the folded graph's uint8 input takes its name even when a tensor of the model "
+             "already has it",
+             "vgi_vision/worker/vision/folding.py",
+             "    while candidate in taken:", "    while False:",
+             ("test/worker/test_folding.py::test_the_folded_input_takes_uint8_pixels_under_a_"
+              "name_of_its_own",
+              "test/worker/test_folding.py::test_a_user_model_with_its_own_layout_"
+              "normalization_and_names")),
     Mutation("ocr-lines-per-image-unbounded",
              "OCR recognizes every text box an image has",
              "vgi_vision/worker/vision/ocr.py",
@@ -478,6 +487,34 @@ MUTATIONS = (
     Mutation("missing-argument-unchecked", "a missing := value other than 'error' or 'null' "
              "is taken as 'error'", "vgi_vision/worker/paths.py",
              "if value not in MISSING_CHOICES:", "if False:", (HOSTILE_SQL,)),
+    Mutation("image-key-spliced-unchecked",
+             "an image key reaches a LanceDB filter without being checked as sha256 hex",
+             "vgi_vision/worker/lance/paths.py",
+             "if not isinstance(key, str) or not _IMAGE_KEY.match(key):",
+             "if not isinstance(key, str):",
+             ("test/worker/test_paths.py::test_only_sha256_keys_reach_a_filter",)),
+    Mutation("path-first-seen-overwritten",
+             "a path stored again gets the later run's first_seen",
+             "vgi_vision/worker/lance/paths.py",
+             "min(at, first.get((key, path), at))", "at",
+             ("test/worker/test_paths.py::test_first_and_last_seen_move_only_forward",)),
+    Mutation("model-name-spliced-unchecked",
+             "a model name from a SQL argument reaches a LanceDB filter unchecked",
+             "vgi_vision/worker/lance/vector_index.py",
+             "return f\"model = '{model}'\" if _MODEL.match(model) else None",
+             "return f\"model = '{model}'\"",
+             ("test/worker/test_vector_index.py::test_only_plain_model_names_reach_a_filter",)),
+    Mutation("similar-mixes-models",
+             "a similarity search returns images another model stored",
+             "vgi_vision/worker/lance/vector_index.py",
+             ".where(where).nprobes(NPROBES)", ".nprobes(NPROBES)",
+             ("test/worker/test_vector_index.py::test_a_search_never_leaves_its_model",)),
+    Mutation("duplicates-bound-ignored",
+             "duplicates() groups hashes one bit further apart than asked",
+             "vgi_vision/worker/functions/duplicates.py",
+             "np.nonzero(bits <= max_distance)", "np.nonzero(bits <= max_distance + 1)",
+             ("test/worker/test_duplicates.py::"
+              "test_groups_are_the_connected_pairs_within_the_bound",)),
 )
 
 

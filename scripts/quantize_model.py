@@ -34,6 +34,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from bench.images import FIXTURES, make_jpegs
+from vgi_vision.worker.vision.folding import normalized_input
 from vgi_vision.worker.vision.model import Classifier
 from vgi_vision.worker.vision.model_files import ModelInfo, models_root
 
@@ -64,7 +65,9 @@ class Photographs(CalibrationDataReader):
             pixels = self.classifier.decode(data)
             if pixels is None:
                 raise SystemExit("a calibration image did not decode")
-            yield {self.classifier.info.input_name: self.classifier.model_input(pixels[None])}
+            info = self.classifier.info
+            yield {info.input_name: normalized_input(info.layout, info.mean, info.std,
+                                                     pixels[None])}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.inputs, None)

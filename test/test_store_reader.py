@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import pyarrow as pa
 from gallery_store import DATA, classify_into
 
 from vgi_vision.store import StoreReader
@@ -34,26 +35,32 @@ def test_a_pinned_version_keeps_its_rows_while_runs_commit(tmp_path: Path) -> No
                 try:
                     await asyncio.to_thread(classify_into, sink, photos[2:])
                     assert await reader.version() > images.version
-                    rows = await images.rows(["image_key", "top_k"])
+                    rows = pa.Table.from_batches([b async for b in images.batches(
+                        {"image_key": "image_key", "top_k": "top_k", "top1": "label[1]"})])
                     assert sorted(rows.column("image_key").to_pylist()) == sorted(keys[:2])
                     assert rows.column("top_k").to_pylist() == [5, 5]
-                    ids = rows.column("_rowid").to_pylist()
-                    taken = await images.take(ids[1:], ["image_key", "label"])
-                    assert taken.column("image_key").to_pylist() == \
-                        rows.column("image_key").to_pylist()[1:]
-                    assert all(len(labels) == 5 for labels in taken.column("label").to_pylist())
-                    vector = (await images.take(ids[:1], ["vector"])).column("vector")[0].as_py()
-                    hits = await images.nearest(vector, 2, ["image_key"])
-                    assert hits.column("image_key").to_pylist()[0] == \
-                        rows.column("image_key")[0].as_py()
+                    taken = await images.rows_of(keys[1], "efficientnet-lite0",
+                                                 ["image_key", "label"])
+                    assert taken.column("image_key").to_pylist() == [keys[1]]
+                    assert taken.column("label")[0].as_py()[0] in rows.column("top1").to_pylist()
+                    assert (await images.rows_of(keys[2], None, ["image_key"])).num_rows == 0
+                    assert (await images.rows_of(keys[1], "x' OR '1'='1",
+                                                 ["image_key"])).num_rows == 0
+                    vector = (await images.rows_of(keys[0], None, ["vector"])).column(
+                        "vector")[0].as_py()
+                    hits = await images.nearest(vector, 2, "efficientnet-lite0", ["image_key"])
+                    assert hits.column("image_key").to_pylist()[0] == keys[0]
                     assert hits.column("_distance").to_pylist()[0] < 1e-4
                     assert hits.num_rows == 2  # the third image is not in this version
+                    assert await reader.committed_runs() is not None
+                    assert await reader.paths_of(keys[0]) == []  # stored from bytes
                 finally:
                     images.close()
                 latest = await reader.at(await reader.version())
                 try:
-                    now = await latest.rows(["image_key"])
-                    assert sorted(now.column("image_key").to_pylist()) == sorted(keys)
+                    now = [k for b in [b async for b in latest.batches(
+                        {"image_key": "image_key"})] for k in b.column("image_key").to_pylist()]
+                    assert sorted(now) == sorted(keys)
                 finally:
                     latest.close()
             finally:

@@ -10,7 +10,9 @@ read of one view sees the same rows while runs keep committing::
 
     reader = await StoreReader.open(uri)  # None: the URI holds no store
     images = await reader.at(await reader.version())
-    rows = await images.rows(["image_key", "label"])  # plus _rowid, to take() them again
+    async for batch in images.batches({"image_key": "image_key", "top1": "label[1]"}):
+        ...
+    rows = await images.rows_of(image_key, None, ["model", "label"])  # one image's rows
     images.close()
     reader.close()
 
@@ -19,12 +21,30 @@ All of it is async (LanceDB's async API) and must stay on one event loop.
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import lancedb
 import pyarrow as pa
 
-from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.worker.lance.kinds import IMAGES, PATHS, RUNS
+from vgi_vision.worker.lance.paths import key_filter
+from vgi_vision.worker.lance.vector_index import model_filter, nearest
+
+#: Run ids per ``IN (...)`` filter when reading the rows of newly committed runs.
+RUNS_PER_FILTER = 500
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def runs_filter(run_ids: Sequence[str]) -> str:
+    """``run_id IN (...)``; each id is checked to be one of ours (32 hex digits) first."""
+    for run_id in run_ids:
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"invalid run id {run_id!r}")
+    return "run_id IN (" + ", ".join(f"'{run_id}'" for run_id in run_ids) + ")"
 
 
 class PinnedImages:
@@ -34,20 +54,42 @@ class PinnedImages:
         self._table = table
         self.version = version
 
-    async def rows(self, columns: list[str]) -> pa.Table:
-        """``columns`` of every stored row, plus its ``_rowid`` for :meth:`take`."""
-        return await self._table.query().with_row_id().select(columns).to_arrow()
+    async def count(self) -> int:
+        return await self._table.count_rows()
 
-    async def take(self, row_ids: list[int], columns: list[str]) -> pa.Table:
-        """``columns`` of the rows ``row_ids`` (from :meth:`rows` of this version), in the
-        table's order, not necessarily the order asked for."""
-        return await self._table.take_row_ids(row_ids).select(columns).to_arrow()
+    async def batches(self, columns: Mapping[str, str]) -> AsyncIterator[pa.RecordBatch]:
+        """Every stored row, a batch at a time, as ``columns`` (name: SQL expression over
+        the stored columns, e.g. ``"label[1]"``): never the whole table in memory at once."""
+        async for batch in await self._table.query().select(dict(columns)).to_batches():
+            yield batch
 
-    async def nearest(self, vector: list[float], limit: int, columns: list[str]) -> pa.Table:
-        """``columns`` and ``_distance`` of the ``limit`` rows whose embedding is nearest to
-        ``vector`` by cosine distance, nearest first."""
-        return await self._table.vector_search(vector).column("vector") \
-            .distance_type("cosine").limit(limit).select([*columns, "_distance"]).to_arrow()
+    async def of_runs(self, run_ids: Sequence[str], columns: Mapping[str, str]
+                      ) -> pa.Table | None:
+        """``columns`` (as for :meth:`batches`) of the rows the runs ``run_ids`` stored;
+        None for no runs."""
+        ids = sorted(run_ids)
+        read = [await self._table.query().where(runs_filter(ids[i:i + RUNS_PER_FILTER]))
+                .select(dict(columns)).to_arrow() for i in range(0, len(ids), RUNS_PER_FILTER)]
+        return pa.concat_tables(read) if read else None
+
+    async def rows_of(self, image_key: str, model: str | None, columns: list[str]
+                      ) -> pa.Table:
+        """``columns`` of the image's stored rows: one per model, or ``model``'s only (found
+        through the ``image_key`` index when the store has one)."""
+        where = key_filter([image_key])
+        if model is not None:
+            by_model = model_filter(model)
+            if by_model is None:
+                return pa.table({c: [] for c in columns})
+            where += f" AND {by_model}"
+        return await self._table.query().where(where).select(columns).to_arrow()
+
+    async def nearest(self, vector: list[float], limit: int, model: str, columns: list[str]
+                      ) -> pa.Table:
+        """``columns`` and ``_distance`` of the ``limit`` rows stored by ``model`` whose
+        embedding is nearest to ``vector`` by cosine distance, nearest first (through the
+        vector index when the store has one)."""
+        return await nearest(self._table, vector, limit, model, columns)
 
     def close(self) -> None:
         self._table.close()
@@ -81,6 +123,41 @@ class StoreReader:
         table = await self._db.open_table(IMAGES)
         await table.checkout(version)
         return PinnedImages(table, version)
+
+    async def committed_runs(self) -> set[str] | None:
+        """The ids of every committed run; None for a store without a ``runs`` table.
+
+        A run's images are merged before its record is written, so every run listed here
+        has its rows in any version of ``images`` pinned after this call.
+        """
+        table = await self._optional(RUNS)
+        if table is None:
+            return None
+        try:
+            rows = await table.query().select(["run_id"]).to_arrow()
+        finally:
+            table.close()
+        return set(rows.column("run_id").to_pylist())
+
+    async def paths_of(self, image_key: str) -> list[tuple[str, datetime | None,
+                                                           datetime | None]] | None:
+        """(path, first_seen, last_seen) of every path the image was stored from, first
+        seen first; None for a store from before paths were kept (not yet upgraded)."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return None
+        try:
+            rows = await table.query().where(key_filter([image_key])) \
+                .select(["path", "first_seen", "last_seen"]).to_arrow()
+        finally:
+            table.close()
+        ordered = rows.sort_by([("first_seen", "ascending"), ("path", "ascending")])
+        return [(row["path"], row["first_seen"], row["last_seen"]) for row in ordered.to_pylist()]
+
+    async def _optional(self, name: str) -> Any:
+        if name not in (await self._db.list_tables()).tables:
+            return None
+        return await self._db.open_table(name)
 
     def close(self) -> None:
         self._db.close()

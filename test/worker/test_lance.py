@@ -317,7 +317,7 @@ def test_stored_schemas_are_the_function_columns_unchanged_on_disk() -> None:
         ("idx", pa.list_(pa.int32())), ("label", pa.list_(pa.string())),
         ("confidence", pa.list_(pa.float64())), ("run_id", pa.string()),
         ("created_at", pa.timestamp("us")), ("vector", pa.list_(pa.float32(), 1280)),
-        pa.field("thumbnail", pa.binary()),
+        pa.field("thumbnail", pa.binary()), pa.field("phash", pa.uint64()),
     ])
     ocr = pa.schema(keys + [
         ("path", pa.string()), ("min_confidence", pa.float64()),

@@ -449,3 +449,22 @@ def test_shipped_model_passes_its_checksum(info):
     import hashlib
 
     assert hashlib.sha256(info.onnx_file.read_bytes()).hexdigest() == info.sha256
+
+
+@pytest.mark.parametrize(("batch_size", "run_batch"), [(1, 1), (2, 3), (3, 2), (32, 4)])
+def test_streamed_runs_keep_rows_in_place_around_bad_images(info, classifier, images, tmp_path,
+                                                            batch_size, run_batch):
+    """Images reach the model in runs as they finish decoding, with a window of decodes
+    ahead: whatever the window and run sizes, every result lands on its own row, bad rows
+    (mid-run, at the start and at the end) are None, and the answers equal one-at-a-time."""
+    good = [images[name] for name in FIXTURES]
+    bad = [None, b"garbage", str(tmp_path / "missing.jpg")]
+    sources = [bad[0], good[0], good[1], bad[1], good[2], good[3], bad[2], good[1], good[0],
+               bad[1], bad[0], good[2], bad[2]]
+    reference = [None if s in bad else classifier.classify([s])[0] for s in sources]
+    results = Classifier(info, batch_size=batch_size, run_batch=run_batch,
+                         threads=2).classify(sources, top_k=5)
+    assert [r is None for r in results] == [r is None for r in reference]
+    for result, expected in zip(results, reference, strict=True):
+        if expected is not None:
+            assert_same(result, expected)

@@ -220,6 +220,7 @@ def test_the_catalog_declares_its_bounds(vision_registry: Registry) -> None:
               for f in vision_registry.describe() for o in f["overloads"]
               for p in o["params"] if "min" in p or "max" in p}
     assert bounds == {("classify", "top_k"): (1, 1000), ("similar", "k"): (1, 1000),
+                      ("duplicates", "max_distance"): (0, 16),
                       ("is_a", "threshold"): (0.0, 1.0), ("ocr", "min_confidence"): (0.0, 1.0),
                       ("ocr_text", "min_confidence"): (0.0, 1.0)}
 
@@ -233,7 +234,7 @@ def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
     catalog = {f["name"]: f for f in vision_registry.describe()}
     assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar",
                             "embed", "image_info", "phash", "categories", "category_score",
-                            "is_a", "models", "ocr", "ocr_text", "stored_text"}
+                            "is_a", "models", "ocr", "ocr_text", "stored_text", "duplicates"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
         [["BLOB", "INTEGER", "VARCHAR"], ["VARCHAR", "INTEGER", "VARCHAR"]]  # top_k, missing

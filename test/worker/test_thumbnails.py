@@ -115,7 +115,7 @@ def test_write_back_stores_a_thumbnail_per_blob_image(tmp_path: Path,
 
 def test_store_from_before_thumbnails_gains_the_column(tmp_path: Path) -> None:
     uri = str(tmp_path / "old")
-    old_schema = pa.schema([f for f in image_schema(4) if f.name != "thumbnail"])
+    old_schema = pa.schema([f for f in image_schema(4) if f.name not in ("thumbnail", "phash")])
 
     async def scenario() -> pa.Table:
         db = await lancedb.connect_async(uri)
@@ -127,9 +127,9 @@ def test_store_from_before_thumbnails_gains_the_column(tmp_path: Path) -> None:
         table.close()
         store = await PredictionStore.open(uri, 4)
         try:
-            return await store.images.query().select(["label", "thumbnail"]).to_arrow()
+            return await store.images.query().select(["label", "thumbnail", "phash"]).to_arrow()
         finally:
             store.close()
 
     rows = asyncio.run(scenario())
-    assert rows.to_pylist() == [{"label": ["old"], "thumbnail": None}]
+    assert rows.to_pylist() == [{"label": ["old"], "thumbnail": None, "phash": None}]

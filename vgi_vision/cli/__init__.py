@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from vgi_vision import __version__
-from vgi_vision.cli import browse, classify, functions, models, serve, sql
+from vgi_vision.cli import browse, classify, functions, index, models, serve, sql
 from vgi_vision.cli.options import INTERRUPTED, CliError, OneLineParser
 from vgi_vision.errors import VgiVisionError
 
 #: In the order ``--help`` lists them.
-SUBCOMMANDS = (serve, sql, classify, models, functions, browse)
+SUBCOMMANDS = (serve, sql, classify, models, functions, browse, index)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,6 +140,7 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
         back = came_from.link(page=came_from.page)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
+                      paths=[files.shown_path(p) for p, _, _ in await catalog.paths(tile)],
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
                       facts=await asyncio.to_thread(files.facts, tile.path),
                       path=files.shown_path(tile.path))

@@ -2,12 +2,18 @@
 without ever writing to it.
 
 The rows of ``images`` (one per stored image and model) are summarized into an in-memory
-DuckDB table of light columns only: no vectors, no thumbnails. Paging, ordering and facets over
-100,000 images are then SQL over a few megabytes, and a page never loads more than its tiles.
-Thumbnails, top-k predictions, vectors and neighbours are read from LanceDB per request, by row
-id at the snapshot's pinned table version. A snapshot is replaced when the store's version
-moves (looked at most every ``refresh_seconds``), so runs committed while the page is open show
-up on the next request.
+DuckDB table of light columns only: the top-1 label and confidence, the top-1/top-2 margin,
+keys, run, path and time, projected by LanceDB and read a batch at a time (no vectors, no
+thumbnails, no ranked lists). Paging, ordering, counts and facets are SQL over it. Thumbnails,
+top-k predictions, paths, vectors and neighbours are read from LanceDB per request, by image
+key (through the store's key index) at the snapshot's pinned table version.
+
+The store's version is looked at most every ``refresh_seconds``. When it moved, only the rows
+of runs committed since are read and upserted into the summary (a run's rows carry its id,
+and a run is recorded after its rows are merged); the whole summary is read again only when
+its row count disagrees with the store's (rows written by anything but a run, or a store
+without a ``runs`` table). So a pipeline committing every few seconds costs a small read per
+refresh, not a reload of the store.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ class StoreMissing(VgiVisionError, RuntimeError):
 
 
 class StoreChanged(VgiVisionError, RuntimeError):
-    """Rows read by row id are not the rows the snapshot expected (say, after compaction)."""
+    """Rows read for an image are not that image's (never expected: a guard)."""
 
 
 def _number(text: str | None, default: float, low: float, high: float) -> float:
@@ -151,14 +157,35 @@ class Neighbour:
 _TILE_COLUMNS = ", ".join(f.name for f in fields(Tile))
 
 
+#: The summary's columns, as LanceDB projections of the stored ones.
+LIGHT_COLUMNS = {"image_key": "image_key", "run_id": "run_id", "model": "model",
+                 "label": "label[1]", "confidence": "confidence[1]",
+                 "second": "confidence[2]", "path": "path", "created_at": "created_at"}
+
+_SUMMARY = """
+    CREATE TABLE stored (image_key VARCHAR, run_id VARCHAR, model VARCHAR, label VARCHAR,
+                         confidence DOUBLE, margin DOUBLE, path VARCHAR, created_at TIMESTAMP);
+    -- Rows without a top-1, which write-back never stores, are not shown.
+    CREATE VIEW images AS SELECT * FROM stored
+        WHERE label IS NOT NULL AND confidence IS NOT NULL;
+"""
+_INSERT = ("INSERT INTO stored SELECT image_key, run_id, model, label, confidence, "
+           "confidence - coalesce(second, 0.0), path, created_at FROM batch")
+
+
 @dataclass
 class Snapshot:
-    """The store at one version: DuckDB summary plus the stored images pinned to that version."""
+    """The store at one version: DuckDB summary plus the stored images pinned to that version.
+
+    Successive snapshots share one summary, updated in place (DuckDB's transactions keep a
+    query that runs meanwhile consistent)."""
 
     version: int
     con: duckdb.DuckDBPyConnection
     images: PinnedImages
     total: int
+    runs: set[str] | None
+    models: frozenset[str]
 
     async def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         """Rows of ``sql``, run on a worker thread (a cursor each) so that a slow query never
@@ -188,9 +215,9 @@ class Catalog:
         return cls(store, refresh_seconds)
 
     async def snapshot(self) -> Snapshot:
-        """The current snapshot, reloaded first if the store has a newer version.
+        """The current snapshot, brought up to date first if the store has a newer version.
 
-        While one request reloads, the others go on with the snapshot they have: only the
+        While one request refreshes, the others go on with the snapshot they have: only the
         very first load is waited for.
         """
         current = self._snapshot
@@ -201,16 +228,44 @@ class Catalog:
             now = time.monotonic()
             if self._snapshot is None or now - self._checked >= self._refresh_seconds:
                 self._checked = now
+                runs = await self._store.committed_runs()  # before the version: see there
                 version = await self._store.version()
                 if self._snapshot is None or version != self._snapshot.version:
-                    self._snapshot = await self._load(await self._store.at(version))
+                    self._snapshot = await self._refresh(self._snapshot,
+                                                         await self._store.at(version), runs)
             return self._snapshot
 
-    async def _load(self, images: PinnedImages) -> Snapshot:
-        light = await images.rows(
-            ["image_key", "run_id", "model", "label", "confidence", "path", "created_at"])
-        con, total = await asyncio.to_thread(summarize, light)
-        return Snapshot(version=images.version, con=con, images=images, total=int(total))
+    async def _refresh(self, old: Snapshot | None, images: PinnedImages,
+                       runs: set[str] | None) -> Snapshot:
+        """The snapshot at ``images``' version: ``old`` plus the rows of the runs committed
+        since, or the whole store read again when that would not be exact."""
+        if old is not None and old.runs is not None and runs is not None:
+            fresh = await images.of_runs(sorted(runs - old.runs), LIGHT_COLUMNS)
+            stored = await asyncio.to_thread(upsert, old.con, fresh)
+            if stored == await images.count():
+                return await self._snapshot_of(old.con, images, runs, old.models)
+        con = await asyncio.to_thread(duckdb.connect)
+        await asyncio.to_thread(con.execute, _SUMMARY)
+        async for batch in images.batches(LIGHT_COLUMNS):
+            await asyncio.to_thread(insert, con, batch)
+        return await self._snapshot_of(con, images, runs, None)
+
+    async def _snapshot_of(self, con: duckdb.DuckDBPyConnection, images: PinnedImages,
+                           runs: set[str] | None, models: frozenset[str] | None) -> Snapshot:
+        """The snapshot over ``con``, its categories brought up to the models stored now
+        (``models``: those it has categories for already)."""
+        def facts() -> tuple[int, frozenset[str]]:
+            cursor = con.cursor()
+            (total,), = cursor.execute("SELECT count(*) FROM images").fetchall()
+            stored = frozenset(m for (m,) in
+                               cursor.execute("SELECT DISTINCT model FROM images").fetchall())
+            return int(total), stored
+
+        total, stored = await asyncio.to_thread(facts)
+        if stored != models:
+            await asyncio.to_thread(add_label_categories, con, sorted(stored))
+        return Snapshot(version=images.version, con=con, images=images, total=total,
+                        runs=runs, models=stored)
 
     # -- the grid ------------------------------------------------------------------------
 
@@ -313,19 +368,20 @@ class Catalog:
 
     async def _rows_of(self, image_key: str, columns: list[str], model: str | None = None
                        ) -> tuple[Snapshot, pa.Table]:
-        """The stored rows of an image (one per model, or ``model``'s only), newest first, at
-        the snapshot's version."""
+        """The stored rows of an image (one per model, or ``model``'s only) at the
+        snapshot's version."""
         snap = await self.snapshot()
-        which, params = ("model = ?", [model]) if model is not None else ("true", [])
-        ids = [row[0] for row in await snap.query(
-            f"SELECT _rowid FROM images WHERE image_key = ? AND {which} "
-            f"ORDER BY created_at DESC", [image_key, *params])]
-        if not ids:
-            return snap, pa.table({c: [] for c in ["image_key", *columns]})
-        rows = await snap.images.take(ids, ["image_key", *columns])
-        if set(rows.column("image_key").to_pylist()) != {image_key}:
+        rows = await snap.images.rows_of(image_key, model, ["image_key", *columns])
+        if set(rows.column("image_key").to_pylist()) - {image_key}:
             raise StoreChanged("the store changed under the snapshot")  # never the wrong image
         return snap, rows
+
+    async def paths(self, tile: Tile) -> list[tuple[str, datetime | None, datetime | None]]:
+        """Every path the image was stored from, first seen first, with when."""
+        stored = await self._store.paths_of(tile.image_key)
+        if stored is None:  # a store from before paths were kept: the row's own path
+            return [] if tile.path is None else [(tile.path, tile.created_at, tile.created_at)]
+        return stored
 
     async def thumbnail(self, image_key: str) -> bytes | None:
         if not IMAGE_KEY.match(image_key):
@@ -338,16 +394,15 @@ class Catalog:
         their embeddings (another model's embeddings live in another space); None when the
         image has no whole stored embedding to search with.
 
-        The model is matched after the search (its name is stored data, never spliced into a
-        filter), so the search over-fetches to make up for the image itself and for rows of
-        other models.
+        The search is within the model (through the vector index when the store has one);
+        it over-fetches to make up for the image itself and rows without a top-1.
         """
         snap, rows = await self._rows_of(tile.image_key, ["vector"], tile.model)
         vector = rows.column("vector")[0].as_py() if rows.num_rows else None
         if vector is None or None in vector:
             return None
         hits = await snap.images.nearest(
-            vector, 4 * k + 4, ["image_key", "model", "run_id", "label", "confidence"])
+            vector, 2 * k + 1, tile.model, ["image_key", "model", "run_id", "label", "confidence"])
         seen = {tile.image_key}
         found: list[Neighbour] = []
         for hit in hits.to_pylist():
@@ -367,26 +422,41 @@ class Catalog:
         self._store.close()
 
 
-def summarize(light: pa.Table) -> tuple[duckdb.DuckDBPyConnection, int]:
-    """The in-memory DuckDB tables the page queries: ``images`` (one row per stored image and
-    model: top-1 label and confidence, top-1/top-2 margin, row id; rows without a top-1, which
-    write-back never stores, are left out) and ``label_categories``."""
-    con = duckdb.connect()
-    con.register("light", light)
-    con.execute("""
-        CREATE TABLE images AS
-        SELECT image_key, run_id, model, label[1] AS label, confidence[1] AS confidence,
-               confidence[1] - coalesce(confidence[2], 0.0) AS margin, path, created_at,
-               _rowid
-        FROM light
-        WHERE label[1] IS NOT NULL AND confidence[1] IS NOT NULL""")
-    con.unregister("light")
-    models = [m for (m,) in con.execute("SELECT DISTINCT model FROM images").fetchall()]
-    con.register("categories", label_categories(models))
-    con.execute("CREATE TABLE label_categories AS SELECT * FROM categories")
-    con.unregister("categories")
-    (total,), = con.execute("SELECT count(*) FROM images").fetchall()
-    return con, int(total)
+def insert(con: duckdb.DuckDBPyConnection, batch: pa.RecordBatch | pa.Table) -> None:
+    """Add ``batch`` (rows as :data:`LIGHT_COLUMNS` projects them) to the summary."""
+    cursor = con.cursor()
+    cursor.register("batch", batch)
+    cursor.execute(_INSERT)
+    cursor.unregister("batch")
+
+
+def upsert(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> int:
+    """Put ``rows`` in the summary in place of those of the same (image_key, model); how
+    many rows the summary then holds. One transaction: a query meanwhile sees before or
+    after."""
+    cursor = con.cursor()
+    cursor.execute("BEGIN")
+    try:
+        if rows is not None and rows.num_rows:
+            cursor.register("batch", rows)
+            cursor.execute("DELETE FROM stored WHERE (image_key, model) IN "
+                           "(SELECT image_key, model FROM batch)")
+            cursor.execute(_INSERT)
+            cursor.unregister("batch")
+        (total,), = cursor.execute("SELECT count(*) FROM stored").fetchall()
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return int(total)
+
+
+def add_label_categories(con: duckdb.DuckDBPyConnection, models: list[str]) -> None:
+    """The ``label_categories`` table of the stored models (see :func:`label_categories`)."""
+    cursor = con.cursor()
+    cursor.register("categories", label_categories(models))
+    cursor.execute("CREATE OR REPLACE TABLE label_categories AS SELECT * FROM categories")
+    cursor.unregister("categories")
 
 
 def label_categories(models: list[str]) -> pa.Table:

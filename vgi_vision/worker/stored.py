@@ -27,6 +27,8 @@ CLASSIFY_COLUMNS = (
 PREDICTION_COLUMNS = (
     Column("image_key", "VARCHAR", "sha256 of the image bytes"),
     Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
+    Column("paths", "VARCHAR[]", "every path the image was stored from, by any run and "
+                                 "model, first seen first (copies under other names too)"),
     Column("model", "VARCHAR", "model that made the prediction"),
     Column("rank", "INTEGER", "1 for the most likely class"),
     Column("idx", "INTEGER", "ImageNet-1k class index"),
@@ -65,10 +67,15 @@ def embedding_type(dim: int) -> str:
 
 #: The identity of a stored result: the image's content hash and the model that classified it.
 IMAGE_IDENTITY = ["image_key", "model"]
+#: The identity of a stored path: the image's content hash and one path it was stored from.
+PATH_IDENTITY = ["image_key", "path"]
 
 #: A small JPEG per stored image (see :func:`vgi_vision.worker.vision.imaging.jpeg_thumbnail`), so a
 #: gallery can show images classified from BLOBs. NULL in rows written before it existed.
 THUMBNAIL_FIELD = pa.field("thumbnail", pa.binary())
+#: The image's 64-bit perceptual hash (what ``phash()`` returns), so ``duplicates()`` finds
+#: near-identical pictures without reading them again. NULL in rows written before it existed.
+PHASH_FIELD = pa.field("phash", pa.uint64())
 
 _PRIMARY_KEY = {b"lance-schema:unenforced-primary-key": b"true"}
 
@@ -100,6 +107,7 @@ def image_schema(dim: int) -> pa.Schema:
         *_fields(PREDICTION_COLUMNS, "run_id", "created_at"),
         pa.field("vector", arrow_type(embedding_type(dim))),  # what embed() returns
         THUMBNAIL_FIELD,
+        PHASH_FIELD,
     ])
 
 
@@ -124,6 +132,19 @@ def staging(schema: pa.Schema) -> pa.Schema:
     """A staging table's columns: the stored row's (no key metadata) plus its argument row."""
     plain = [pa.field(f.name, f.type, nullable=f.nullable) for f in schema]
     return pa.schema([*plain, pa.field("input_row", pa.int32())])
+
+
+def paths_schema() -> pa.Schema:
+    """Columns of ``paths``: one row per stored image and path it was stored from, whatever
+    the model or result kind, with when a committed run first and last stored it from there
+    (UTC). Kept apart from ``images`` so that recording a path is a keyed insert of its own:
+    two runs storing the same content from two paths never rewrite each other's row."""
+    return pa.schema([
+        *[pa.field(name, pa.string(), nullable=False, metadata=_PRIMARY_KEY)
+          for name in PATH_IDENTITY],
+        pa.field("first_seen", pa.timestamp("us")),
+        pa.field("last_seen", pa.timestamp("us")),
+    ])
 
 
 def runs_schema() -> pa.Schema:

@@ -18,6 +18,7 @@ from vgi_vision.worker.calls.context import VisionContext
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, ResultKind, RunError, utc_now
 from vgi_vision.worker.registry import Args, FunctionError
 from vgi_vision.worker.state import CursorState
+from vgi_vision.worker.vision.facts import perceptual_hash
 from vgi_vision.worker.vision.imaging import ImageSource
 from vgi_vision.worker.vision.model import Classification
 
@@ -37,6 +38,9 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
     """Stage one batch of a run's rows in LanceDB (counted before the batch is emitted).
 
     ``sources`` are the image bytes (``image_sources`` reads files when write-back is on).
+    Each row also stores the image's perceptual hash, for ``duplicates()``: a second decode,
+    at the hash's 32 px (JPEG draft scale), about a fifteenth of classifying the image
+    (docs/performance.md, functions), and bit for bit what ``phash()`` returns.
     A continuation of a run that already committed (a replayed or retried request) writes
     nothing: the stored rows stay exactly as they were.
     """
@@ -60,7 +64,7 @@ def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
                        "confidence": result.probabilities[:len(idxs)].tolist(),
                        "run_id": state.run_id, "created_at": now,
                        "vector": result.embedding.tolist(), "thumbnail": result.thumbnail,
-                       "input_row": row})
+                       "phash": perceptual_hash(source, classifier.limits), "input_row": row})
     state.images += len(staged)
     store.write(state.run_id, staged)
 

@@ -51,7 +51,7 @@ def prediction_rows(images: pa.Table, row: int) -> pa.RecordBatch:
     widths = column["top_k"].to_numpy(zero_copy_only=False)
     starts = np.repeat(np.cumsum(widths) - widths, widths)
     unnested = {name: column[name].take(parents)
-                for name in ("image_key", "path", "model", "run_id", "created_at")}
+                for name in ("image_key", "path", "paths", "model", "run_id", "created_at")}
     unnested |= {name: pc.list_flatten(column[name]) for name in ("idx", "label", "confidence")}
     unnested["rank"] = pa.array(np.arange(len(starts)) - starts + 1, pa.int32())
     return pa.RecordBatch.from_arrays(

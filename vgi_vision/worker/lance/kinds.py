@@ -14,6 +14,7 @@ STAGED = "staged"
 OCR = "ocr"
 OCR_STAGED = "ocr_staged"
 RUNS = "runs"
+PATHS = "paths"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ OCR results follow the same mechanism in their own pair of tables, ``ocr`` and `
 (one row per image and OCR model, its lines as lists; see :data:`TEXT`); a run commits into one
 pair. What follows says ``images`` and ``staged`` for either.
 
-A *run* is one function call's worth of results. Three tables:
+A *run* is one function call's worth of results. Four tables:
 
 * ``images``: what readers see. One row per (``image_key``, ``model``) holding the image's
   ranked predictions (list columns) and its embedding, so a prediction and its embedding
@@ -13,12 +13,15 @@ A *run* is one function call's worth of results. Three tables:
   queue makes (over HTTP, by several replicas). Nobody reads them but the commit.
 * ``runs``: one record per committed run, so a replayed or retried request of a run that
   already committed writes nothing and commits nothing again.
+* ``paths``: every path each stored image was stored from (:mod:`.paths`), so copies of one
+  file under other names are one image with all their paths.
 
 Committing a run is:
 
 1. check that ``staged`` holds a row for every argument row the run classified (nothing lost
    on the way; a replayed batch stages the same argument rows again, which does not count);
-2. merge the run's rows into ``images`` on (``image_key``, ``model``): one atomic table version.
+2. record the paths of the run's rows in ``paths``, then merge its rows into ``images`` on
+   (``image_key``, ``model``): one atomic table version.
    An image already stored keeps its row, unless this run ranked more classes (a larger
    ``top_k``), in which case the wider row replaces it. So re-classifying stored images (a
    retried request, a re-run query, a sub-batch retried on another worker) never duplicates
@@ -67,12 +70,29 @@ from vgi_vision.worker.lance.kinds import (
     IMAGES,
     OCR,
     OCR_STAGED,
+    PATHS,
     RUNS,
     STAGED,
     TEXT,
     ResultKind,
     RunError,
     utc_now,
+)
+from vgi_vision.worker.lance.paths import (
+    key_filter,
+    open_paths,
+    path_lists,
+    record_paths,
+    stored_paths,
+)
+from vgi_vision.worker.lance.vector_index import (
+    INDEX_MIN_ROWS,
+    VECTOR_INDEX,
+    build_index,
+    model_filter,
+    nearest,
+    needs_index,
+    stale_index,
 )
 from vgi_vision.worker.stored import (
     IMAGE_IDENTITY,
@@ -176,6 +196,8 @@ class PredictionStore:
     embedding_dim: int
     ocr: Any = None
     ocr_staged: Any = None
+    paths: Any = None
+    index_min_rows: int = INDEX_MIN_ROWS
 
     @classmethod
     async def open(cls, uri: str, embedding_dim: int, recovery_grace_seconds: float = 0.0,
@@ -185,14 +207,17 @@ class PredictionStore:
         than ``staged_lifetime_seconds``, whose scans can no longer continue."""
         # Every read checks for the latest version: other replicas commit to the same tables.
         db = await lancedb.connect_async(uri, read_consistency_interval=timedelta(0))
+        images = await open_or_create(db, IMAGES, image_schema(embedding_dim))
+        ocr = await open_or_create(db, OCR, ocr_schema())
         store = cls(
             db=db,
-            images=await open_or_create(db, IMAGES, image_schema(embedding_dim)),
+            images=images,
             staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
             runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
             embedding_dim=embedding_dim,
-            ocr=await open_or_create(db, OCR, ocr_schema()),
+            ocr=ocr,
             ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
+            paths=await open_paths(db, (images, ocr)),
         )
         recovery_grace_seconds = min(recovery_grace_seconds, staged_lifetime_seconds)
         await store.recover(recovery_grace_seconds)
@@ -242,6 +267,8 @@ class PredictionStore:
         if answered != images:
             raise RunError(f"run {run_id} staged {answered} of its {images} images")
         if images:
+            # Paths first: once an image is visible, every path of its committed runs is.
+            await record_paths(self.paths, staged)
             await table.merge_insert(IMAGE_IDENTITY) \
                 .when_matched_update_all(where=kind.replaces) \
                 .when_not_matched_insert_all().execute(one_row_per_image(staged, kind))
@@ -259,7 +286,7 @@ class PredictionStore:
         """(name, table) of the stored and staging tables of ``kinds``, and ``runs``."""
         named = [(kind.table, self._tables(kind)[0]) for kind in kinds]
         named += [(kind.staged, self._tables(kind)[1]) for kind in kinds]
-        return [*named, (RUNS, self.runs)]
+        return [*named, (PATHS, self.paths), (RUNS, self.runs)]
 
     async def maintain(self, kinds: Sequence[ResultKind] = (CLASSIFICATION,),
                        retention: timedelta = VERSION_RETENTION, *, force: bool = False
@@ -272,10 +299,11 @@ class PredictionStore:
         commit conflict with another worker's merge or delete on the same fragments, which
         Lance resolves in the writer's favour) is logged and retried at the next round.
         """
-        done = {}
+        done: dict[str, bool] = {}
         for name, table in self.tables_of(kinds):
             try:
-                if not force and not needs_compaction(await table.stats()):
+                stale = table is self.images and await stale_index(table)
+                if not (force or stale or needs_compaction(await table.stats())):
                     continue
                 stats = await table.optimize(cleanup_older_than=retention)
             except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -290,6 +318,26 @@ class PredictionStore:
                 done[name] = True
         return done
 
+    async def maintain_index(self) -> dict[str, bool]:
+        """Build the vector index once ``images`` is large enough to need it (see
+        :mod:`.vector_index`); whether that succeeded, if it was due. Rows arriving later
+        are folded in by ``optimize``, which :meth:`maintain` runs once enough are unindexed.
+
+        A build takes minutes on a large store (docs/performance.md), so it is not part of
+        :meth:`maintain`: the write-back thread runs it without holding commits up. Lance
+        commits the index as a version of its own; rows committed during the build are
+        simply not in it yet, and searched exactly.
+        """
+        try:
+            if not await needs_index(self.images, self.index_min_rows):
+                return {}
+            rows = await build_index(self.images)
+        except Exception as exc:  # noqa: BLE001 - an optimisation, like compaction
+            log.warning("building the vector index skipped this round: %s", exc)
+            return {VECTOR_INDEX: False}
+        log.info("vector index built on %d stored images", rows)
+        return {VECTOR_INDEX: True}
+
     async def fragments(self, name: str) -> int:
         """How many fragments table ``name`` has now."""
         table = dict((n, t) for n, t in self.tables_of((CLASSIFICATION, TEXT)))[name]
@@ -300,24 +348,54 @@ class PredictionStore:
 
     async def page(self, version: int, offset: int, limit: int,
                    kind: ResultKind = CLASSIFICATION) -> pa.Table:
-        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors.
+        """Stored images ``offset..offset+limit`` as of table ``version``, without vectors,
+        with the ``paths`` each was stored from (as they are now).
 
         Paging a pinned version keeps every page of one scan consistent even while other
         runs commit (a merge that widens a row rewrites it, which would shift plain offsets).
+        A page's paths are read when the page is: they include every committed run's paths of
+        its images (a run records its paths before its images), and possibly some of a run
+        committing meanwhile.
         """
         table = await self.db.open_table(kind.table, version=version)
         try:
             columns = [f.name for f in await table.schema() if f.name != "vector"]
-            return await table.query().offset(offset).limit(limit).select(columns).to_arrow()
+            page = await table.query().offset(offset).limit(limit).select(columns).to_arrow()
         finally:
             table.close()
+        keys = page.column("image_key").to_pylist()
+        return page.append_column("paths", path_lists(keys, await stored_paths(self.paths, keys)))
 
-    async def nearest(self, vector: list[float], k: int) -> pa.Table:
-        return await self.images.vector_search(vector).column("vector") \
-            .distance_type("cosine").limit(k) \
-            .select(["image_key", "path", "label", "confidence", "_distance"]).to_arrow()
+    async def nearest(self, vector: list[float], k: int, model: str) -> pa.Table:
+        """The ``k`` images stored by ``model`` nearest to ``vector`` (see
+        :mod:`.vector_index`)."""
+        return await nearest(self.images, vector, k, model,
+                             ["image_key", "path", "label", "confidence"])
+
+    async def hashes(self) -> pa.Table:
+        """(image_key, phash) of every stored image that has a perceptual hash, once per
+        image (the hash is the picture's, whichever model stored it)."""
+        rows = await self.images.query().where("phash IS NOT NULL") \
+            .select(["image_key", "phash"]).to_arrow()
+        once = rows.group_by("image_key").aggregate([("phash", "min")])
+        return pa.table({"image_key": once.column("image_key"),
+                         "phash": once.column("phash_min")})
+
+    async def paths_of(self, keys: list[str]) -> pa.Array:
+        """The stored paths of each image of ``keys``, first seen first."""
+        return path_lists(keys, await stored_paths(self.paths, keys))
+
+    async def stored_vector(self, image_key: str, model: str) -> list[float] | None:
+        """The embedding ``model`` stored for the image ``image_key``; None if none."""
+        where = model_filter(model)
+        if where is None:
+            return None
+        rows = await self.images.query().where(f"{key_filter([image_key])} AND {where}") \
+            .select(["vector"]).to_arrow()
+        return rows.column("vector")[0].as_py() if rows.num_rows else None
 
     def close(self) -> None:
-        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged):
+        for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged,
+                      self.paths):
             table.close()
         self.db.close()

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, TEXT, ResultKind, RunError
 from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore, is_commit_conflict
+from vgi_vision.worker.lance.vector_index import INDEX_MIN_ROWS
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
 from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 
@@ -55,7 +56,8 @@ class WriteBack:
                  max_queue_size: int = 4096, recovery_grace_seconds: float = 0.0,
                  compact_every: int = DEFAULT_COMPACT_EVERY,
                  version_retention: timedelta = VERSION_RETENTION,
-                 staged_lifetime_seconds: float = DEFAULT_TTL_SECONDS) -> None:
+                 staged_lifetime_seconds: float = DEFAULT_TTL_SECONDS,
+                 index_min_rows: int = INDEX_MIN_ROWS) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
                 or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
@@ -86,6 +88,7 @@ class WriteBack:
         except BaseException:
             self._stop_loop()
             raise
+        self.store.index_min_rows = index_min_rows
         self._queues: dict[ResultKind, CoalescingWriteQueue[dict[str, Any]]] = {
             kind: CoalescingWriteQueue(self._appender(kind), window_seconds=window_seconds,
                                        max_batch=max_batch, max_queue_size=max_queue_size)
@@ -193,6 +196,8 @@ class WriteBack:
             async with self._store_lock:
                 await self.store.recover(self.staged_lifetime_seconds)
                 await self.store.maintain(kinds, self.version_retention, force=force)
+            if CLASSIFICATION in kinds:  # commits go on meanwhile (see maintain_index)
+                await self.store.maintain_index()
         except Exception:  # noqa: BLE001 - maintain logs per table; this is a bug guard
             log.exception("store maintenance failed")
 
@@ -236,8 +241,17 @@ class WriteBack:
              kind: ResultKind = CLASSIFICATION) -> pa.Table:
         return self._run(self.store.page(version, offset, limit, kind))
 
-    def nearest(self, vector: list[float], k: int) -> pa.Table:
-        return self._run(self.store.nearest(vector, k))
+    def nearest(self, vector: list[float], k: int, model: str) -> pa.Table:
+        return self._run(self.store.nearest(vector, k, model))
+
+    def hashes(self) -> pa.Table:
+        return self._run(self.store.hashes())
+
+    def paths_of(self, keys: list[str]) -> pa.Array:
+        return self._run(self.store.paths_of(keys))
+
+    def stored_vector(self, image_key: str, model: str) -> list[float] | None:
+        return self._run(self.store.stored_vector(image_key, model))
 
     def close(self) -> None:
         """Drain the queues (nothing accepted is dropped), then close the tables."""
