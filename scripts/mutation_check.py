@@ -469,7 +469,7 @@ MUTATIONS = (
     Mutation("skip-existing-ignores-top-k",
              "--skip-existing skips images stored with fewer classes than --top-k asks for",
              "vgi_vision/client/classify_command.py",
-             'pc.greater_equal(rows["top_k"], top_k)', 'pc.greater_equal(rows["top_k"], 0)',
+             'pc.greater_equal(batch["top_k"], top_k)', 'pc.greater_equal(batch["top_k"], 0)',
              (f"{CLASSIFY_CLI}::test_skip_existing_classifies_nothing_the_second_time",)),
     Mutation("sql-always-starts-a-worker",
              "vgi-vision sql starts a worker for SQL that never names the vision schema",

@@ -228,3 +228,32 @@ def test_hostile_store_data_is_escaped(browser: WebDriver, gallery: str,
     assert labels[1] == "'; DROP TABLE x; --"
     open_page(browser, gallery + "/?" + urlencode({"search": "<script>"}))
     assert tiles(browser) == {store.hostile_key: HOSTILE_LABEL}
+
+
+def test_search_finds_a_categorys_images_by_its_words(browser: WebDriver, gallery: str,
+                                                      store: GalleryStore) -> None:
+    """"cat" finds the cat photo whatever cat breed it was labelled (Egyptian Mau, tabby...):
+    the search reads the WordNet lemmas of the categories above each label, whole words."""
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    open_page(browser, gallery + "/")
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("Cat")
+    box.submit()
+    WebDriverWait(browser, 60).until(lambda d: "search=Cat" in d.current_url)
+    assert tiles(browser) == {cat: store.labels[cat]}
+    open_page(browser, gallery + "/?" + urlencode({"search": "domestic cat"}))
+    assert tiles(browser) == {cat: store.labels[cat]}
+    assert "omestic" not in store.labels[cat].lower()
+    open_page(browser, gallery + "/?" + urlencode({"search": "omestic"}))  # not a whole word
+    assert cat not in tiles(browser)
+
+
+def test_label_histogram_is_folded_until_opened(browser: WebDriver, gallery: str) -> None:
+    open_page(browser, gallery + "/")
+    histogram = browser.find_element(By.ID, "histogram")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#histogram .bar-row")
+    assert rows and not any(r.is_displayed() for r in rows)
+    grid_top = browser.find_element(By.ID, "grid").location["y"]
+    histogram.find_element(By.TAG_NAME, "summary").click()
+    WebDriverWait(browser, 10).until(lambda d: rows[0].is_displayed())
+    assert browser.find_element(By.ID, "grid").location["y"] > grid_top

@@ -172,27 +172,30 @@ def read_or_none(path: Path) -> bytes | None:
 
 def stored_keys(uri: str, model: str, top_k: int) -> set[str]:
     """Content keys of the images the store at ``uri`` holds for ``model`` with at least
-    ``top_k`` classes: classifying them again would store nothing new."""
+    ``top_k`` classes: classifying them again would store nothing new. Read a batch at a
+    time, keys only."""
     from vgi_vision.store import StoreReader
 
-    async def read() -> pa.Table | None:
+    async def read() -> set[str]:
         reader = await StoreReader.open(uri)
         if reader is None:
-            return None
+            return set()
+        keys: set[str] = set()
         try:
             images = await reader.at(await reader.version())
             try:
-                return await images.rows(["image_key", "model", "top_k"])
+                async for batch in images.batches({n: n for n in ("image_key", "model",
+                                                                 "top_k")}):
+                    wanted = pc.and_(pc.equal(batch["model"], model),
+                                     pc.greater_equal(batch["top_k"], top_k))
+                    keys.update(batch.filter(wanted)["image_key"].to_pylist())
             finally:
                 images.close()
         finally:
             reader.close()
+        return keys
 
-    rows = asyncio.run(read())
-    if rows is None:
-        return set()
-    wanted = pc.and_(pc.equal(rows["model"], model), pc.greater_equal(rows["top_k"], top_k))
-    return set(rows.filter(wanted)["image_key"].to_pylist())
+    return asyncio.run(read())
 
 
 def not_stored(files: Sequence[Path], keys: ContentKeys, stored: set[str]) -> list[Path]:

@@ -118,8 +118,12 @@ class Filter:
                            "images.model AND c.label = images.label AND c.category = ?)")
             params.append(self.category)
         if self.search:
-            clauses.append("contains(lower(label), ?)")
-            params.append(self.search.lower())
+            # A label containing the text, or a label under a WordNet category one of whose
+            # words is the text ("cat" finds the Egyptian Mau under "domestic cat").
+            clauses.append("(contains(lower(label), ?) OR EXISTS (SELECT 1 FROM "
+                           "label_categories c WHERE c.model = images.model AND c.label = "
+                           "images.label AND contains(c.words, ?)))")
+            params += [self.search.lower(), f" {' '.join(self.search.lower().split())} "]
         if (self.min_confidence, self.max_confidence) != (0.0, 1.0):
             clauses.append("confidence BETWEEN ? AND ?")
             params += [self.min_confidence, self.max_confidence]
@@ -460,13 +464,14 @@ def add_label_categories(con: duckdb.DuckDBPyConnection, models: list[str]) -> N
 
 
 def label_categories(models: list[str]) -> pa.Table:
-    """(model, label, category, name, classes) for every class of the stored models that ship
+    """(model, label, category, name, classes, words) for every class of the stored models that ship
     WordNet categories (``categories.tsv`` beside their labels); empty for any other model.
 
     Model names come from the store, so only folders that exist under the models root count.
     """
     rows: dict[str, list[Any]] = {name: [] for name in
-                                  ("model", "label", "category", "name", "classes")}
+                                  ("model", "label", "category", "name", "classes",
+                                   "words")}
     root = models_root()
     shipped = {p.name for p in root.iterdir()} if root.is_dir() else set()
     for model in models:
@@ -487,7 +492,15 @@ def label_categories(models: list[str]) -> pa.Table:
                 rows["label"].append(info.labels[index])
                 rows["category"].append(wnid)
                 rows["name"].append(taxonomy.name(wnid))
+                rows["words"].append(category_words(taxonomy.lemmas[wnid]))
                 rows["classes"].append(len(taxonomy.categories[wnid].classes))
     return pa.table(rows, schema=pa.schema([
         ("model", pa.string()), ("label", pa.string()), ("category", pa.string()),
-        ("name", pa.string()), ("classes", pa.int64())]))
+        ("name", pa.string()), ("classes", pa.int64()), ("words", pa.string())]))
+
+
+def category_words(lemmas: tuple[str, ...]) -> str:
+    """A category's lemmas lower-cased, underscores as spaces, each between spaces and joined
+    by commas (`` domestic cat , house cat ``): a search matches a whole lemma or whole words
+    of one, never a fragment (``cat`` finds *domestic cat*, not *catamaran*)."""
+    return ",".join(f" {lemma.replace('_', ' ').lower()} " for lemma in lemmas)
