@@ -55,6 +55,8 @@ LABEL_FACETS = 40
 CATEGORY_FACETS = 25
 HISTOGRAM_BARS = 12
 RUN_FACETS = 20
+#: Most rows an export of the current view holds: a bounded response, however large the store.
+MAX_EXPORT_ROWS = 100_000
 
 
 class StoreMissing(VgiVisionError, RuntimeError):
@@ -285,6 +287,16 @@ class Catalog:
             params + [flt.per_page, (flt.page - 1) * flt.per_page])
         return int(count), [Tile(*row) for row in rows]
 
+    async def view(self, flt: Filter, limit: int = MAX_EXPORT_ROWS) -> list[Tile]:
+        """Every tile the filter matches (not only its page), in its order, at most
+        ``limit``: what an export of the current view holds."""
+        snap = await self.snapshot()
+        where, params = flt.where()
+        rows = await snap.query(
+            f"SELECT {_TILE_COLUMNS} FROM images WHERE {where} "
+            f"ORDER BY {ORDERS[flt.order][1]}, image_key, run_id LIMIT ?", params + [limit])
+        return [Tile(*row) for row in rows]
+
     async def label_facet(self, flt: Filter) -> list[tuple[str, int]]:
         """Labels with their image counts under every filter but the label itself."""
         snap = await self.snapshot()
@@ -358,6 +370,23 @@ class Catalog:
         rows = await snap.query(f"SELECT {_TILE_COLUMNS} FROM images WHERE image_key = ? AND "
                           f"{which} ORDER BY created_at DESC LIMIT 1", [image_key] + params)
         return Tile(*rows[0]) if rows else None
+
+    async def around(self, flt: Filter, tile: Tile
+                     ) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+        """(image key, run id) of the tiles before and after ``tile`` in the view ``flt``,
+        in its order across pages; None at either end, or when the tile is not in the view."""
+        snap = await self.snapshot()
+        where, params = flt.where()
+        rows = await snap.query(
+            f"SELECT * FROM (SELECT image_key, run_id, lag(image_key) OVER w, lag(run_id) "
+            f"OVER w, lead(image_key) OVER w, lead(run_id) OVER w FROM images WHERE {where} "
+            f"WINDOW w AS (ORDER BY {ORDERS[flt.order][1]}, image_key, run_id)) "
+            f"WHERE image_key = ? AND run_id = ?", params + [tile.image_key, tile.run_id])
+        if not rows:
+            return None, None
+        _, _, prev_key, prev_run, next_key, next_run = rows[0]
+        return ((prev_key, prev_run) if prev_key else None,
+                (next_key, next_run) if next_key else None)
 
     async def top_k(self, tile: Tile) -> list[tuple[int, str | None, float | None]]:
         """The stored ranked predictions of one image (by row id: no stored text is ever
