@@ -476,6 +476,13 @@ MUTATIONS = (
              "vgi_vision/cli/attaching.py", "if not self.attached and mentions_worker(sql):",
              "if not self.attached:",
              ("test/cli/test_cli.py::test_sql_without_the_vision_schema_starts_no_worker",)),
+    Mutation("gallery-original-unverified",
+             "the gallery serves a file as an image's full size without checking it still "
+             "holds that image", "vgi_vision/gallery/facts.py",
+             "if data is None or hashlib.sha256(data).hexdigest() != image_key:",
+             "if data is None:",
+             (f"{GALLERY}::test_the_full_size_file_is_served_only_while_it_holds_the_stored_"
+              "image",)),
     Mutation("missing-path-silently-null",
              "a path naming no file gives NULL / no rows without missing := 'null'",
              "vgi_vision/worker/paths.py", "if missing == MISSING_NULL:", "if True:",

@@ -315,3 +315,19 @@ def test_detail_steps_through_the_view_in_its_order_by_keyboard(
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
     WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "grid"))
     assert "order=confident" in browser.current_url
+
+
+def test_detail_shows_the_file_full_size_else_the_thumbnail(browser: WebDriver, gallery: str,
+                                                            store: GalleryStore) -> None:
+    """An image stored by path under --data-root shows its file at full size; one stored from
+    bytes (no path) shows its thumbnail."""
+    by_path = next(k for k, name in store.names.items() if name == "cat.png")
+    from_bytes = next(k for k, name in store.names.items() if name == "rocket.jpg")
+    sizes = {}
+    for key in (by_path, from_bytes):
+        open_page(browser, f"{gallery}/image/{key}")
+        picture = browser.find_element(By.ID, "picture")
+        sizes[key] = (browser.execute_script("return arguments[0].naturalWidth", picture),
+                      browser.execute_script("return arguments[0].naturalHeight", picture))
+    assert sizes[by_path] == Image.open(REPO / "test/sql/data/cat.png").size  # (451, 300)
+    assert max(sizes[from_bytes]) <= 256  # the stored thumbnail

@@ -167,6 +167,18 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         writer.writerows(rows)
         return Response(out.getvalue(), media_type="text/csv", headers=headers)
 
+    async def original(request: Request) -> Response:
+        """The image's file, full size, when it is under ``--data-root`` and unchanged; else
+        its stored thumbnail."""
+        key = request.path_params["key"]
+        tile = await catalog.tile(key, request.query_params.get("run", ""))
+        if tile is None:
+            return PlainTextResponse("no such stored image", 404)
+        found = await asyncio.to_thread(files.original, tile.path, tile.image_key)
+        if found is None:
+            return RedirectResponse(local_target(f"/thumb/{tile.image_key}", ""), 303)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "private"})
+
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
         if jpeg is None:
@@ -182,6 +194,7 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
     return SecurityHeaders(Starlette(
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
                 Route("/export.csv", export), Route("/export.json", export),
+                Route("/full/{key}", original),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
         exception_handlers={StoreChanged: store_changed},
