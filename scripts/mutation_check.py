@@ -41,6 +41,9 @@ HTTP_SURFACE = "test/transports/test_http_surface.py"
 HOSTILE_WORKER = "test/client/test_hostile_worker.py"
 ABANDONED = "test/worker/test_abandoned_scans.py"
 OBJECTS = "test/worker/test_objects.py"
+CLASSIFY_CLI = "test/cli/test_classify.py"
+HOSTILE_SQL = "test/sql/hostile.test::hostile.test[subprocess]"
+REFUSED = f"{CLASSIFY_CLI}::test_mistakes_are_refused_in_one_line_before_a_worker_starts"
 
 
 @dataclass(frozen=True)
@@ -541,6 +544,50 @@ MUTATIONS = (
              "if not _lock.acquire(blocking=False):", "if not _lock.acquire(blocking=True):",
              ("test/client/test_binding.py::"
               "test_a_connection_collected_in_a_thread_attach_waits_for_does_not_deadlock",)),
+    Mutation("classify-format-mismatch-accepted",
+             "classify writes the --format it is given into a file whose extension says another",
+             "vgi_vision/cli/outputs.py",
+             "if given is not None and implied is not None and given != implied:",
+             "if False:", (REFUSED,)),
+    Mutation("classify-output-folder-unchecked",
+             "classify starts the worker although -o names a file in a missing folder",
+             "vgi_vision/cli/outputs.py", "if not path.parent.is_dir():", "if False:",
+             (REFUSED,)),
+    Mutation("classify-missing-input-unchecked",
+             "classify starts the worker for input paths that do not exist",
+             "vgi_vision/cli/classify.py", "    if unmatched:", "    if False:", (REFUSED,)),
+    Mutation("port-range-unchecked", "serve and browse take any integer as --port",
+             "vgi_vision/cli/options.py", "port_number = bounded_int(0, 65535)",
+             "port_number = int",
+             (f"{CLASSIFY_CLI}::test_out_of_range_options_are_usage_errors",)),
+    Mutation("skip-existing-ignores-top-k",
+             "--skip-existing skips images stored with fewer classes than --top-k asks for",
+             "vgi_vision/client/classify_command.py",
+             'pc.greater_equal(batch["top_k"], top_k)', 'pc.greater_equal(batch["top_k"], 0)',
+             (f"{CLASSIFY_CLI}::test_skip_existing_classifies_nothing_the_second_time",)),
+    Mutation("sql-always-starts-a-worker",
+             "vgi-vision sql starts a worker for SQL that never names the vision schema",
+             "vgi_vision/cli/attaching.py", "if not self.attached and mentions_worker(sql):",
+             "if not self.attached:",
+             ("test/cli/test_cli.py::test_sql_without_the_vision_schema_starts_no_worker",)),
+    Mutation("gallery-original-unverified",
+             "the gallery serves a file as an image's full size without checking it still "
+             "holds that image", "vgi_vision/gallery/facts.py",
+             "if data is None or hashlib.sha256(data).hexdigest() != image_key:",
+             "if data is None:",
+             (f"{GALLERY}::test_the_full_size_file_is_served_only_while_it_holds_the_stored_"
+              "image",)),
+    Mutation("missing-path-silently-null",
+             "a path naming no file gives NULL / no rows without missing := 'null'",
+             "vgi_vision/worker/paths.py", "if missing == MISSING_NULL:", "if True:",
+             (HOSTILE_SQL, f"{CONFINEMENT}::test_paths_inside_the_root_are_read")),
+    Mutation("missing-folder-read-as-no-image",
+             "a folder passed as a path (no data root) gives no rows instead of an error",
+             "vgi_vision/worker/paths.py", "if stat.S_ISDIR(os.stat(real).st_mode):",
+             "if False:", (HOSTILE_SQL,)),
+    Mutation("missing-argument-unchecked", "a missing := value other than 'error' or 'null' "
+             "is taken as 'error'", "vgi_vision/worker/paths.py",
+             "if value not in MISSING_CHOICES:", "if False:", (HOSTILE_SQL,)),
     Mutation("image-key-spliced-unchecked",
              "an image key reaches a LanceDB filter without being checked as sha256 hex",
              "vgi_vision/worker/lance/paths.py",

@@ -13,11 +13,12 @@ through the ordinary :class:`~vgi_vision.client.client.Client`, in one of two mo
   unix sockets or HTTP (``auth_token``, ``concurrency`` requests in flight per address).
 
 Images come from one column, BLOB (``binary``) or path (``string``), as in SQL; the
-function's other parameters are constants given by name (``top_k=3``). A NULL, empty,
-undecodable or missing image gives NULL (scalar functions) or no rows (table functions) for
-its row only. A scalar function adds one column, named after the function; a table function
-repeats each input row once per result row (rows of one image in the function's order) and
-adds the function's columns.
+function's other parameters are constants given by name (``top_k=3``). A NULL, empty or
+undecodable image gives NULL (scalar functions) or no rows (table functions) for its row only;
+a path naming no file fails the batch, naming the path, unless ``missing="null"``. A scalar
+function adds one column, named after the function; a table function repeats each input row
+once per result row (rows of one image in the function's order) and adds the function's
+columns.
 
 With ``lance=URI`` (in-process mode), every request a batch makes to a write-back function
 (a batch is cut into the function's rows per call) is one all-or-nothing run merged on

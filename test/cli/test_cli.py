@@ -95,16 +95,28 @@ def test_classify_folder_formats(photo_dir: Path, tmp_path: Path) -> None:
 def test_classify_with_lance_then_query(photo_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "db"
     assert cli("classify", str(photo_dir), "--top-k", "1", "--lance", str(db)).returncode == 0
-    result = cli("sql", "--data-root", str(photo_dir), "SELECT 1")  # a confined worker works
-    assert result.returncode == 0
-    stored = subprocess.run(
-        [sys.executable, "-c",
-         "import duckdb, vgi_vision; con = duckdb.connect(); "
-         f"vgi_vision.attach(con, lance={str(db)!r}); "
-         "print(con.execute('SELECT count(*), count(path) FROM vision.predictions()')"
-         ".fetchone()); vgi_vision.detach(con)"],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert stored.stdout.strip() == "(4, 4)", stored.stderr
+    # What classify stored is one command away, through a confined worker too.
+    stored = cli("sql", "--lance", str(db), "--data-root", str(photo_dir),
+                 "COPY (SELECT count(*) AS n, count(path) AS paths "
+                 "FROM vision.predictions()) TO '/dev/stdout' (FORMAT csv)")
+    assert stored.returncode == 0, stored.stderr
+    assert stored.stdout.splitlines() == ["n,paths", "4,4"]
+
+
+def test_sql_without_the_vision_schema_starts_no_worker(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Plain SQL runs in DuckDB alone; naming `vision` is what starts the worker."""
+    import vgi_vision.client.client
+    from vgi_vision.cli import main
+
+    def no_worker(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(vgi_vision.client.client.Client, "__init__", no_worker)
+    assert main(["sql", "SELECT 6 * 7 AS answer"]) == 0
+    assert "42" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="a worker was started"):
+        main(["sql", "SELECT * FROM Vision.image_classes()"])
 
 
 def test_classify_counts_copies_as_one_image(photo_dir: Path) -> None:
@@ -119,7 +131,7 @@ def test_classify_counts_copies_as_one_image(photo_dir: Path) -> None:
 def test_classify_nothing_found_fails() -> None:
     result = cli("classify", "no/such/*.png")
     assert result.returncode == 1
-    assert "matched no file" in result.stderr
+    assert result.stderr == "vgi-vision: no/such/*.png matches no file\n"
 
 
 def test_models_and_functions_commands() -> None:

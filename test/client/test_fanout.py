@@ -52,10 +52,12 @@ def photo_table(rows: int) -> pa.Table:
 
 QUERIES = {
     "top_label": "SELECT id, vision.top_label(image) FROM photos ORDER BY id",
-    "top_label_path": "SELECT id, vision.top_label(path) FROM photos ORDER BY id",
+    "top_label_path": "SELECT id, vision.top_label(path, missing := 'null') FROM photos "
+                      "ORDER BY id",
     # no ORDER BY: the lateral join's own order (input rows, then rank) must survive fan-out
     "classify": "SELECT p.id, c.* FROM photos p, vision.classify(p.image, top_k := 3) c",
-    "classify_path": "SELECT p.id, c.rank, c.label FROM photos p, vision.classify(p.path) c",
+    "classify_path": "SELECT p.id, c.rank, c.label FROM photos p, "
+                     "vision.classify(p.path, missing := 'null') c",
     "image_classes": "SELECT * FROM vision.image_classes()",
 }
 

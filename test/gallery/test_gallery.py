@@ -363,6 +363,20 @@ def test_paths_and_files_only_under_the_data_root(store: GalleryStore, tmp_path:
     assert policy.facts("/etc/passwd") == []
 
 
+def test_the_full_size_file_is_served_only_while_it_holds_the_stored_image(
+        tmp_path: Path) -> None:
+    """/full/ serves the file under the data root only when its bytes still hash to the image
+    key; a file replaced since, or one outside the root, is never shown as the image."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((REPO / "test/sql/data/coffee.png").read_bytes())
+    key = hashlib.sha256(photo.read_bytes()).hexdigest()
+    policy = FilePolicy(str(tmp_path))
+    assert policy.original(str(photo), key) == (photo.read_bytes(), "image/png")
+    assert FilePolicy(str(REPO)).original(str(photo), key) is None  # outside the root
+    photo.write_bytes((REPO / "test/sql/data/cat.png").read_bytes())  # replaced since
+    assert policy.original(str(photo), key) is None
+
+
 def test_image_facts_read_exif_and_survive_garbage() -> None:
     exif = Image.Exif()
     exif[0x010F] = "Acme <Camera>"  # Make

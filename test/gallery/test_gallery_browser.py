@@ -228,3 +228,106 @@ def test_hostile_store_data_is_escaped(browser: WebDriver, gallery: str,
     assert labels[1] == "'; DROP TABLE x; --"
     open_page(browser, gallery + "/?" + urlencode({"search": "<script>"}))
     assert tiles(browser) == {store.hostile_key: HOSTILE_LABEL}
+
+
+def test_search_finds_a_categorys_images_by_its_words(browser: WebDriver, gallery: str,
+                                                      store: GalleryStore) -> None:
+    """"cat" finds the cat photo whatever cat breed it was labelled (Egyptian Mau, tabby...):
+    the search reads the WordNet lemmas of the categories above each label, whole words."""
+    cat = next(k for k, name in store.names.items() if name == "cat.png")
+    open_page(browser, gallery + "/")
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("Cat")
+    box.submit()
+    WebDriverWait(browser, 60).until(lambda d: "search=Cat" in d.current_url)
+    assert tiles(browser) == {cat: store.labels[cat]}
+    open_page(browser, gallery + "/?" + urlencode({"search": "domestic cat"}))
+    assert tiles(browser) == {cat: store.labels[cat]}
+    assert "omestic" not in store.labels[cat].lower()
+    open_page(browser, gallery + "/?" + urlencode({"search": "omestic"}))  # not a whole word
+    assert cat not in tiles(browser)
+
+
+def test_label_histogram_is_folded_until_opened(browser: WebDriver, gallery: str) -> None:
+    open_page(browser, gallery + "/")
+    histogram = browser.find_element(By.ID, "histogram")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#histogram .bar-row")
+    assert rows and not any(r.is_displayed() for r in rows)
+    grid_top = browser.find_element(By.ID, "grid").location["y"]
+    histogram.find_element(By.TAG_NAME, "summary").click()
+    WebDriverWait(browser, 10).until(lambda d: rows[0].is_displayed())
+    assert browser.find_element(By.ID, "grid").location["y"] > grid_top
+
+
+def test_export_holds_every_page_of_the_current_view(browser: WebDriver, gallery: str,
+                                                     store: GalleryStore) -> None:
+    """The export links carry the page's filter and order; what they serve is every image of
+    the view across pages, in the page's order, as CSV and as JSON."""
+    import csv
+    import io
+    import json
+    import urllib.request
+
+    open_page(browser, gallery + "/?" + urlencode({"per_page": 2, "order": "uncertain"}))
+    shown = list(tiles(browser))
+    csv_link = browser.find_element(By.ID, "export-csv").get_attribute("href")
+    json_link = browser.find_element(By.ID, "export-json").get_attribute("href")
+    assert "order=uncertain" in csv_link and "order=uncertain" in json_link
+    with urllib.request.urlopen(csv_link, timeout=60) as response:
+        rows = list(csv.DictReader(io.StringIO(response.read().decode())))
+    with urllib.request.urlopen(json_link, timeout=60) as response:
+        records = json.loads(response.read())
+    assert len(rows) == len(records) == len(store.labels) > len(shown)
+    assert [r["image_key"] for r in rows] == [r["image_key"] for r in records]
+    assert [r["image_key"] for r in rows][:2] == shown
+    assert {r["image_key"]: r["label"] for r in records} == store.labels
+    assert all(0 <= float(r["confidence"]) <= 1 for r in rows)
+
+
+def test_detail_steps_through_the_view_in_its_order_by_keyboard(
+        browser: WebDriver, gallery: str, store: GalleryStore) -> None:
+    """From the first image of a view, the right arrow walks every image of the view in the
+    grid's order (across its pages), left walks back, Escape returns to the grid page."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    view = {"per_page": 2, "order": "confident"}
+    order: list[str] = []
+    for page in range(1, len(store.labels) // 2 + 2):
+        open_page(browser, gallery + "/?" + urlencode({**view, "page": page}))
+        order += [k for k in tiles(browser) if k not in order]
+    open_page(browser, gallery + "/?" + urlencode(view))
+    browser.find_element(By.CSS_SELECTOR, f".tile[data-key='{order[0]}'] a").click()
+
+    def shown() -> str:
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "detail"))
+        return browser.find_element(By.ID, "detail").get_attribute("data-key")
+
+    walked = [shown()]
+    assert not browser.find_elements(By.ID, "prev")
+    while browser.find_elements(By.ID, "next"):
+        ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+        WebDriverWait(browser, 60).until(lambda d: shown() != walked[-1])
+        walked.append(shown())
+    assert walked == order
+    ActionChains(browser).send_keys(Keys.ARROW_LEFT).perform()
+    WebDriverWait(browser, 60).until(lambda d: shown() == order[-2])
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "grid"))
+    assert "order=confident" in browser.current_url
+
+
+def test_detail_shows_the_file_full_size_else_the_thumbnail(browser: WebDriver, gallery: str,
+                                                            store: GalleryStore) -> None:
+    """An image stored by path under --data-root shows its file at full size; one stored from
+    bytes (no path) shows its thumbnail."""
+    by_path = next(k for k, name in store.names.items() if name == "cat.png")
+    from_bytes = next(k for k, name in store.names.items() if name == "rocket.jpg")
+    sizes = {}
+    for key in (by_path, from_bytes):
+        open_page(browser, f"{gallery}/image/{key}")
+        picture = browser.find_element(By.ID, "picture")
+        sizes[key] = (browser.execute_script("return arguments[0].naturalWidth", picture),
+                      browser.execute_script("return arguments[0].naturalHeight", picture))
+    assert sizes[by_path] == Image.open(REPO / "test/sql/data/cat.png").size  # (451, 300)
+    assert max(sizes[from_bytes]) <= 256  # the stored thumbnail

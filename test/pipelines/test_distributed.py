@@ -22,7 +22,7 @@ from pipeline_store import assert_stored_once, distinct_jpegs, interrupted_job, 
 
 import vgi_vision
 from vgi_vision.batch import BatchFunction, BatchSQL
-from vgi_vision.errors import BatchFunctionError
+from vgi_vision.errors import BatchFunctionError, WorkerError
 from vgi_vision.transports.inprocess import InProcessTransport
 
 pytestmark = pytest.mark.pipelines
@@ -84,7 +84,9 @@ def test_the_core_survives_pickling_and_hostile_rows(photos: pa.Table, sql_resul
     top_label = pickle.loads(pickle.dumps(BatchFunction("top_label", "bytes")))
     assert list(zip(*top_label(photos).select(["id", "top_label"]).to_pydict().values(),
                     strict=True)) == labels
-    classify = BatchFunction("classify", "path", top_k=3)
+    classify = BatchFunction("classify", "path", top_k=3, missing="null")  # as in SQL
+    with pytest.raises(WorkerError, match="missing-0.jpg' does not exist"):
+        BatchFunction("classify", "path")(photos)
     classify(photos.slice(0, 1))  # a used core (its client built) pickles too
     by_path = pickle.loads(pickle.dumps(classify))(photos)
     assert by_path.column_names == ["id", "path", "bytes", "rank", "idx", "label", "wnid",

@@ -72,8 +72,11 @@ def test_path_overload_matches_blob(client: Client, fixture_bytes: dict[str, byt
     by_path = client.table("classify", pa.array(["test/sql/data/coffee.png"]))
     by_blob = client.table("classify", pa.array([fixture_bytes["coffee.png"]], pa.binary()))
     assert by_path.column("idx").to_pylist() == by_blob.column("idx").to_pylist()
-    missing = client.table("classify", pa.array(["test/sql/data/no-such-file.png"]))
-    assert missing.num_rows == 0
+    with pytest.raises(WorkerError, match="'test/sql/data/no-such-file.png' does not exist"):
+        client.table("classify", pa.array(["test/sql/data/no-such-file.png"]))
+    missing = client.table("classify", pa.array(["test/sql/data/no-such-file.png"]),
+                           pa.array([5], pa.int32()), pa.array(["null"]))
+    assert missing.num_rows == 0  # asked for: a missing file is then an unreadable image
 
 
 @pytest.mark.parametrize("columns, kind, text", [

@@ -60,8 +60,10 @@ def ocr_args(images: list[bytes | None], min_confidence: float = 0.5) -> pa.Reco
 
 
 def path_args(paths: list[str], min_confidence: float = 0.5) -> pa.RecordBatch:
+    """OCR arguments; a missing path gives no rows (``missing := 'null'``)."""
     return argument_rows([pa.array(paths, pa.string()),
-                          pa.array([min_confidence] * len(paths), pa.float64())])
+                          pa.array([min_confidence] * len(paths), pa.float64()),
+                          pa.array(["null"] * len(paths))])
 
 
 @pytest.fixture

@@ -240,7 +240,7 @@ def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
                             "detect", "count_objects", "faces", "count_faces"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
-        [["BLOB", "INTEGER"], ["VARCHAR", "INTEGER"]]
+        [["BLOB", "INTEGER", "VARCHAR"], ["VARCHAR", "INTEGER", "VARCHAR"]]  # top_k, missing
     assert classify["overloads"][0]["params"][1]["default"] == 5
     assert [c["name"] for c in classify["columns"]] == ["rank", "idx", "label", "wnid",
                                                         "confidence"]

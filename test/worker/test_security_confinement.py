@@ -111,7 +111,10 @@ def test_paths_inside_the_root_are_read(confined: RunningWorker, tree: dict[str,
             assert labels(client.table("classify", pa.array([path])))[0] == "espresso", path
         assert client.call("top_label", pa.array(["inner_link.png"])).to_pylist() == \
             ["espresso"]
-        assert client.table("classify", pa.array(["sub/missing.png"])).num_rows == 0
+        with pytest.raises(WorkerError, match="'sub/missing.png' does not exist"):
+            client.table("classify", pa.array(["sub/missing.png"]))
+        with pytest.raises(WorkerError, match="'sub' is a folder"):
+            client.call("top_label", pa.array(["sub"]))
 
 
 def test_paths_escaping_the_root_are_refused(confined: RunningWorker,
@@ -137,7 +140,10 @@ def test_escapes_to_missing_files_are_refused_too(confined: RunningWorker,
                 client.table("classify", pa.array([path]))
             assert info.value.kind is ErrorKind.PATH_REFUSED, path
             assert "outside the data root" in str(info.value)
-        assert client.table("classify", pa.array(["sub/missing.png"])).num_rows == 0
+        # Inside the root, a missing file is only a missing file.
+        with pytest.raises(WorkerError) as info:
+            client.table("classify", pa.array(["sub/missing.png"]))
+        assert info.value.kind is ErrorKind.INVALID_ARGUMENT
 
 
 def test_path_refusal_is_403_over_http(workers) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from vgi_vision import __version__
 from vgi_vision.cli import browse, classify, functions, index, models, serve, sql
-from vgi_vision.cli.options import CliError, OneLineParser
+from vgi_vision.cli.options import INTERRUPTED, CliError, OneLineParser
 from vgi_vision.errors import VgiVisionError
 
 #: In the order ``--help`` lists them.
@@ -45,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except CliError as exc:
         print(f"vgi-vision: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, the shell's code for SIGINT. Commands that keep partial work
+        # (classify) catch it themselves to say what was kept.
+        print("vgi-vision: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except (OSError, RuntimeError, ValueError) as exc:
         # Worker, transport and model failures: the message is the useful part. Our own
         # errors say everything; others keep their type for context.

@@ -23,8 +23,22 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
 HTTP_TOKEN_HELP = f"HTTP bearer token file (or ${AUTH_TOKEN_ENV})"
 
 
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
 class CliError(VgiVisionError):
-    """A user-facing failure: printed as one line, exit code 2."""
+    """A user-facing failure found before any work starts: printed as one line, exit code
+    ``status`` (2, a usage error: an option or argument no run could take)."""
+
+    status = 2
+
+
+class MissingPath(CliError):
+    """A path the command needs is missing or of the wrong kind (a folder for a file): the
+    arguments are well formed but the machine does not match them, so exit code 1."""
+
+    status = 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,6 +78,26 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in ``low..high``, refused at parse time so a value no
+    run could take never waits for a worker to start."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
+        return value
+
+    return parse
+
+
+#: A TCP port; 0 asks the system for a free one.
+port_number = bounded_int(0, 65535)
+
+
 def check_data_root(args: argparse.Namespace) -> None:
     """Refuse a ``--data-root`` that names no folder, or a malformed object URL prefix,
     before anything slow starts (object prefixes are not listed: the bucket may be big)."""
@@ -97,8 +131,14 @@ def add_data_root_option(p: argparse.ArgumentParser, help: str, repeatable: bool
     p.add_argument("--data-root", action="append" if repeatable else "store", help=help)
 
 
+def lance_uri(text: str) -> str:
+    """A LanceDB URI; a plain path is made absolute, so a bare folder name (``db``) is not
+    read as a LanceDB Cloud address and every process given it finds the same folder."""
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def add_lance_option(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
-    p.add_argument("--lance", metavar="URI", required=required, help=help)
+    p.add_argument("--lance", metavar="URI", type=lance_uri, required=required, help=help)
 
 
 def add_format_option(p: argparse.ArgumentParser, choices: Sequence[str], default: str) -> None:
@@ -114,7 +154,8 @@ def add_listen_options(p: argparse.ArgumentParser, port: int, protocol: str = ""
     names what is served when the command serves more than one way."""
     named = f"{protocol} " if protocol else ""
     p.add_argument("--host", default="127.0.0.1", help=f"{named}bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=port, help=f"{named}port; 0 picks a free one")
+    p.add_argument("--port", type=port_number, default=port,
+                   help=f"{named}port (0..65535); 0 picks a free one")
     p.add_argument("--port-file", help=f"write the bound {named}port here once serving")
 
 

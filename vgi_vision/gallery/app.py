@@ -10,7 +10,11 @@ unexpected failure's 500 included.
 from __future__ import annotations
 
 import asyncio
+import csv
+import dataclasses
 import hmac
+import io
+import json
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +31,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged
+from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged, Tile
 from vgi_vision.gallery.facts import FilePolicy
 from vgi_vision.loopback import is_loopback_host
 from vgi_vision.protocol.bearer import bearer_matches, checked_token
@@ -139,11 +143,41 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         # The grid this came from, re-parsed: only a valid filter ever reaches the back link.
         came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
         back = came_from.link(page=came_from.page)
+        before, after = await catalog.around(came_from, tile)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
+                      before=before, after=after,
                       paths=[files.shown_path(p) for p, _, _ in await catalog.paths(tile)],
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
                       facts=await asyncio.to_thread(files.facts, tile.path),
                       path=files.shown_path(tile.path))
+
+    async def export(request: Request) -> Response:
+        """The current view (every page of it) as CSV or JSON, paths as the page shows them."""
+        flt = Filter.from_query(request.query_params)
+        rows = [{**dataclasses.asdict(tile), "path": files.shown_path(tile.path),
+                 "created_at": None if tile.created_at is None else tile.created_at.isoformat()}
+                for tile in await catalog.view(flt)]
+        fmt = "json" if request.url.path.endswith(".json") else "csv"
+        headers = {"Content-Disposition": f'attachment; filename="gallery.{fmt}"'}
+        if fmt == "json":
+            return Response(json.dumps(rows), media_type="application/json", headers=headers)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=[f.name for f in dataclasses.fields(Tile)])
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+    async def original(request: Request) -> Response:
+        """The image's file, full size, when it is under ``--data-root`` and unchanged; else
+        its stored thumbnail."""
+        key = request.path_params["key"]
+        tile = await catalog.tile(key, request.query_params.get("run", ""))
+        if tile is None:
+            return PlainTextResponse("no such stored image", 404)
+        found = await asyncio.to_thread(files.original, tile.path, tile.image_key)
+        if found is None:
+            return RedirectResponse(local_target(f"/thumb/{tile.image_key}", ""), 303)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "private"})
 
     async def thumbnail(request: Request) -> Response:
         jpeg = await catalog.thumbnail(request.path_params["key"])
@@ -159,6 +193,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
     static = Path(__file__).resolve().parent / "static"
     return SecurityHeaders(Starlette(
         routes=[Route("/", grid), Route("/image/{key}", detail), Route("/thumb/{key}", thumbnail),
+                Route("/export.csv", export), Route("/export.json", export),
+                Route("/full/{key}", original),
                 Mount("/static", StaticFiles(directory=static), name="static")],
         middleware=[Middleware(Guard, token=token, loopback_only=loopback_only)],
         exception_handlers={StoreChanged: store_changed},

@@ -58,6 +58,8 @@ HISTOGRAM_BARS = 12
 RUN_FACETS = 20
 #: Query answers a snapshot keeps (see :meth:`Snapshot.query`).
 CACHED_ANSWERS = 256
+#: Most rows an export of the current view holds: a bounded response, however large the store.
+MAX_EXPORT_ROWS = 100_000
 
 
 class StoreMissing(VgiVisionError, RuntimeError):
@@ -121,8 +123,12 @@ class Filter:
                            "images.model AND c.label = images.label AND c.category = ?)")
             params.append(self.category)
         if self.search:
-            clauses.append("contains(lower(label), ?)")
-            params.append(self.search.lower())
+            # A label containing the text, or a label under a WordNet category one of whose
+            # words is the text ("cat" finds the Egyptian Mau under "domestic cat").
+            clauses.append("(contains(lower(label), ?) OR EXISTS (SELECT 1 FROM "
+                           "label_categories c WHERE c.model = images.model AND c.label = "
+                           "images.label AND contains(c.words, ?)))")
+            params += [self.search.lower(), f" {' '.join(self.search.lower().split())} "]
         if (self.min_confidence, self.max_confidence) != (0.0, 1.0):
             clauses.append("confidence BETWEEN ? AND ?")
             params += [self.min_confidence, self.max_confidence]
@@ -300,6 +306,16 @@ class Catalog:
             params + [flt.per_page, (flt.page - 1) * flt.per_page])
         return int(count), [Tile(*row) for row in rows]
 
+    async def view(self, flt: Filter, limit: int = MAX_EXPORT_ROWS) -> list[Tile]:
+        """Every tile the filter matches (not only its page), in its order, at most
+        ``limit``: what an export of the current view holds."""
+        snap = await self.snapshot()
+        where, params = flt.where()
+        rows = await snap.query(
+            f"SELECT {_TILE_COLUMNS} FROM images WHERE {where} "
+            f"ORDER BY {ORDERS[flt.order][1]}, image_key, run_id LIMIT ?", params + [limit])
+        return [Tile(*row) for row in rows]
+
     async def label_facet(self, flt: Filter) -> list[tuple[str, int]]:
         """Labels with their image counts under every filter but the label itself."""
         snap = await self.snapshot()
@@ -373,6 +389,23 @@ class Catalog:
         rows = await snap.query(f"SELECT {_TILE_COLUMNS} FROM images WHERE image_key = ? AND "
                           f"{which} ORDER BY created_at DESC LIMIT 1", [image_key] + params)
         return Tile(*rows[0]) if rows else None
+
+    async def around(self, flt: Filter, tile: Tile
+                     ) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+        """(image key, run id) of the tiles before and after ``tile`` in the view ``flt``,
+        in its order across pages; None at either end, or when the tile is not in the view."""
+        snap = await self.snapshot()
+        where, params = flt.where()
+        rows = await snap.query(
+            f"SELECT * FROM (SELECT image_key, run_id, lag(image_key) OVER w, lag(run_id) "
+            f"OVER w, lead(image_key) OVER w, lead(run_id) OVER w FROM images WHERE {where} "
+            f"WINDOW w AS (ORDER BY {ORDERS[flt.order][1]}, image_key, run_id)) "
+            f"WHERE image_key = ? AND run_id = ?", params + [tile.image_key, tile.run_id])
+        if not rows:
+            return None, None
+        _, _, prev_key, prev_run, next_key, next_run = rows[0]
+        return ((prev_key, prev_run) if prev_key else None,
+                (next_key, next_run) if next_key else None)
 
     async def top_k(self, tile: Tile) -> list[tuple[int, str | None, float | None]]:
         """The stored ranked predictions of one image (by row id: no stored text is ever
@@ -479,13 +512,14 @@ def add_label_categories(con: duckdb.DuckDBPyConnection, models: list[str]) -> N
 
 
 def label_categories(models: list[str]) -> pa.Table:
-    """(model, label, category, name, classes) for every class of the stored models that ship
+    """(model, label, category, name, classes, words) for every class of the stored models that ship
     WordNet categories (``categories.tsv`` beside their labels); empty for any other model.
 
     Model names come from the store, so only folders that exist under the models root count.
     """
     rows: dict[str, list[Any]] = {name: [] for name in
-                                  ("model", "label", "category", "name", "classes")}
+                                  ("model", "label", "category", "name", "classes",
+                                   "words")}
     root = models_root()
     shipped = {p.name for p in root.iterdir()} if root.is_dir() else set()
     for model in models:
@@ -506,7 +540,15 @@ def label_categories(models: list[str]) -> pa.Table:
                 rows["label"].append(info.labels[index])
                 rows["category"].append(wnid)
                 rows["name"].append(taxonomy.name(wnid))
+                rows["words"].append(category_words(taxonomy.lemmas[wnid]))
                 rows["classes"].append(len(taxonomy.categories[wnid].classes))
     return pa.table(rows, schema=pa.schema([
         ("model", pa.string()), ("label", pa.string()), ("category", pa.string()),
-        ("name", pa.string()), ("classes", pa.int64())]))
+        ("name", pa.string()), ("classes", pa.int64()), ("words", pa.string())]))
+
+
+def category_words(lemmas: tuple[str, ...]) -> str:
+    """A category's lemmas lower-cased, underscores as spaces, each between spaces and joined
+    by commas (`` domestic cat , house cat ``): a search matches a whole lemma or whole words
+    of one, never a fragment (``cat`` finds *domestic cat*, not *catamaran*)."""
+    return ",".join(f" {lemma.replace('_', ' ').lower()} " for lemma in lemmas)

@@ -10,7 +10,10 @@ prefix (``s3://bucket/photos/``): stored URLs under it are shown whole and read 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+from PIL import Image
 
 from vgi_vision.worker.objects import is_object_url
 from vgi_vision.worker.paths import PathPolicy
@@ -43,15 +46,29 @@ class FilePolicy:
 
     def facts(self, path: str | None) -> list[tuple[str, str]]:
         """Format, size and EXIF facts of the file at ``path``, when it may be read."""
+        data = self.read(path)
+        return [] if data is None else image_facts(data)
+
+    def read(self, path: str | None) -> bytes | None:
+        """The bytes of the file at ``path`` when it may be read (under the data root)."""
         if path is None or self._paths is None:
-            return []
+            return None
         try:
             data = self._paths.source(path, MAX_FILE_BYTES)
         except FunctionError:
-            return []
-        if not isinstance(data, bytes):
-            return []
-        return image_facts(data)
+            return None
+        return data if isinstance(data, bytes) else None
+
+    def original(self, path: str | None, image_key: str) -> tuple[bytes, str] | None:
+        """The stored image's own file, full size, with its media type: only when it may be
+        read and still holds exactly the bytes that were classified (its sha256 is the image
+        key), so a file changed or replaced since is never shown as this image."""
+        data = self.read(path)
+        if data is None or hashlib.sha256(data).hexdigest() != image_key:
+            return None
+        info = read_info(data)
+        media_type = Image.MIME.get(info.format or "") if info is not None else None
+        return (data, media_type) if media_type else None
 
 
 def image_facts(data: bytes) -> list[tuple[str, str]]:

@@ -37,7 +37,14 @@ def render_reference(catalog: list[dict[str, Any]], markdown: bool = True) -> st
         lines += ["# Function reference", "",
                   "Generated from the worker's catalog by "
                   "`vgi-vision functions --format markdown > docs/functions.md`; "
-                  "do not edit by hand.", ""]
+                  "do not edit by hand.", "",
+                  "Image functions take image bytes (BLOB) or a path (VARCHAR). A path that "
+                  "names no file, or names a folder, fails the query with an error naming "
+                  "it, as DuckDB's own `read_blob` does; `missing := 'null'` asks for NULL / "
+                  "no rows instead, as for an unreadable image. Paths are single files: for "
+                  "a glob, or a URL (with DuckDB's httpfs extension), pass the bytes, "
+                  "`SELECT * FROM read_blob('photos/*.jpg') f, vision.classify(f.content)`.",
+                  ""]
     for spec in sorted(catalog, key=lambda s: s["name"]):
         kind = "table function" if spec["kind"] == "table" else "scalar function"
         if markdown:

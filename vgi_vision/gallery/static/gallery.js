@@ -5,10 +5,12 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const control of document.querySelectorAll("#filters select, #filters input[type=number]")) {
     control.addEventListener("change", () => control.form.requestSubmit());
   }
-  // Left and right arrow keys page through the grid (not while typing in a field).
+  // Left and right arrow keys page through the grid, or step from image to image on a detail
+  // page; Escape goes back to the grid (not while typing in a field).
+  const keys = {ArrowRight: "next", ArrowLeft: "prev", Escape: "back"};
   document.addEventListener("keydown", (event) => {
     if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-    const link = document.getElementById(event.key === "ArrowRight" ? "next" : event.key === "ArrowLeft" ? "prev" : "");
+    const link = document.getElementById(keys[event.key] || "");
     if (link) window.location.href = link.href;
   });
 });

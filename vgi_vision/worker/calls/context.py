@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.lance.writeback import WriteBack
-from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.paths import MISSING_ERROR, PathPolicy, checked_missing
 from vgi_vision.worker.registry import Args, FunctionError, Overload, Param
 from vgi_vision.worker.vision.detection import ObjectDetector, load_object_detector
 from vgi_vision.worker.vision.faces import FaceDetector, load_face_detector
@@ -49,12 +49,21 @@ class VisionContext:
         return self.sink
 
 
+#: Every image function's last parameter: what a path naming no file gives. It is on the BLOB
+#: overload too (ignored there) because both overloads are bound as one SQL macro.
+MISSING_PARAM = Param("missing", "VARCHAR", MISSING_ERROR,
+                      "a path naming no file, or a folder: 'error' (default) fails the query "
+                      "naming the path; 'null' gives what an unreadable image gives (NULL, "
+                      "no rows)")
+
+
 def image_overloads(*extra: Param) -> tuple[Overload, ...]:
     """The same signature twice: image bytes (BLOB) or a path to read (VARCHAR)."""
     return (
         Overload((Param("image", "BLOB", doc="encoded image bytes (JPEG, PNG, WebP, ...)"),
-                  *extra)),
-        Overload((Param("path", "VARCHAR", doc="path of an image file"), *extra)),
+                  *extra, MISSING_PARAM)),
+        Overload((Param("path", "VARCHAR", doc="path of an image file"), *extra,
+                  MISSING_PARAM)),
     )
 
 
@@ -65,11 +74,13 @@ def image_sources(ctx: VisionContext, args: Args, rows: range) -> list[ImageSour
     with write-back on, files are read here too, once: the bytes are both classified and
     hashed into the stored ``image_key``.
     """
+    missing = [checked_missing(m) for m in
+               args["missing"].slice(rows.start, len(rows)).to_pylist()]
     if args.overload.params[0].type == "BLOB":
         return args["image"].slice(rows.start, len(rows)).to_pylist()
     limit = ctx.classifier.limits.max_bytes
     paths = args["path"].slice(rows.start, len(rows)).to_pylist()
-    sources: list[ImageSource] = list(ctx.paths.sources(paths, limit))
+    sources: list[ImageSource] = list(ctx.paths.sources(paths, limit, missing))
     if ctx.sink is not None:
         return [read_source(s, ctx.classifier.limits) for s in sources]
     return sources
