@@ -178,3 +178,16 @@ def test_skip_existing_classifies_nothing_the_second_time(photos: Path, tmp_path
     wider = cli("classify", str(photos), "--lance", str(db), "--top-k", "3", "--format",
                 "csv", "--skip-existing")
     assert len(list(csv.DictReader(io.StringIO(wider.stdout)))) == 5 * 3  # more classes wanted
+
+
+def test_a_file_gone_after_listing_is_one_more_unreadable_file(tmp_path: Path) -> None:
+    """A file listed, then moved or deleted before its chunk is sent, does not fail the
+    chunk: it is reported with the unreadable files, and the rest is classified."""
+    from vgi_vision.client.classify_command import ContentKeys, classify_chunks
+    from vgi_vision.client.client import Client
+
+    gone = tmp_path / "gone.png"
+    with Client(None) as client:
+        chunks = list(classify_chunks(client, [DATA / "cat.png", gone], 1, ContentKeys()))
+    assert [Path(p).name for p in chunks[0].table.column("path").to_pylist()] == ["cat.png"]
+    assert chunks[0].failed == [gone]

@@ -161,8 +161,11 @@ def classify_chunks(client: Client, files: Sequence[Source], top_k: int, keys: C
                 images = pa.array([f if isinstance(f, str) and is_object_url(f)
                                    else os.path.abspath(f) for f in chunk], pa.string())
             batches, done = [], 0
+            # A file listed but gone by now (moved, deleted) is one more unreadable file:
+            # 'null' keeps it from failing the chunk; missing inputs were refused up front.
             for batch in client.scan("classify", images,
-                                     pa.array([top_k] * len(chunk), pa.int32())):
+                                     pa.array([top_k] * len(chunk), pa.int32()),
+                                     pa.array(["null"] * len(chunk), pa.string())):
                 batches.append(batch)
                 reached = pc.max(batch.column(INPUT_ROW)).as_py() + 1
                 bar.update(max(0, reached - done))
