@@ -125,7 +125,7 @@ def test_classify_counts_copies_as_one_image(photo_dir: Path) -> None:
     shutil.copy(nested / "cat.png", photo_dir / "cat again.png")
     result = cli("classify", str(photo_dir), "--top-k", "1", "--format", "csv")
     assert result.returncode == 0
-    assert "6 files, 4 distinct images" in result.stderr  # the broken file is not counted
+    assert "7 files, 4 distinct images, 1 unreadable" in result.stderr
 
 
 def test_classify_nothing_found_fails() -> None:

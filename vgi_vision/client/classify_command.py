@@ -69,6 +69,8 @@ def expand(patterns: Iterable[str]) -> tuple[list[Source], list[str]]:
 
 def unmatched_reason(pattern: str) -> str:
     """Why ``pattern`` (from :func:`expand`'s unmatched) gave no file, in a few words."""
+    if is_object_url(pattern):
+        return f"{pattern} matched no file: no image object under it"
     if Path(pattern).is_dir():
         return f"{pattern} holds no image file ({' '.join(sorted(IMAGE_SUFFIXES))})"
     if glob.has_magic(pattern):

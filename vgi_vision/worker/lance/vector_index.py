@@ -25,6 +25,7 @@ import lancedb
 import pyarrow as pa
 from lancedb.index import BTree, IvfRq
 
+from vgi_vision.errors import VgiVisionError
 from vgi_vision.worker.lance.kinds import IMAGES, PATHS
 
 #: From this many rows on maintenance builds the index: a flat scan grows with the store
@@ -49,7 +50,7 @@ VECTOR_INDEX = f"{VECTOR_COLUMN}_idx"
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
-class TooFewRows(ValueError):
+class TooFewRows(VgiVisionError, ValueError):
     """The table holds too few embeddings to train an index on."""
 
 
@@ -117,7 +118,7 @@ async def nearest(images: Any, vector: list[float], k: int, model: str,
         .select([*columns, "_distance"]).to_arrow()
 
 
-class NoStore(ValueError):
+class NoStore(VgiVisionError, ValueError):
     """The URI holds no write-back store."""
 
 
