@@ -507,6 +507,12 @@ MUTATIONS = (
              "vgi_vision/worker/calls/text_reading.py",
              "    if rows.start and store.committed(state.run_id):\n        return\n", "",
              ("test/worker/test_ocr_writeback.py::test_a_mid_scan_state_replayed_last_stages_nothing",)),
+    Mutation("replayed-detect-state-writes",
+             "a replayed mid-scan detect state stages rows again after its run committed",
+             "vgi_vision/worker/calls/detecting.py",
+             "    if rows.start and store.committed(state.run_id):\n        return\n", "",
+             ("test/worker/test_detect_writeback.py::"
+              "test_a_mid_scan_state_replayed_last_stages_nothing",)),
     Mutation("worker-compaction-retention-zero",
              "the worker's own maintenance removes every older version (pinned scans break)",
              "vgi_vision/worker/lance/writeback.py",
