@@ -102,6 +102,7 @@ def test_detect_and_faces_store_what_they_found_once_per_image_and_detector(
     for column in ("label", "score", "x0", "y0", "x1", "y1"):
         assert coffee[column] == [r[column] for r in emitted]
     assert coffee["label"][:1] == ["cup"] and coffee["min_score"] == 0.5
+    assert (coffee["width"], coffee["height"]) == (600, 400)  # what the boxes are within
     assert rows[(paths[1], OBJECT_MODEL)]["label"][0] == "cat"
     hopper = [r for r in tables[OBJECTS].to_pylist() if r["model"] == FACE_MODEL
               and r["label"]]
@@ -221,3 +222,17 @@ def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
     assert after[OBJECTS_STAGED].num_rows == 0
     assert after[OBJECTS].sort_by("image_key").equals(before[OBJECTS].sort_by("image_key"))
     assert after[RUNS].num_rows == 1
+
+
+def test_the_stored_size_is_the_displayed_one(tmp_path: Path, sink: WriteBack) -> None:
+    """A JPEG stored sideways with EXIF orientation 6: boxes and size are the upright
+    picture's, so the boxes fit inside the size."""
+    photo = Image.open(DATA / "coffee.png").convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", exif=exif)
+    invoke_table_function(registry_with(sink).get("detect"), image_args([buffer.getvalue()]))
+    row, = read_tables(tmp_path / "db")[OBJECTS].to_pylist()
+    assert (row["width"], row["height"]) == (600, 400) and row["label"][0] == "cup"
+    assert max(row["x1"]) <= 600 and max(row["y1"]) <= 400

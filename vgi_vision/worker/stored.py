@@ -90,6 +90,9 @@ STORED_OBJECT_COLUMNS = (
                                 "then 2, 3, ..."),
     Column("label", "VARCHAR", "the object's class; 'face' for a face"),
     *BOX_COLUMNS,
+    Column("width", "INTEGER", "the image's width as displayed (EXIF orientation applied): "
+                               "the boxes are in its pixels"),
+    Column("height", "INTEGER", "the image's height as displayed"),
     Column("min_score", "DOUBLE", "the min_score the image was searched with"),
     Column("run_id", "VARCHAR", "the call that stored the image; a run is stored all or nothing"),
     Column("created_at", "TIMESTAMP", "when the image was stored (UTC)"),
@@ -165,7 +168,7 @@ def objects_schema() -> pa.Schema:
     returns them. Faces are rows of the face detector, labelled ``face``."""
     return pa.schema([
         *_key_fields(),
-        *_fields(STORED_OBJECT_COLUMNS, "path", "min_score"),
+        *_fields(STORED_OBJECT_COLUMNS, "path", "width", "height", "min_score"),
         *_fields(STORED_OBJECT_COLUMNS, "label", "score", "x0", "y0", "x1", "y1", per="item"),
         *_fields(STORED_OBJECT_COLUMNS, "run_id", "created_at"),
     ])

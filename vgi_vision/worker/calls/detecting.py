@@ -37,6 +37,7 @@ from vgi_vision.worker.registry import (
 )
 from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.detection import DEFAULT_MIN_SCORE, Detection
+from vgi_vision.worker.vision.facts import read_info
 from vgi_vision.worker.vision.imaging import ImageSource
 
 #: Images a detection tick reads: a detector takes ~0.05-0.4 s an image, so a tick stays short.
@@ -92,13 +93,26 @@ def stage_detections(ctx: VisionContext, state: RunState, args: Args, rows: rang
         if detections is None:
             continue
         assert isinstance(source, bytes)  # image_sources reads files when write-back is on
+        width, height = displayed_size(source, ctx.classifier.limits)
         staged.append({"image_key": hashlib.sha256(source).hexdigest(), "model": model,
-                       "path": original if is_path else None, "min_score": scores[row],
+                       "path": original if is_path else None, "width": width,
+                       "height": height, "min_score": scores[row],
                        **{field: [getattr(d, field) for d in detections]
                           for field in ("label", "score", "x0", "y0", "x1", "y1")},
                        "run_id": state.run_id, "created_at": now, "input_row": row})
     state.images += len(staged)
     store.write(state.run_id, staged, DETECTION)
+
+
+def displayed_size(source: bytes, limits: DecodeLimits) -> tuple[int | None, int | None]:
+    """The image's width and height as displayed (sides swapped for an EXIF orientation that
+    turns it), read from its headers: what the stored boxes are relative to, so a reader can
+    draw them on any rendition of the image."""
+    info = read_info(source, limits)
+    if info is None:
+        return None, None
+    turned = info.orientation in (5, 6, 7, 8)
+    return (info.height, info.width) if turned else (info.width, info.height)
 
 
 def new_run(ctx: VisionContext) -> RunState:

@@ -48,7 +48,8 @@ class StoredObjects(StoredPages):
         widths = self.widths(images)
         starts = np.repeat(np.cumsum(widths) - widths, widths)
         unnested = {name: column[name].take(parents) for name in
-                    ("image_key", "path", "model", "min_score", "run_id", "created_at")}
+                    ("image_key", "path", "model", "width", "height", "min_score", "run_id",
+                     "created_at")}
         unnested |= {name: pc.list_flatten(column[name])
                      for name in ("label", "score", "x0", "y0", "x1", "y1")}
         unnested["object"] = pa.array(np.arange(len(starts)) - starts + 1, pa.int32())
