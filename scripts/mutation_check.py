@@ -513,6 +513,12 @@ MUTATIONS = (
              "    if rows.start and store.committed(state.run_id):\n        return\n", "",
              ("test/worker/test_detect_writeback.py::"
               "test_a_mid_scan_state_replayed_last_stages_nothing",)),
+    Mutation("gallery-face-count-unchecked",
+             "the gallery's face-count filter takes any text from the query string",
+             "vgi_vision/gallery/catalog.py",
+             'faces=params.get("faces", "") if params.get("faces") in FACE_COUNTS else "",',
+             'faces=params.get("faces", ""),',
+             ("test/gallery/test_gallery.py::test_hostile_requests_get_a_page_or_a_404",)),
     Mutation("worker-compaction-retention-zero",
              "the worker's own maintenance removes every older version (pinned scans break)",
              "vgi_vision/worker/lance/writeback.py",

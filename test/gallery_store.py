@@ -53,15 +53,24 @@ def classify_into(sink: WriteBack, images: list[bytes] | list[str]) -> None:
         [pa.array(images, kind), pa.array([5] * len(images), pa.int32())]))
 
 
+def detect_into(sink: WriteBack, images: list[bytes]) -> None:
+    """Objects and faces of ``images``, stored by detection write-back."""
+    registry = build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted(), sink))
+    for name in ("detect", "faces"):
+        invoke_table_function(registry.get(name), argument_rows(
+            [pa.array(images, pa.binary()), pa.array([0.5] * len(images), pa.float64())]))
+
+
 def build_store(folder: Path) -> GalleryStore:
     """Two runs (two photos by path, then every photo as BLOB, which stores the other two:
-    an image is stored once) and one hostile stored row."""
+    an image is stored once), the photos' objects and faces, and one hostile stored row."""
     uri = folder / "store.lance"
     files = sorted(p for p in DATA.iterdir() if p.is_file())
     sink = WriteBack(str(uri), 1280)
     try:
         classify_into(sink, [str(p) for p in files[:2]])  # absolute, as stored by path
         classify_into(sink, [p.read_bytes() for p in files])
+        detect_into(sink, [p.read_bytes() for p in files])
     finally:
         sink.close()
     classifier = load_classifier()

@@ -129,6 +129,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
                       total=(await catalog.snapshot()).total,
                       labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
                       categories=await catalog.category_facet(flt),
+                      objects=await catalog.object_facet(flt),
+                      faces=await catalog.face_facet(flt),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 
@@ -139,7 +141,9 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         # The grid this came from, re-parsed: only a valid filter ever reaches the back link.
         came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
         back = came_from.link(page=came_from.page)
+        size, boxes = await catalog.boxes(tile)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
+                      size=size, boxes=boxes,
                       paths=[files.shown_path(p) for p, _, _ in await catalog.paths(tile)],
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
                       facts=await asyncio.to_thread(files.facts, tile.path),
