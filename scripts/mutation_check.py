@@ -519,6 +519,12 @@ MUTATIONS = (
              'faces=params.get("faces", "") if params.get("faces") in FACE_COUNTS else "",',
              'faces=params.get("faces", ""),',
              ("test/gallery/test_gallery.py::test_hostile_requests_get_a_page_or_a_404",)),
+    Mutation("user-detector-unchecked-at-start",
+             "serve --detector starts with a directory that is not an SSD detector",
+             "vgi_vision/worker/build.py",
+             "        objects()  # a directory of one's own is checked first", "        pass  #",
+             ("test/worker/test_user_detector.py::"
+              "test_serve_refuses_a_detector_that_is_not_ssd_in_one_line",)),
     Mutation("worker-compaction-retention-zero",
              "the worker's own maintenance removes every older version (pinned scans break)",
              "vgi_vision/worker/lance/writeback.py",
