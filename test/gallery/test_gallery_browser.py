@@ -228,6 +228,10 @@ def test_hostile_store_data_is_escaped(browser: WebDriver, gallery: str,
     assert browser.find_element(By.CSS_SELECTOR, "#facts dd.path").text == HOSTILE_PATH
     labels = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#top-k td.label")]
     assert labels[1] == "'; DROP TABLE x; --"
+    box, = browser.find_elements(By.CSS_SELECTOR, "#boxes .box")  # the stored detection
+    assert box.get_attribute("data-label") == HOSTILE_LABEL
+    assert box.find_element(By.TAG_NAME, "text").get_attribute("textContent") == \
+        f"{HOSTILE_LABEL} 90.0%"
     open_page(browser, gallery + "/?" + urlencode({"search": "<script>"}))
     assert tiles(browser) == {store.hostile_key: HOSTILE_LABEL}
 
