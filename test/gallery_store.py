@@ -23,7 +23,7 @@ from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import wait_for
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.lance.kinds import IMAGES, utc_now
+from vgi_vision.worker.lance.kinds import IMAGES, OBJECTS, utc_now
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.vision.model import load_classifier
@@ -53,15 +53,24 @@ def classify_into(sink: WriteBack, images: list[bytes] | list[str]) -> None:
         [pa.array(images, kind), pa.array([5] * len(images), pa.int32())]))
 
 
+def detect_into(sink: WriteBack, images: list[bytes]) -> None:
+    """Objects and faces of ``images``, stored by detection write-back."""
+    registry = build_registry(VisionContext(load_classifier(), PathPolicy.unrestricted(), sink))
+    for name in ("detect", "faces"):
+        invoke_table_function(registry.get(name), argument_rows(
+            [pa.array(images, pa.binary()), pa.array([0.5] * len(images), pa.float64())]))
+
+
 def build_store(folder: Path) -> GalleryStore:
     """Two runs (two photos by path, then every photo as BLOB, which stores the other two:
-    an image is stored once) and one hostile stored row."""
+    an image is stored once), the photos' objects and faces, and one hostile stored row."""
     uri = folder / "store.lance"
     files = sorted(p for p in DATA.iterdir() if p.is_file())
     sink = WriteBack(str(uri), 1280)
     try:
         classify_into(sink, [str(p) for p in files[:2]])  # absolute, as stored by path
         classify_into(sink, [p.read_bytes() for p in files])
+        detect_into(sink, [p.read_bytes() for p in files])
     finally:
         sink.close()
     classifier = load_classifier()
@@ -79,7 +88,8 @@ def build_store(folder: Path) -> GalleryStore:
 
 
 def add_hostile_row(uri: Path, near: np.ndarray) -> str:
-    """A stored image whose label and path try to inject markup and script."""
+    """A stored image whose label and path (and a stored detection's label) try to inject
+    markup and script."""
     key = hashlib.sha256(b"hostile").hexdigest()
     picture = io.BytesIO()
     Image.new("RGB", (200, 120), (180, 40, 40)).save(picture, "JPEG")
@@ -94,6 +104,13 @@ def add_hostile_row(uri: Path, near: np.ndarray) -> str:
             "vector": (vector / np.linalg.norm(vector)).astype(np.float32).tolist(),
             "thumbnail": picture.getvalue()}], schema=await images.schema()))
         images.close()
+        objects = await db.open_table(OBJECTS)
+        await objects.add(pa.Table.from_pylist([{
+            "image_key": key, "model": "hostile-detector", "path": HOSTILE_PATH,
+            "width": 200, "height": 120, "min_score": 0.5, "label": [HOSTILE_LABEL],
+            "score": [0.9], "x0": [10], "y0": [10], "x1": [100], "y1": [100],
+            "run_id": "f" * 32, "created_at": utc_now()}], schema=await objects.schema()))
+        objects.close()
         db.close()
 
     asyncio.run(write())

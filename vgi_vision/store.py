@@ -29,7 +29,7 @@ from typing import Any
 import lancedb
 import pyarrow as pa
 
-from vgi_vision.worker.lance.kinds import IMAGES, PATHS, RUNS
+from vgi_vision.worker.lance.kinds import IMAGES, OBJECTS, PATHS, RUNS
 from vgi_vision.worker.lance.paths import key_filter
 from vgi_vision.worker.lance.vector_index import model_filter, nearest
 
@@ -153,6 +153,32 @@ class StoreReader:
             table.close()
         ordered = rows.sort_by([("first_seen", "ascending"), ("path", "ascending")])
         return [(row["path"], row["first_seen"], row["last_seen"]) for row in ordered.to_pylist()]
+
+    async def detections_version(self) -> int | None:
+        """The newest version of the stored detections; None for a store without any."""
+        table = await self._optional(OBJECTS)
+        if table is None:
+            return None
+        try:
+            return await table.version()
+        finally:
+            table.close()
+
+    async def detections(self, columns: list[str], image_key: str | None = None
+                         ) -> pa.Table | None:
+        """``columns`` of the stored detections (one row per image and detector, the
+        detections as lists), of every image or of ``image_key``'s; None for a store
+        without any."""
+        table = await self._optional(OBJECTS)
+        if table is None:
+            return None
+        try:
+            query = table.query().select(columns)
+            if image_key is not None:
+                query = query.where(key_filter([image_key]))
+            return await query.to_arrow()
+        finally:
+            table.close()
 
     async def _optional(self, name: str) -> Any:
         if name not in (await self._db.list_tables()).tables:

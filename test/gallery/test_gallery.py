@@ -135,7 +135,8 @@ def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
             "/?min_confidence=nan&max_confidence=-3", "/?order=<script>&run=' OR 1=1 --",
             "/?label=" + "x" * 60_000, "/?search=%00%27%22;--", "/?min_confidence=0.9"
             "&max_confidence=0.1", "/?label=%E2%80%AE&search=%F0%9F%90%88",
-            "/?category=n0' OR 1=1", "/?category=n99999999"]
+            "/?category=n0' OR 1=1", "/?category=n99999999", "/?faces=-1e9&has=' OR 1=1 --",
+            "/?faces=3%2B%27", "/?has=" + "x" * 60_000]
     grid += [f"/image/{store.hostile_key}?from=javascript:alert(1)",
              f"/image/{store.hostile_key}?from=%2F%2Fevil.example%2F&run=x"]
     missing = ["/image/not-a-key", "/image/" + "0" * 64, "/image/" + "0" * 64 + "?run=zz",

@@ -30,7 +30,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from vgi_vision.worker.lance.kinds import IMAGES
+from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.categories import load_taxonomy
+from vgi_vision.worker.vision.detection import load_object_detector
 from vgi_vision.worker.vision.model import load_classifier
 
 ARTIFACTS = REPO / "artifacts"
@@ -226,6 +228,10 @@ def test_hostile_store_data_is_escaped(browser: WebDriver, gallery: str,
     assert browser.find_element(By.CSS_SELECTOR, "#facts dd.path").text == HOSTILE_PATH
     labels = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#top-k td.label")]
     assert labels[1] == "'; DROP TABLE x; --"
+    box, = browser.find_elements(By.CSS_SELECTOR, "#boxes .box")  # the stored detection
+    assert box.get_attribute("data-label") == HOSTILE_LABEL
+    assert box.find_element(By.TAG_NAME, "text").get_attribute("textContent") == \
+        f"{HOSTILE_LABEL} 90.0%"
     open_page(browser, gallery + "/?" + urlencode({"search": "<script>"}))
     assert tiles(browser) == {store.hostile_key: HOSTILE_LABEL}
 
@@ -331,3 +337,38 @@ def test_detail_shows_the_file_full_size_else_the_thumbnail(browser: WebDriver, 
                       browser.execute_script("return arguments[0].naturalHeight", picture))
     assert sizes[by_path] == Image.open(REPO / "test/sql/data/cat.png").size  # (451, 300)
     assert max(sizes[from_bytes]) <= 256  # the stored thumbnail
+def test_stored_detections_are_drawn_and_faceted(browser: WebDriver, gallery: str,
+                                                 store: GalleryStore) -> None:
+    """Grace Hopper's photograph: a person and a face stored; their boxes drawn over the
+    picture where the stored pixels say, labelled; the facets find her photo only."""
+    hopper = next(k for k, name in store.names.items() if name == "grace_hopper.jpg")
+    open_page(browser, f"{gallery}/image/{hopper}")
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#boxes .box")
+    labels = {b.get_attribute("data-label") for b in boxes}
+    assert {"person", "face"} <= labels
+    picture = browser.find_element(By.ID, "picture").rect
+    stored = load_object_detector().detect([(REPO / "test/sql/data/grace_hopper.jpg")
+                                            .read_bytes()], DecodeLimits(), 0.5)[0]
+    person = next(d for d in stored if d.label == "person")
+    drawn = next(b for b in boxes if b.get_attribute("data-label") == "person")
+    rect = drawn.find_element(By.TAG_NAME, "rect").rect
+    scale = picture["width"] / 512  # the photograph is 512 x 600
+    assert rect["width"] > 0 and rect["height"] > 0
+    for edge, drawn_at in (("x0", rect["x"] - picture["x"]), ("y0", rect["y"] - picture["y"]),
+                           ("x1", rect["x"] + rect["width"] - picture["x"]),
+                           ("y1", rect["y"] + rect["height"] - picture["y"])):
+        assert abs(drawn_at - getattr(person, edge) * scale) <= 4, edge
+    assert "person" in drawn.find_element(By.TAG_NAME, "text").text
+    open_page(browser, gallery + "/?has=person")
+    assert set(tiles(browser)) == {hopper}
+    open_page(browser, gallery + "/?faces=1")
+    assert set(tiles(browser)) == {hopper}
+
+    def face_facet() -> dict[str, str]:
+        return {a.get_attribute("data-faces"): a.find_element(
+            By.XPATH, "following-sibling::span[@class='count']").text
+            for a in browser.find_elements(By.CSS_SELECTOR, "a.facet-faces")}
+
+    assert face_facet() == {"0": "3", "1": "1"}  # a facet is counted without its own filter
+    open_page(browser, gallery + "/?has=person")
+    assert face_facet() == {"1": "1"}  # ... but under the others

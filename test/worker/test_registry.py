@@ -237,7 +237,8 @@ def test_describe_is_a_complete_catalog(vision_registry: Registry) -> None:
     assert set(catalog) == {"classify", "top_label", "image_classes", "predictions", "similar",
                             "embed", "image_info", "phash", "categories", "category_score",
                             "is_a", "models", "ocr", "ocr_text", "stored_text", "duplicates",
-                            "detect", "count_objects", "faces", "count_faces"}
+                            "detect", "count_objects", "faces", "count_faces",
+                            "stored_objects"}
     classify = catalog["classify"]
     assert [[p["type"] for p in o["params"]] for o in classify["overloads"]] == \
         [["BLOB", "INTEGER", "VARCHAR"], ["VARCHAR", "INTEGER", "VARCHAR"]]  # top_k, missing

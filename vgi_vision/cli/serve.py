@@ -42,6 +42,10 @@ def add(commands: Subcommands) -> None:
                                  "URL prefixes (required for path arguments over unix/HTTP)",
                                  repeatable=True)
     options.add_model_options(p)
+    p.add_argument("--detector", metavar="NAME|DIR",
+                   help="the object detector detect() and count_objects() run: a shipped one "
+                        "or an SSD-style detector's model directory (default: "
+                        "ssd-mobilenet-v2-coco; see docs/models.md)")
     options.add_lance_option(p, help="write results back to LanceDB at URI")
     p.add_argument("--lance-max-in-flight", type=positive(int), default=2,
                    help="batches inference may run ahead of the LanceDB writer")

@@ -133,6 +133,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
                       total=(await catalog.snapshot()).total,
                       labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
                       categories=await catalog.category_facet(flt),
+                      objects=await catalog.object_facet(flt),
+                      faces=await catalog.face_facet(flt),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 
@@ -144,8 +146,9 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         came_from = Filter.from_query(dict(parse_qsl(request.query_params.get("from", ""))))
         back = came_from.link(page=came_from.page)
         before, after = await catalog.around(came_from, tile)
+        size, boxes = await catalog.boxes(tile)
         return render("detail.html", tile=tile, top_k=await catalog.top_k(tile), back=back,
-                      before=before, after=after,
+                      before=before, after=after, size=size, boxes=boxes,
                       paths=[files.shown_path(p) for p, _, _ in await catalog.paths(tile)],
                       neighbours=await catalog.neighbours(tile, NEIGHBOURS),
                       facts=await asyncio.to_thread(files.facts, tile.path),

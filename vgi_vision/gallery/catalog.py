@@ -8,6 +8,11 @@ thumbnails, no ranked lists). Paging, ordering, counts and facets are SQL over i
 top-k predictions, paths, vectors and neighbours are read from LanceDB per request, by image
 key (through the store's key index) at the snapshot's pinned table version.
 
+Stored detections (the ``objects`` table) feed two more facets, an object label ("has
+person") and a face count: their labels per (image, detector) are read into the summary's
+``found`` table whole, whenever their table's version moved (checked with the images'), and
+an image's boxes are read per request for its detail page.
+
 The store's version is looked at most every ``refresh_seconds``. When it moved, only the rows
 of runs committed since are read and upserted into the summary (a run's rows carry its id,
 and a run is recorded after its rows are merged); the whole summary is read again only when
@@ -35,6 +40,7 @@ import pyarrow as pa
 from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
+from vgi_vision.worker.vision.detector_files import FACE_MODEL
 from vgi_vision.worker.vision.model import ModelInfo, models_root
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,9 @@ RUN_FACETS = 20
 CACHED_ANSWERS = 256
 #: Most rows an export of the current view holds: a bounded response, however large the store.
 MAX_EXPORT_ROWS = 100_000
+OBJECT_FACETS = 20
+#: The face-count facet's values: images with no, one, two, or three and more faces.
+FACE_COUNTS = ("0", "1", "2", "3+")
 
 
 class StoreMissing(VgiVisionError, RuntimeError):
@@ -88,6 +97,8 @@ class Filter:
     search: str = ""
     min_confidence: float = 0.0
     max_confidence: float = 1.0
+    has: str = ""
+    faces: str = ""
     order: str = "newest"
     page: int = 1
     per_page: int = 48
@@ -104,6 +115,8 @@ class Filter:
                    run=run if RUN_ID.match(run) else "",
                    search=params.get("search", "").strip()[:MAX_SEARCH_CHARS],
                    min_confidence=min(low, high), max_confidence=max(low, high),
+                   has=params.get("has", "")[:1000],
+                   faces=params.get("faces", "") if params.get("faces") in FACE_COUNTS else "",
                    order=order if order in ORDERS else "newest",
                    page=int(_number(params.get("page"), 1, 1, 1_000_000)),
                    per_page=int(_number(params.get("per_page"), 48, 1, MAX_PER_PAGE)))
@@ -132,6 +145,13 @@ class Filter:
         if (self.min_confidence, self.max_confidence) != (0.0, 1.0):
             clauses.append("confidence BETWEEN ? AND ?")
             params += [self.min_confidence, self.max_confidence]
+        if self.has and without != "has":
+            clauses.append("image_key IN (SELECT image_key FROM found_objects WHERE label = ?)")
+            params.append(self.has)
+        if self.faces and without != "faces":
+            clauses.append("image_key IN (SELECT image_key FROM face_counts WHERE faces "
+                           + (">= ?)" if self.faces.endswith("+") else "= ?)"))
+            params.append(int(self.faces.rstrip("+")))
         return " AND ".join(clauses) or "true", params
 
     def link(self, **changes: Any) -> str:
@@ -163,6 +183,19 @@ class Neighbour:
     distance: float
 
 
+@dataclass(frozen=True)
+class Box:
+    """One stored detection, in pixels of the image as displayed."""
+
+    face: bool
+    label: str | None
+    score: float | None
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
 _TILE_COLUMNS = ", ".join(f.name for f in fields(Tile))
 
 
@@ -171,12 +204,18 @@ LIGHT_COLUMNS = {"image_key": "image_key", "run_id": "run_id", "model": "model",
                  "label": "label[1]", "confidence": "confidence[1]",
                  "second": "confidence[2]", "path": "path", "created_at": "created_at"}
 
-_SUMMARY = """
+_SUMMARY = f"""
     CREATE TABLE stored (image_key VARCHAR, run_id VARCHAR, model VARCHAR, label VARCHAR,
                          confidence DOUBLE, margin DOUBLE, path VARCHAR, created_at TIMESTAMP);
     -- Rows without a top-1, which write-back never stores, are not shown.
     CREATE VIEW images AS SELECT * FROM stored
         WHERE label IS NOT NULL AND confidence IS NOT NULL;
+    -- The stored detections' labels, one row per image and detector (see the module).
+    CREATE TABLE found (image_key VARCHAR, model VARCHAR, label VARCHAR[]);
+    CREATE VIEW found_objects AS SELECT DISTINCT image_key, unnest(label) AS label FROM found
+        WHERE model <> '{FACE_MODEL}';
+    CREATE VIEW face_counts AS SELECT image_key, max(len(label)) AS faces FROM found
+        WHERE model = '{FACE_MODEL}' GROUP BY image_key;
 """
 _INSERT = ("INSERT INTO stored SELECT image_key, run_id, model, label, confidence, "
            "confidence - coalesce(second, 0.0), path, created_at FROM batch")
@@ -195,6 +234,8 @@ class Snapshot:
     total: int
     runs: set[str] | None
     models: frozenset[str]
+    #: The version of the stored detections ``found`` holds (None: none stored).
+    detections: int | None = None
 
     answers: OrderedDict[tuple[str, tuple[Any, ...]], list[tuple]] = field(
         default_factory=OrderedDict, repr=False)
@@ -258,7 +299,19 @@ class Catalog:
                 if self._snapshot is None or version != self._snapshot.version:
                     self._snapshot = await self._refresh(self._snapshot,
                                                          await self._store.at(version), runs)
+                await self._refresh_found(self._snapshot)
             return self._snapshot
+
+    async def _refresh_found(self, snap: Snapshot) -> None:
+        """Read the stored detections' labels into ``found`` again if they changed (or the
+        summary is new: a new snapshot starts from the version it was made with)."""
+        version = await self._store.detections_version()
+        if version == snap.detections:
+            return
+        rows = await self._store.detections(["image_key", "model", "label"])
+        await asyncio.to_thread(replace_found, snap.con, rows)
+        snap.answers.clear()  # they were read from the detections replaced just now
+        snap.detections = version
 
     async def _refresh(self, old: Snapshot | None, images: PinnedImages,
                        runs: set[str] | None) -> Snapshot:
@@ -289,8 +342,10 @@ class Catalog:
         total, stored = await asyncio.to_thread(facts)
         if stored != models:
             await asyncio.to_thread(add_label_categories, con, sorted(stored))
+        detections = self._snapshot.detections if self._snapshot is not None and \
+            self._snapshot.con is con else None
         return Snapshot(version=images.version, con=con, images=images, total=total,
-                        runs=runs, models=stored)
+                        runs=runs, models=stored, detections=detections)
 
     # -- the grid ------------------------------------------------------------------------
 
@@ -377,7 +432,52 @@ class Catalog:
                           f"LIMIT ?", params + [RUN_FACETS])
         return [(run, int(n), at) for run, n, at in rows]
 
+    async def object_facet(self, flt: Filter) -> list[tuple[str, int]]:
+        """Labels of the stored objects with how many images in view show one, under every
+        filter but the object label; the chosen label always shows."""
+        snap = await self.snapshot()
+        where, params = flt.where(without="has")
+        rows = await snap.query(
+            f"SELECT label, count(*) AS n FROM found_objects WHERE image_key IN "
+            f"(SELECT image_key FROM images WHERE {where}) GROUP BY label "
+            f"ORDER BY n DESC, label LIMIT ?", params + [OBJECT_FACETS])
+        facet = [(label, int(n)) for label, n in rows]
+        if flt.has and flt.has not in {label for label, _ in facet}:
+            facet.insert(0, (flt.has, 0))
+        return facet
+
+    async def face_facet(self, flt: Filter) -> list[tuple[str, int]]:
+        """How many images in view show no, one, two, three or more faces (of those searched
+        for faces), under every filter but the face count."""
+        snap = await self.snapshot()
+        where, params = flt.where(without="faces")
+        rows = await snap.query(
+            f"SELECT least(faces, 3) AS bucket, count(*) FROM face_counts WHERE image_key IN "
+            f"(SELECT image_key FROM images WHERE {where}) GROUP BY bucket", params)
+        counts = {FACE_COUNTS[int(bucket)]: int(n) for bucket, n in rows}
+        return [(bucket, counts[bucket]) for bucket in FACE_COUNTS if bucket in counts]
+
     # -- one image -----------------------------------------------------------------------
+
+    async def boxes(self, tile: Tile) -> tuple[tuple[int, int] | None, list[Box]]:
+        """The image's stored detections, best first per detector, and the size (as
+        displayed) their boxes are in; no boxes when none are stored or the size is not."""
+        rows = await self._store.detections(
+            ["image_key", "model", "width", "height", "label", "score", "x0", "y0", "x1", "y1"],
+            tile.image_key)
+        if rows is None or not rows.num_rows:
+            return None, []
+        if set(rows.column("image_key").to_pylist()) - {tile.image_key}:
+            raise StoreChanged("the store changed under the snapshot")  # never the wrong image
+        size, boxes = None, []
+        for row in rows.to_pylist():
+            if not row["width"] or not row["height"]:
+                continue
+            size = size or (row["width"], row["height"])
+            boxes += [Box(row["model"] == FACE_MODEL, *values) for values in zip(
+                *(row[c] or [] for c in ("label", "score", "x0", "y0", "x1", "y1")),
+                strict=False)]
+        return size, boxes
 
     async def tile(self, image_key: str, run_id: str = "") -> Tile | None:
         """The image's tile: from run ``run_id`` when that is a run id, else its newest."""
@@ -501,6 +601,23 @@ def upsert(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> int:
         cursor.execute("ROLLBACK")
         raise
     return int(total)
+
+
+def replace_found(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> None:
+    """Put ``rows`` (image_key, model, label list) in ``found`` in place of what it held, in
+    one transaction."""
+    cursor = con.cursor()
+    cursor.execute("BEGIN")
+    try:
+        cursor.execute("DELETE FROM found")
+        if rows is not None and rows.num_rows:
+            cursor.register("batch", rows)
+            cursor.execute("INSERT INTO found SELECT image_key, model, label FROM batch")
+            cursor.unregister("batch")
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
 
 
 def add_label_categories(con: duckdb.DuckDBPyConnection, models: list[str]) -> None:

@@ -7,6 +7,7 @@ under ``--data-root``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from vgi_vision.worker.lance.writeback import DEFAULT_MAX_IN_FLIGHT, WriteBack
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.tokens import DEFAULT_TTL_SECONDS
 from vgi_vision.worker.vision.budget import DecodeLimits
+from vgi_vision.worker.vision.detection import load_object_detector
+from vgi_vision.worker.vision.detector_files import OBJECT_DETECTOR
 from vgi_vision.worker.vision.model import DEFAULT_MODEL, Classifier, load_classifier
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ DRAIN_SECONDS = 120.0
 class WorkerConfig:
     transport: str = "stdio"  # "stdio" | "unix" | "http" | "inprocess"
     model: str = DEFAULT_MODEL  # a shipped model's name or a model directory
+    detector: str = OBJECT_DETECTOR  # a shipped object detector's name or its directory
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     threads: int | None = None  # onnxruntime and decode threads; None: the cores we may use
     data_root: str | Sequence[str] | None = None  # a folder and/or object URL prefixes
@@ -64,6 +68,9 @@ class Worker:
 
 
 def build_worker(config: WorkerConfig) -> Worker:
+    objects = functools.partial(load_object_detector, config.detector)
+    if config.detector != OBJECT_DETECTOR:
+        objects()  # a directory of one's own is checked first, so a bad one fails the start
     classifier = load_classifier(config.model, config.device, config.threads)
     classifier = classifier.with_limits(config.decode_limits)
     # The session is created (and the model checked against its metadata) now, so a bad
@@ -91,7 +98,8 @@ def build_worker(config: WorkerConfig) -> Worker:
             raise ModelError(f"the write-back store {config.lance} does not fit model "
                              f"{classifier.info.name} (embeddings of {embedding_dim} floats): "
                              f"{exc}; give this model its own --lance URI") from None
-    registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink))
+    registry = build_registry(VisionContext(classifier=classifier, paths=paths, sink=sink,
+                                            objects=objects))
     info = {"version": __version__, "model": classifier.info.name, **model_summary(classifier),
             "pid": os.getpid(), "transport": config.transport, "lance": config.lance,
             # What one request may hold: clients size their sub-batches by these.

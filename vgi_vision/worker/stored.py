@@ -1,9 +1,10 @@
 """What write-back stores: the columns of stored results and the LanceDB schemas built on them.
 
-The SQL functions that return stored results (``classify``, ``ocr``, ``predictions``,
-``stored_text``, ``embed``) and the tables that keep them (:mod:`vgi_vision.worker.lance`)
-both take their columns from here, so what a function returns and what the store holds are
-declared once and cannot drift apart; neither side imports the other to learn them.
+The SQL functions that return stored results (``classify``, ``ocr``, ``detect``, ``faces``,
+``predictions``, ``stored_text``, ``stored_objects``, ``embed``) and the tables that keep
+them (:mod:`vgi_vision.worker.lance`) both take their columns from here, so what a function
+returns and what the store holds are declared once and cannot drift apart; neither side
+imports the other to learn them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ STORED_TEXT_COLUMNS = (
     Column("model", "VARCHAR", "the OCR model that read the text"),
     *OCR_COLUMNS,
     Column("min_confidence", "DOUBLE", "the min_confidence the image was read with"),
+    Column("run_id", "VARCHAR", "the call that stored the image; a run is stored all or nothing"),
+    Column("created_at", "TIMESTAMP", "when the image was stored (UTC)"),
+)
+
+
+BOX_COLUMNS = (
+    Column("score", "DOUBLE", "the detector's confidence in [0, 1]"),
+    Column("x0", "INTEGER", "left edge of the box, in pixels of the image as displayed "
+                            "(EXIF orientation applied)"),
+    Column("y0", "INTEGER", "top edge of the box"),
+    Column("x1", "INTEGER", "right edge of the box"),
+    Column("y1", "INTEGER", "bottom edge of the box"),
+)
+
+OBJECT_COLUMNS = (
+    Column("object", "INTEGER", "1 for the highest-scored object of the image, then 2, 3, ..."),
+    Column("label", "VARCHAR", "the object's class (one of COCO's 80)"),
+    *BOX_COLUMNS,
+)
+
+FACE_COLUMNS = (
+    Column("face", "INTEGER", "1 for the highest-scored face of the image, then 2, 3, ..."),
+    *BOX_COLUMNS,
+)
+
+STORED_OBJECT_COLUMNS = (
+    Column("image_key", "VARCHAR", "sha256 of the image bytes"),
+    Column("path", "VARCHAR", "the path given, for the path overloads; else NULL"),
+    Column("model", "VARCHAR", "the detector that found the object: the object detector's "
+                               "name, or the face detectors' names joined by '+'"),
+    Column("object", "INTEGER", "1 for the highest-scored detection of the image and model, "
+                                "then 2, 3, ..."),
+    Column("label", "VARCHAR", "the object's class; 'face' for a face"),
+    *BOX_COLUMNS,
+    Column("width", "INTEGER", "the image's width as displayed (EXIF orientation applied): "
+                               "the boxes are in its pixels"),
+    Column("height", "INTEGER", "the image's height as displayed"),
+    Column("min_score", "DOUBLE", "the min_score the image was searched with"),
     Column("run_id", "VARCHAR", "the call that stored the image; a run is stored all or nothing"),
     Column("created_at", "TIMESTAMP", "when the image was stored (UTC)"),
 )
@@ -120,6 +159,18 @@ def ocr_schema() -> pa.Schema:
         *_fields(STORED_TEXT_COLUMNS, "path", "min_confidence"),
         *_fields(OCR_COLUMNS, "text", "confidence", "x0", "y0", "x1", "y1", per="item"),
         *_fields(STORED_TEXT_COLUMNS, "run_id", "created_at"),
+    ])
+
+
+def objects_schema() -> pa.Schema:
+    """Columns of ``objects``: what one detector found in one image, best first (lists of
+    ``detect``'s columns, like the lines of ``ocr``), the rest as ``stored_objects()``
+    returns them. Faces are rows of the face detector, labelled ``face``."""
+    return pa.schema([
+        *_key_fields(),
+        *_fields(STORED_OBJECT_COLUMNS, "path", "width", "height", "min_score"),
+        *_fields(STORED_OBJECT_COLUMNS, "label", "score", "x0", "y0", "x1", "y1", per="item"),
+        *_fields(STORED_OBJECT_COLUMNS, "run_id", "created_at"),
     ])
 
 

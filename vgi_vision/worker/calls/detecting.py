@@ -5,19 +5,28 @@ The two table functions page their rows the same way: each tick finds the object
 images and emits at most ``ROWS_PER_TICK`` rows; rows beyond that stay in the scan state (an
 Arrow IPC stream of what remains), so an image with many objects spans ticks and resuming over
 HTTP never runs the detector on an image twice.
+
+With write-back on, every call of the four is one run (:mod:`.runs`): what the detector found
+in each image (nothing, too) is staged in ``objects_staged`` on the tick that ran it, keyed by
+the image's sha256 and the detector's name, and committed into ``objects`` when the call
+finishes, so a stored image always holds every detection its run found.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW, ErrorKind
 from vgi_vision.worker.calls.context import VisionContext, image_sources
+from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
+from vgi_vision.worker.lance.kinds import DETECTION, utc_now
 from vgi_vision.worker.registry import (
     ROWS_PER_TICK,
     Args,
@@ -26,9 +35,9 @@ from vgi_vision.worker.registry import (
     Output,
     Param,
 )
-from vgi_vision.worker.state import CursorState
 from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.detection import DEFAULT_MIN_SCORE, Detection
+from vgi_vision.worker.vision.facts import read_info
 from vgi_vision.worker.vision.imaging import ImageSource
 
 #: Images a detection tick reads: a detector takes ~0.05-0.4 s an image, so a tick stays short.
@@ -40,38 +49,87 @@ ROWS_PER_CALL = 32
 MIN_SCORE_PARAM = Param("min_score", "DOUBLE", DEFAULT_MIN_SCORE,
                         "detections scored lower are left out", min=0.0, max=1.0)
 
-BOX_COLUMNS = (
-    Column("score", "DOUBLE", "the detector's confidence in [0, 1]"),
-    Column("x0", "INTEGER", "left edge of the box, in pixels of the image as displayed "
-                            "(EXIF orientation applied)"),
-    Column("y0", "INTEGER", "top edge of the box"),
-    Column("x1", "INTEGER", "right edge of the box"),
-    Column("y1", "INTEGER", "bottom edge of the box"),
-)
+class Detector(Protocol):
+    """An object or face detector as the functions use it: its name (the stored ``model``)
+    and its detections of some images, ``None`` where an image is unusable."""
 
-OBJECT_COLUMNS = (
-    Column("object", "INTEGER", "1 for the highest-scored object of the image, then 2, 3, ..."),
-    Column("label", "VARCHAR", "the object's class (one of COCO's 80)"),
-    *BOX_COLUMNS,
-)
+    @property
+    def name(self) -> str: ...
 
-FACE_COLUMNS = (
-    Column("face", "INTEGER", "1 for the highest-scored face of the image, then 2, 3, ..."),
-    *BOX_COLUMNS,
-)
-
-#: Finds the detections of some images: (sources, decode limits, min_score) -> per image.
-Finder = Callable[[Sequence[ImageSource], DecodeLimits, float], list[list[Detection] | None]]
+    def detect(self, sources: Sequence[ImageSource], limits: DecodeLimits,
+               min_score: float = ...) -> list[list[Detection] | None]: ...
 
 
-def find_rows(ctx: VisionContext, args: Args, rows: range, find: Finder
-              ) -> list[list[Detection] | None]:
-    """The detections of each argument row in ``rows``; None for NULL or unusable rows."""
+def find_rows(ctx: VisionContext, state: RunState, args: Args, rows: range,
+              detector: Detector) -> list[list[Detection] | None]:
+    """The detections of each argument row in ``rows``; None for NULL or unusable rows.
+    With write-back on, what was found is staged in the run of ``state``."""
     sources = image_sources(ctx, args, rows)
     scores = args["min_score"].to_pylist()
-    return [None if source is None or scores[row] is None else
-            find([source], ctx.classifier.limits, scores[row])[0]
-            for row, source in zip(rows, sources, strict=True)]
+    found = [None if source is None or scores[row] is None else
+             detector.detect([source], ctx.classifier.limits, scores[row])[0]
+             for row, source in zip(rows, sources, strict=True)]
+    if ctx.sink is not None and rows:
+        stage_detections(ctx, state, args, rows, sources, found, detector.name)
+    return found
+
+
+def stage_detections(ctx: VisionContext, state: RunState, args: Args, rows: range,
+                     sources: list[ImageSource], found: list[list[Detection] | None],
+                     model: str) -> None:
+    """Stage the detections of one batch of a run's images in ``objects_staged``: one row
+    per image searched (an image where nothing was found too), keyed like the other stored
+    results by the image's sha256 and the detector. A continuation of a run that already
+    committed (a replayed or retried request) writes nothing."""
+    store = ctx.store()
+    if rows.start and store.committed(state.run_id):
+        return
+    is_path = args.overload.params[0].type == "VARCHAR"
+    given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
+    scores = args["min_score"].to_pylist()
+    now = utc_now()
+    staged: list[dict[str, Any]] = []
+    for row, source, original, detections in zip(rows, sources, given, found, strict=True):
+        if detections is None:
+            continue
+        assert isinstance(source, bytes)  # image_sources reads files when write-back is on
+        width, height = displayed_size(source, ctx.classifier.limits)
+        staged.append({"image_key": hashlib.sha256(source).hexdigest(), "model": model,
+                       "path": original if is_path else None, "width": width,
+                       "height": height, "min_score": scores[row],
+                       **{field: [getattr(d, field) for d in detections]
+                          for field in ("label", "score", "x0", "y0", "x1", "y1")},
+                       "run_id": state.run_id, "created_at": now, "input_row": row})
+    state.images += len(staged)
+    store.write(state.run_id, staged, DETECTION)
+
+
+def displayed_size(source: bytes, limits: DecodeLimits) -> tuple[int | None, int | None]:
+    """The image's width and height as displayed (sides swapped for an EXIF orientation that
+    turns it), read from its headers: what the stored boxes are relative to, so a reader can
+    draw them on any rendition of the image."""
+    info = read_info(source, limits)
+    if info is None:
+        return None, None
+    turned = info.orientation in (5, 6, 7, 8)
+    return (info.height, info.width) if turned else (info.width, info.height)
+
+
+def new_run(ctx: VisionContext) -> RunState:
+    """The state of a call's run: with an id when write-back is on."""
+    return RunState(run_id=uuid.uuid4().hex if ctx.sink else "")
+
+
+def counted(ctx: VisionContext, args: Args, detector: Detector,
+            count: Callable[[list[Detection], int], int | None]) -> pa.Array:
+    """A scalar call as one run: ``count(detections, row)`` of each argument row, NULL for
+    NULL or unusable rows; what was found is stored with write-back on."""
+    state = new_run(ctx)
+    with rolled_back_on_error(ctx, state):
+        found = find_rows(ctx, state, args, range(args.num_rows), detector)
+        finish_run(ctx, state, DETECTION)
+    return pa.array([None if detections is None else count(detections, row)
+                     for row, detections in enumerate(found)], pa.int32())
 
 
 def detection_batch(rows: range, results: list[list[Detection] | None],
@@ -94,8 +152,9 @@ def arrow_type(sql_type: str) -> pa.DataType:
 
 
 @dataclass
-class DetectState(CursorState):
-    """The next argument row to read and the detections found but not yet emitted."""
+class DetectState(RunState):
+    """The next argument row to read, the detections found but not yet emitted, and the
+    write-back run (if any) the call's results belong to."""
 
     kind: ClassVar[str] = "detect"
     pending: bytes = b""
@@ -126,25 +185,28 @@ class DetectionScan:
 
     state_type = DetectState
 
-    def __init__(self, ctx: VisionContext, find: Callable[[], Finder],
+    def __init__(self, ctx: VisionContext, detector: Callable[[], Detector],
                  columns: tuple[Column, ...]) -> None:
-        self.ctx, self.find, self.columns = ctx, find, columns
+        self.ctx, self.detector, self.columns = ctx, detector, columns
 
     def initial_state(self, args: Args) -> DetectState:
-        return DetectState()
+        return DetectState(run_id=new_run(self.ctx).run_id)
 
     def process(self, args: Args, state: DetectState, out: Output) -> None:
-        if state.pending:
-            found = from_ipc(state.pending, out.schema)
-        else:
-            rows = state.advance(args.num_rows, IMAGES_PER_TICK)
-            found = detection_batch(rows, find_rows(self.ctx, args, rows, self.find()),
-                                    self.columns)
-        state.pending = to_ipc(found.slice(ROWS_PER_TICK))
-        if found.num_rows:
-            out.emit(found.slice(0, ROWS_PER_TICK))
-        if state.offset >= args.num_rows and not state.pending:
-            out.finish()
+        with rolled_back_on_error(self.ctx, state):
+            if state.pending:
+                found = from_ipc(state.pending, out.schema)
+            else:
+                rows = state.advance(args.num_rows, IMAGES_PER_TICK)
+                found = detection_batch(
+                    rows, find_rows(self.ctx, state, args, rows, self.detector()),
+                    self.columns)
+            state.pending = to_ipc(found.slice(ROWS_PER_TICK))
+            if found.num_rows:
+                out.emit(found.slice(0, ROWS_PER_TICK))
+            if state.offset >= args.num_rows and not state.pending:
+                finish_run(self.ctx, state, DETECTION)
+                out.finish()
 
 
 def check_labels(labels: Sequence[str | None], known: Sequence[str], model: str) -> None:

@@ -32,6 +32,7 @@ from vgi_vision.worker.functions import (
     phash,
     predictions,
     similar,
+    stored_objects,
     stored_text,
     top_label,
 )
@@ -62,6 +63,7 @@ FUNCTIONS: tuple[Callable[[VisionContext], FunctionSpec | None], ...] = (
     count_objects.spec,
     faces.spec,
     count_faces.spec,
+    stored_objects.spec,
 )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from vgi_vision.worker.calls.context import VisionContext, image_overloads
-from vgi_vision.worker.calls.detecting import MIN_SCORE_PARAM, ROWS_PER_CALL, find_rows
+from vgi_vision.worker.calls.detecting import MIN_SCORE_PARAM, ROWS_PER_CALL, counted
 from vgi_vision.worker.registry import Args, Column, FunctionSpec
 
 
@@ -27,8 +27,6 @@ def spec(ctx: VisionContext) -> FunctionSpec:
 
 def count_faces(ctx: VisionContext) -> Callable[[Args], pa.Array]:
     def call(args: Args) -> pa.Array:
-        found = find_rows(ctx, args, range(args.num_rows), ctx.faces().detect)
-        return pa.array([None if faces is None else len(faces) for faces in found],
-                        pa.int32())
+        return counted(ctx, args, ctx.faces(), lambda faces, row: len(faces))
 
     return call

@@ -11,7 +11,7 @@ from vgi_vision.worker.calls.detecting import (
     MIN_SCORE_PARAM,
     ROWS_PER_CALL,
     check_labels,
-    find_rows,
+    counted,
 )
 from vgi_vision.worker.registry import Args, Column, FunctionSpec, Param
 
@@ -42,9 +42,8 @@ def count_objects(ctx: VisionContext) -> Callable[[Args], pa.Array]:
         labels = args["label"].to_pylist()
         detector = ctx.objects()
         check_labels(labels, detector.labels, detector.info.name)
-        found = find_rows(ctx, args, range(args.num_rows), detector.detect)
-        return pa.array([None if objects is None or label is None else
-                         sum(o.label == label for o in objects)
-                         for objects, label in zip(found, labels, strict=True)], pa.int32())
+        return counted(ctx, args, detector,
+                       lambda objects, row: None if labels[row] is None else
+                       sum(o.label == labels[row] for o in objects))
 
     return call

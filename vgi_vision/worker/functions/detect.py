@@ -5,11 +5,11 @@ from __future__ import annotations
 from vgi_vision.worker.calls.context import VisionContext, image_overloads
 from vgi_vision.worker.calls.detecting import (
     MIN_SCORE_PARAM,
-    OBJECT_COLUMNS,
     ROWS_PER_CALL,
     DetectionScan,
 )
 from vgi_vision.worker.registry import FunctionSpec
+from vgi_vision.worker.stored import OBJECT_COLUMNS
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -25,6 +25,6 @@ def spec(ctx: VisionContext) -> FunctionSpec:
                     "undecodable images give no rows.",
         example="SELECT object, label, round(score, 2) AS score FROM "
                 "vision.detect('test/sql/data/coffee.png')",
-        impl=DetectionScan(ctx, lambda: ctx.objects().detect, OBJECT_COLUMNS),
+        impl=DetectionScan(ctx, ctx.objects, OBJECT_COLUMNS),
         input_rows_per_call=ROWS_PER_CALL,
     )

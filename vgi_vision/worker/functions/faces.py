@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from vgi_vision.worker.calls.context import VisionContext, image_overloads
 from vgi_vision.worker.calls.detecting import (
-    FACE_COLUMNS,
     MIN_SCORE_PARAM,
     ROWS_PER_CALL,
     DetectionScan,
 )
 from vgi_vision.worker.registry import FunctionSpec
+from vgi_vision.worker.stored import FACE_COLUMNS
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -24,6 +24,6 @@ def spec(ctx: VisionContext) -> FunctionSpec:
                     "rows.",
         example="SELECT face, round(score, 2) AS score, x0, y0, x1, y1 FROM "
                 "vision.faces('test/sql/data/grace_hopper.jpg')",
-        impl=DetectionScan(ctx, lambda: ctx.faces().detect, FACE_COLUMNS),
+        impl=DetectionScan(ctx, ctx.faces, FACE_COLUMNS),
         input_rows_per_call=ROWS_PER_CALL,
     )

@@ -13,6 +13,8 @@ IMAGES = "images"
 STAGED = "staged"
 OCR = "ocr"
 OCR_STAGED = "ocr_staged"
+OBJECTS = "objects"
+OBJECTS_STAGED = "objects_staged"
 RUNS = "runs"
 PATHS = "paths"
 
@@ -35,9 +37,13 @@ class ResultKind:
 
 
 #: Classification keeps the row that ranked more classes; OCR the row that kept more lines
-#: (read with a lower min_confidence).
+#: (read with a lower min_confidence); detection the row that kept more detections (searched
+#: with a lower min_score).
 CLASSIFICATION = ResultKind(IMAGES, STAGED, "top_k", larger_wins=True)
 TEXT = ResultKind(OCR, OCR_STAGED, "min_confidence", larger_wins=False)
+DETECTION = ResultKind(OBJECTS, OBJECTS_STAGED, "min_score", larger_wins=False)
+#: Every kind, in the order maintenance visits their tables.
+KINDS = (CLASSIFICATION, TEXT, DETECTION)
 
 
 class RunError(VgiVisionError, RuntimeError):

@@ -1,8 +1,10 @@
 """LanceDB tables for stored results: one row per (image, model), written in all-or-nothing runs.
 
 OCR results follow the same mechanism in their own pair of tables, ``ocr`` and ``ocr_staged``
-(one row per image and OCR model, its lines as lists; see :data:`TEXT`); a run commits into one
-pair. What follows says ``images`` and ``staged`` for either.
+(one row per image and OCR model, its lines as lists; see :data:`TEXT`), and so do detections,
+in ``objects`` and ``objects_staged`` (one row per image and detector, its detections as
+lists; see :data:`DETECTION`); a run commits into one pair. What follows says ``images``
+and ``staged`` for any.
 
 A *run* is one function call's worth of results. Four tables:
 
@@ -68,12 +70,14 @@ import pyarrow.compute as pc
 from vgi_vision.worker.lance.kinds import (
     CLASSIFICATION,
     IMAGES,
+    KINDS,
+    OBJECTS,
+    OBJECTS_STAGED,
     OCR,
     OCR_STAGED,
     PATHS,
     RUNS,
     STAGED,
-    TEXT,
     ResultKind,
     RunError,
     utc_now,
@@ -97,6 +101,7 @@ from vgi_vision.worker.lance.vector_index import (
 from vgi_vision.worker.stored import (
     IMAGE_IDENTITY,
     image_schema,
+    objects_schema,
     ocr_schema,
     runs_schema,
     staged_schema,
@@ -197,6 +202,8 @@ class PredictionStore:
     ocr: Any = None
     ocr_staged: Any = None
     paths: Any = None
+    objects: Any = None
+    objects_staged: Any = None
     index_min_rows: int = INDEX_MIN_ROWS
 
     @classmethod
@@ -218,6 +225,8 @@ class PredictionStore:
             ocr=ocr,
             ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
             paths=await open_paths(db, (images, ocr)),
+            objects=await open_or_create(db, OBJECTS, objects_schema()),
+            objects_staged=await open_or_create(db, OBJECTS_STAGED, staging(objects_schema())),
         )
         recovery_grace_seconds = min(recovery_grace_seconds, staged_lifetime_seconds)
         await store.recover(recovery_grace_seconds)
@@ -232,7 +241,7 @@ class PredictionStore:
         it may belong to a run that is still being written.
         """
         newest: dict[str, datetime] = {}
-        for staged in (self.staged, self.ocr_staged):
+        for staged in self.staging_tables():
             pending = await staged.query().select(["run_id", "created_at"]).to_arrow()
             for run_id, created in zip(pending.column("run_id").to_pylist(),
                                        pending.column("created_at").to_pylist(), strict=True):
@@ -245,7 +254,13 @@ class PredictionStore:
 
     def _tables(self, kind: ResultKind) -> tuple[Any, Any]:
         """(stored, staging) tables of ``kind``."""
-        return {IMAGES: (self.images, self.staged), OCR: (self.ocr, self.ocr_staged)}[kind.table]
+        return {IMAGES: (self.images, self.staged), OCR: (self.ocr, self.ocr_staged),
+                OBJECTS: (self.objects, self.objects_staged)}[kind.table]
+
+    def staging_tables(self) -> list[Any]:
+        """The staging table of every kind: a run stages in one, but recovery and rollback
+        cannot know which."""
+        return [self._tables(kind)[1] for kind in KINDS]
 
     async def append(self, rows: list[dict[str, Any]], kind: ResultKind = CLASSIFICATION
                      ) -> None:
@@ -279,7 +294,7 @@ class PredictionStore:
 
     async def rollback(self, run_id: str) -> None:
         """Remove the staged rows of an unacknowledged run; stored images are never touched."""
-        for staged in (self.staged, self.ocr_staged):
+        for staged in self.staging_tables():
             await staged.delete(run_filter(run_id))
 
     def tables_of(self, kinds: Sequence[ResultKind]) -> list[tuple[str, Any]]:
@@ -340,7 +355,7 @@ class PredictionStore:
 
     async def fragments(self, name: str) -> int:
         """How many fragments table ``name`` has now."""
-        table = dict((n, t) for n, t in self.tables_of((CLASSIFICATION, TEXT)))[name]
+        table = dict((n, t) for n, t in self.tables_of(KINDS))[name]
         return (await table.stats())["fragment_stats"]["num_fragments"]
 
     async def version(self, kind: ResultKind = CLASSIFICATION) -> int:
@@ -396,6 +411,6 @@ class PredictionStore:
 
     def close(self) -> None:
         for table in (self.images, self.staged, self.runs, self.ocr, self.ocr_staged,
-                      self.paths):
+                      self.paths, self.objects, self.objects_staged):
             table.close()
         self.db.close()

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from vgi_vision.worker.lance.kinds import CLASSIFICATION, TEXT, ResultKind, RunError
+from vgi_vision.worker.lance.kinds import CLASSIFICATION, KINDS, ResultKind, RunError
 from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore, is_commit_conflict
 from vgi_vision.worker.lance.vector_index import INDEX_MIN_ROWS
 from vgi_vision.worker.lance.write_queue import CoalescingWriteQueue
@@ -92,7 +92,7 @@ class WriteBack:
         self._queues: dict[ResultKind, CoalescingWriteQueue[dict[str, Any]]] = {
             kind: CoalescingWriteQueue(self._appender(kind), window_seconds=window_seconds,
                                        max_batch=max_batch, max_queue_size=max_queue_size)
-            for kind in (CLASSIFICATION, TEXT)}
+            for kind in KINDS}
 
     def _appender(self, kind: ResultKind) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
         async def append(rows: list[dict[str, Any]]) -> None:
@@ -203,7 +203,7 @@ class WriteBack:
 
     def maintain(self) -> None:
         """Compact every table now (tests, tools), needed or not; waits for it."""
-        self._run(self._maintain([CLASSIFICATION, TEXT], force=True))
+        self._run(self._maintain(list(KINDS), force=True))
 
     async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind) -> None:
         """Over HTTP a run's batches may come from several replicas: give theirs time to land.

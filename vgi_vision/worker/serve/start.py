@@ -50,6 +50,7 @@ class ServeSettings:
     data_root: str | list[str] | None
     model: str | None
     device: str | None
+    detector: str | None
     lance: str | None
     lance_max_in_flight: int
     lance_recovery_grace: float
@@ -85,6 +86,7 @@ def serve(settings: ServeSettings) -> None:
     from vgi_vision.worker.dispatcher import SealedStates, ServerLimits
     from vgi_vision.worker.tokens import TokenSealer
     from vgi_vision.worker.vision.budget import DecodeLimits
+    from vgi_vision.worker.vision.detector_files import OBJECT_DETECTOR
     from vgi_vision.worker.vision.model import DEFAULT_MODEL
 
     transport = settings.transport
@@ -110,6 +112,7 @@ def serve(settings: ServeSettings) -> None:
     config = WorkerConfig(transport=transport, data_root=settings.data_root, limits=limits,
                           model=settings.model or DEFAULT_MODEL,
                           device=settings.device or "cpu", lance=settings.lance,
+                          detector=settings.detector or OBJECT_DETECTOR,
                           decode_limits=DecodeLimits(
                               max_pixels=settings.max_pixels,
                               max_bytes=int(settings.max_image_mb * (1 << 20)),

@@ -130,6 +130,11 @@ class ObjectDetector:
         self.session = DetectorSession(info, threads)
 
     @property
+    def name(self) -> str:
+        """The model's name: what write-back stores its detections under."""
+        return self.info.name
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.info.labels.values())
 

@@ -35,6 +35,8 @@ DETECTOR_KINDS = ("ssd", "blazeface")
 #: The shipped object detector ``detect`` runs and the face detectors ``faces`` merges.
 OBJECT_DETECTOR = "ssd-mobilenet-v2-coco"
 FACE_DETECTORS = ("blazeface-short-range", "blazeface-full-range")
+#: The name faces are stored under: the merged models' names (see ``FaceDetector.name``).
+FACE_MODEL = "+".join(FACE_DETECTORS)
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,12 @@ class FaceDetector:
     def __init__(self, models: Sequence[FaceModel]) -> None:
         self.models = list(models)
 
+    @property
+    def name(self) -> str:
+        """The merged models' names joined by ``+``: what write-back stores faces under
+        (other models would find other faces)."""
+        return "+".join(model.info.name for model in self.models)
+
     def detect(self, sources: Sequence[ImageSource], limits: DecodeLimits,
                min_score: float = DEFAULT_MIN_SCORE) -> list[list[Detection] | None]:
         """The faces of every source, best first; ``None`` where an image is unusable."""
