@@ -4,8 +4,10 @@ path rule, and a snapshot that follows the store. Real store, real model, real L
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import io
+import json
 import re
 import socket
 import subprocess
@@ -428,3 +430,34 @@ def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
         assert asyncio.run(scenario()) == (1, 1, 2)
     finally:
         sink.close()
+
+
+def test_the_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    """A file named like a formula, and labels starting with every character a spreadsheet
+    evaluates: each such CSV cell starts with ``'``; the JSON export keeps them as stored."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    named = folder / "=cmd.png"
+    named.write_bytes((REPO / "test" / "sql" / "data" / "coffee.png").read_bytes())
+    uri = tmp_path / "formulas.lance"
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [str(named)])
+    finally:
+        sink.close()
+    hostile = ["=HYPERLINK(\"http://evil.example\")", "+1+2", "-3+4", "@SUM(A1)", "\tcmd",
+               "\rcmd"]
+    add_rows(uri, [{"label": [label, "tench"], "path": f"{folder}/plain{i}.png"}
+                   for i, label in enumerate(hostile)])
+    as_csv, as_json = asyncio.run(responses(uri, ["/export.csv", "/export.json"],
+                                            data_root=folder))
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    by_path = {row["path"]: row for row in rows}
+    assert by_path["'=cmd.png"]["label"] == "espresso"
+    assert sorted(row["label"] for row in rows if row["path"] != "'=cmd.png") \
+        == sorted("'" + label for label in hostile)
+    stored = json.loads(as_json.text)
+    assert {row["path"] for row in stored} == {"=cmd.png", *(f"plain{i}.png"
+                                                            for i in range(len(hostile)))}
+    assert sorted(row["label"] for row in stored if row["path"] != "=cmd.png") \
+        == sorted(hostile)
