@@ -30,7 +30,7 @@ import lancedb
 import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import IMAGES, PATHS, RUNS
-from vgi_vision.worker.lance.paths import key_filter
+from vgi_vision.worker.lance.paths import KEYS_PER_FILTER, key_filter
 from vgi_vision.worker.lance.vector_index import model_filter, nearest
 
 #: Run ids per ``IN (...)`` filter when reading the rows of newly committed runs.
@@ -153,6 +153,46 @@ class StoreReader:
             table.close()
         ordered = rows.sort_by([("first_seen", "ascending"), ("path", "ascending")])
         return [(row["path"], row["first_seen"], row["last_seen"]) for row in ordered.to_pylist()]
+
+    async def path_rows(self) -> int | None:
+        """How many (image, path) rows the ``paths`` table holds now; None without one.
+        Rows are only ever added there, never removed."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return None
+        try:
+            return int(await table.count_rows())
+        finally:
+            table.close()
+
+    async def path_keys(self) -> AsyncIterator[pa.RecordBatch]:
+        """The ``image_key`` of every ``paths`` row (one per path), a batch at a time."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return
+        try:
+            async for batch in await table.query().select(["image_key"]).to_batches():
+                yield batch
+        finally:
+            table.close()
+
+    async def path_counts(self, image_keys: Sequence[str]) -> dict[str, int]:
+        """How many paths each of ``image_keys`` was stored from (keys without any are left
+        out), read by key a slice at a time."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return {}
+        unique = sorted(set(image_keys))
+        counts: dict[str, int] = {}
+        try:
+            for i in range(0, len(unique), KEYS_PER_FILTER):
+                rows = await table.query().where(key_filter(unique[i:i + KEYS_PER_FILTER])) \
+                    .select(["image_key"]).to_arrow()
+                for key in rows.column("image_key").to_pylist():
+                    counts[key] = counts.get(key, 0) + 1
+        finally:
+            table.close()
+        return counts
 
     async def _optional(self, name: str) -> Any:
         if name not in (await self._db.list_tables()).tables:

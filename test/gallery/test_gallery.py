@@ -461,3 +461,49 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> N
                                                             for i in range(len(hostile)))}
     assert sorted(row["label"] for row in stored if row["path"] != "=cmd.png") \
         == sorted(hostile)
+
+
+def test_images_stored_from_several_paths_carry_a_badge_and_a_facet(tmp_path: Path) -> None:
+    """A byte-identical copy under a second name: one tile, badged "2 paths", the only one the
+    *has copies* facet selects. A third name stored by a later run, which does not store the
+    image again (same classes), still moves the badge once the page follows the store."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    data = REPO / "test" / "sql" / "data"
+    for name, source in (("a.png", "cat.png"), ("copy of a.png", "cat.png"),
+                         ("b.png", "coffee.png")):
+        (folder / name).write_bytes((data / source).read_bytes())
+    (folder / "third.png").write_bytes((data / "cat.png").read_bytes())
+    copied = hashlib.sha256((data / "cat.png").read_bytes()).hexdigest()
+    uri = tmp_path / "copies.lance"
+    sink = WriteBack(str(uri), 1280)
+
+    def badges(page: str) -> dict[str, str]:
+        return dict(re.findall(r'data-key="([0-9a-f]{64})".*?(?:<span class="copies"[^>]*>'
+                               r'([^<]*)</span>|</li>)', page, re.DOTALL))
+
+    async def scenario() -> None:
+        catalog = await Catalog.open(str(uri), refresh_seconds=0)
+        app = make_app(catalog, FilePolicy(str(folder)))
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                grid = (await client.get("/")).text
+                assert badges(grid) == {copied: "2 paths",
+                                        hashlib.sha256((data / "coffee.png").read_bytes())
+                                        .hexdigest(): ""}
+                assert re.search(r'class="facet-copies" href="\?copies=True">[^<]*</a> '
+                                 r'<span class="count">1</span>', grid)
+                selected = (await client.get("/?copies=True")).text
+                assert re.findall(r'data-key="([0-9a-f]{64})"', selected) == [copied]
+                assert ">1 of 2 images<" in selected
+                await asyncio.to_thread(classify_into, sink, [str(folder / "third.png")])
+                assert badges((await client.get("/?copies=1")).text) == {copied: "3 paths"}
+        finally:
+            catalog.close()
+
+    try:
+        classify_into(sink, [str(folder / n) for n in ("a.png", "copy of a.png", "b.png")])
+        asyncio.run(scenario())
+    finally:
+        sink.close()

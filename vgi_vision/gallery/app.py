@@ -131,6 +131,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
                       total=(await catalog.snapshot()).total,
                       labels=await catalog.label_facet(flt), runs=await catalog.run_facet(flt),
                       categories=await catalog.category_facet(flt),
+                      with_copies=await catalog.copies_facet(flt),
+                      copies=await catalog.copies(tiles),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 

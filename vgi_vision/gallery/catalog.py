@@ -10,7 +10,8 @@ key (through the store's key index) at the snapshot's pinned table version.
 
 The store's version is looked at most every ``refresh_seconds``. When it moved, only the rows
 of runs committed since are read and upserted into the summary (a run's rows carry its id,
-and a run is recorded after its rows are merged); the whole summary is read again only when
+and a run is recorded after its rows are merged); how many paths each image was stored from
+is kept beside it the same way (:mod:`.copies`). The whole summary is read again only when
 its row count disagrees with the store's (rows written by anything but a run, or a store
 without a ``runs`` table). So a pipeline committing every few seconds costs a small read per
 refresh, not a reload of the store.
@@ -33,6 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from vgi_vision.errors import ModelError, VgiVisionError
+from vgi_vision.gallery.copies import count_paths
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.model import ModelInfo, models_root
@@ -85,6 +87,7 @@ class Filter:
     label: str = ""
     category: str = ""
     run: str = ""
+    copies: bool = False
     search: str = ""
     min_confidence: float = 0.0
     max_confidence: float = 1.0
@@ -102,6 +105,7 @@ class Filter:
         return cls(label=params.get("label", "")[:1000],
                    category=category if WNID.match(category) else "",
                    run=run if RUN_ID.match(run) else "",
+                   copies=params.get("copies", "").lower() in ("1", "true"),
                    search=params.get("search", "").strip()[:MAX_SEARCH_CHARS],
                    min_confidence=min(low, high), max_confidence=max(low, high),
                    order=order if order in ORDERS else "newest",
@@ -115,6 +119,8 @@ class Filter:
         if self.run and without != "run":
             clauses.append("run_id = ?")
             params.append(self.run)
+        if self.copies and without != "copies":
+            clauses.append("image_key IN (SELECT image_key FROM path_counts WHERE paths > 1)")
         if self.label and without != "label":
             clauses.append("label = ?")
             params.append(self.label)
@@ -255,7 +261,8 @@ class Catalog:
                 self._checked = now
                 runs = await self._store.committed_runs()  # before the version: see there
                 version = await self._store.version()
-                if self._snapshot is None or version != self._snapshot.version:
+                if self._snapshot is None or version != self._snapshot.version \
+                        or runs != self._snapshot.runs:  # a run may add only paths
                     self._snapshot = await self._refresh(self._snapshot,
                                                          await self._store.at(version), runs)
             return self._snapshot
@@ -268,11 +275,14 @@ class Catalog:
             fresh = await images.of_runs(sorted(runs - old.runs), LIGHT_COLUMNS)
             stored = await asyncio.to_thread(upsert, old.con, fresh)
             if stored == await images.count():
+                await count_paths(old.con, self._store, [] if fresh is None
+                                  else fresh.column("image_key").to_pylist())
                 return await self._snapshot_of(old.con, images, runs, old.models)
         con = await asyncio.to_thread(duckdb.connect)
         await asyncio.to_thread(con.execute, _SUMMARY)
         async for batch in images.batches(LIGHT_COLUMNS):
             await asyncio.to_thread(insert, con, batch)
+        await count_paths(con, self._store, None)
         return await self._snapshot_of(con, images, runs, None)
 
     async def _snapshot_of(self, con: duckdb.DuckDBPyConnection, images: PinnedImages,
@@ -367,6 +377,23 @@ class Catalog:
             if wnid == flt.category or (n < total and not same):
                 facet.append((wnid, name, int(n)))
         return facet[:CATEGORY_FACETS]
+
+    async def copies_facet(self, flt: Filter) -> int:
+        """How many images in view were stored from more than one path, under every filter
+        but this one."""
+        snap = await self.snapshot()
+        where, params = flt.where(without="copies")
+        (n,), = await snap.query(f"SELECT count(*) FROM images WHERE {where} AND image_key IN "
+                                 f"(SELECT image_key FROM path_counts WHERE paths > 1)", params)
+        return int(n)
+
+    async def copies(self, tiles: list[Tile]) -> dict[str, int]:
+        """For the tiles stored from more than one path: image key -> how many paths."""
+        snap = await self.snapshot()
+        rows = await snap.query("SELECT image_key, paths FROM path_counts WHERE paths > 1 AND "
+                                "image_key IN (SELECT unnest(string_split(?, ',')))",
+                                [",".join(sorted({t.image_key for t in tiles}))])
+        return {key: int(n) for key, n in rows}
 
     async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None]]:
         """The newest runs with their image counts under every filter but the run."""
