@@ -442,6 +442,13 @@ MUTATIONS = (
              "if await asyncio.to_thread(_sum, con) == (await store.path_rows() or 0):",
              "if True:",
              (f"{GALLERY}::test_images_stored_from_several_paths_carry_a_badge_and_a_facet",)),
+    Mutation("job-id-unchecked",
+             "a request's job id is stored whatever it holds",
+             "vgi_vision/worker/jobs.py",
+             "if not isinstance(value, str) or not JOB_ID.fullmatch(value):",
+             "if not isinstance(value, str):",
+             ("test/worker/test_writeback_replay.py::"
+              "test_a_job_id_travels_with_a_scan_over_http_and_survives_replays",)),
     Mutation("host-header-prefix-match",
              "a Host header only has to start with a loopback name (localhost:1@evil.com)",
              "vgi_vision/loopback.py",

@@ -139,6 +139,27 @@ class StoreReader:
             table.close()
         return set(rows.column("run_id").to_pylist())
 
+    async def jobs_of(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run id -> job id, for those of ``run_ids`` that were requested as part of a job
+        (a store written before jobs existed has none)."""
+        table = await self._optional(RUNS)
+        if table is None:
+            return {}
+        ids = sorted(run_ids)
+        jobs: dict[str, str] = {}
+        try:
+            if "job_id" not in (await table.schema()).names:
+                return {}
+            for i in range(0, len(ids), RUNS_PER_FILTER):
+                rows = await table.query().where(
+                    f"{runs_filter(ids[i:i + RUNS_PER_FILTER])} AND job_id IS NOT NULL") \
+                    .select(["run_id", "job_id"]).to_arrow()
+                jobs.update(zip(rows.column("run_id").to_pylist(),
+                                rows.column("job_id").to_pylist(), strict=True))
+        finally:
+            table.close()
+        return jobs
+
     async def paths_of(self, image_key: str) -> list[tuple[str, datetime | None,
                                                            datetime | None]] | None:
         """(path, first_seen, last_seen) of every path the image was stored from, first

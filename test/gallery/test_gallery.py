@@ -507,3 +507,44 @@ def test_images_stored_from_several_paths_carry_a_badge_and_a_facet(tmp_path: Pa
         asyncio.run(scenario())
     finally:
         sink.close()
+
+
+def test_one_classify_command_is_one_entry_of_the_run_facet(tmp_path: Path) -> None:
+    """`vgi-vision classify` sends its files a few at a time, each request one run: the
+    command's job id puts them under one Run facet entry, which selects every image of the
+    command, while a run requested without a job stays an entry of its own."""
+    uri = tmp_path / "jobs.lance"
+    data = REPO / "test" / "sql" / "data"
+    done = subprocess.run([sys.executable, "-m", "vgi_vision", "classify", str(data),
+                           "--lance", str(uri), "--chunk-files", "1", "--format", "csv"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    other = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(other, "PNG")
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [other.getvalue()])  # a run of its own, without a job
+    finally:
+        sink.close()
+
+    async def runs() -> dict[str, str | None]:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table("runs")
+        rows = (await table.query().to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {r["run_id"]: r["job_id"] for r in rows}
+
+    jobs = asyncio.run(runs())
+    files = len([p for p in data.iterdir() if p.is_file()])
+    job = next(j for j in jobs.values() if j is not None)
+    alone = [run for run, j in jobs.items() if j is None]
+    assert sorted(jobs.values(), key=str) == sorted([job] * files + [None], key=str)
+    grid, chosen = asyncio.run(responses(uri, ["/", f"/?run={job}"]))
+    entries = re.findall(r'class="facet-run" title="([^"]*)" href="\?run=([0-9a-f]{32})">'
+                         r'[^<]*</a> <span class="when">[^<]*</span> '
+                         r'<span class="count">(\d+)</span>', grid.text)
+    assert sorted(entries) == sorted([(f"{files} runs", job, str(files)),
+                                      ("1 run", alone[0], "1")])
+    assert len(re.findall(r'data-key="[0-9a-f]{64}"', chosen.text)) == files
+    assert f">{files} of {files + 1} images<" in chosen.text

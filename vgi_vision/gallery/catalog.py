@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.gallery.copies import count_paths
+from vgi_vision.gallery.jobs import record_jobs
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.model import ModelInfo, models_root
@@ -116,9 +117,10 @@ class Filter:
         """SQL condition and parameters; ``without`` leaves one facet out (for its counts)."""
         clauses: list[str] = []
         params: list[Any] = []
-        if self.run and without != "run":
-            clauses.append("run_id = ?")
-            params.append(self.run)
+        if self.run and without != "run":  # a run, or every run of a job
+            clauses.append("(run_id = ? OR run_id IN "
+                           "(SELECT run_id FROM run_jobs WHERE job_id = ?))")
+            params += [self.run, self.run]
         if self.copies and without != "copies":
             clauses.append("image_key IN (SELECT image_key FROM path_counts WHERE paths > 1)")
         if self.label and without != "label":
@@ -277,12 +279,14 @@ class Catalog:
             if stored == await images.count():
                 await count_paths(old.con, self._store, [] if fresh is None
                                   else fresh.column("image_key").to_pylist())
+                await record_jobs(old.con, self._store, runs - old.runs)
                 return await self._snapshot_of(old.con, images, runs, old.models)
         con = await asyncio.to_thread(duckdb.connect)
         await asyncio.to_thread(con.execute, _SUMMARY)
         async for batch in images.batches(LIGHT_COLUMNS):
             await asyncio.to_thread(insert, con, batch)
         await count_paths(con, self._store, None)
+        await record_jobs(con, self._store, runs or ())
         return await self._snapshot_of(con, images, runs, None)
 
     async def _snapshot_of(self, con: duckdb.DuckDBPyConnection, images: PinnedImages,
@@ -395,14 +399,17 @@ class Catalog:
                                 [",".join(sorted({t.image_key for t in tiles}))])
         return {key: int(n) for key, n in rows}
 
-    async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None]]:
-        """The newest runs with their image counts under every filter but the run."""
+    async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None, int]]:
+        """The newest jobs (a run without a job is its own) under every filter but this one:
+        (job or run id, images, when its first stored image was, how many runs)."""
         snap = await self.snapshot()
         where, params = flt.where(without="run")
-        rows = await snap.query(f"SELECT run_id, count(*), max(created_at) AS newest FROM images "
-                          f"WHERE {where} GROUP BY run_id ORDER BY newest DESC NULLS LAST, run_id "
-                          f"LIMIT ?", params + [RUN_FACETS])
-        return [(run, int(n), at) for run, n, at in rows]
+        rows = await snap.query(
+            f"SELECT coalesce(job_id, run_id) AS entry, count(*), min(created_at), "
+            f"count(DISTINCT run_id), max(created_at) AS newest FROM images LEFT JOIN run_jobs "
+            f"USING (run_id) WHERE {where} GROUP BY entry "
+            f"ORDER BY newest DESC NULLS LAST, entry LIMIT ?", params + [RUN_FACETS])
+        return [(entry, int(n), started, int(runs)) for entry, n, started, runs, _ in rows]
 
     # -- one image -----------------------------------------------------------------------
 
