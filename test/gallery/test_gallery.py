@@ -544,7 +544,7 @@ def test_one_classify_command_is_one_entry_of_the_run_facet(tmp_path: Path) -> N
     entries = re.findall(r'class="facet-run" title="([^"]*)" href="\?run=([0-9a-f]{32})">'
                          r'[^<]*</a> <span class="when">[^<]*</span> '
                          r'<span class="count">(\d+)</span>', grid.text)
-    assert sorted(entries) == sorted([(f"{files} runs", job, str(files)),
-                                      ("1 run", alone[0], "1")])
+    assert sorted(entries) == sorted([(f"stored by {files} runs", job, str(files)),
+                                      ("stored by 1 run", alone[0], "1")])
     assert len(re.findall(r'data-key="[0-9a-f]{64}"', chosen.text)) == files
     assert f">{files} of {files + 1} images<" in chosen.text
