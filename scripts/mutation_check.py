@@ -449,6 +449,11 @@ MUTATIONS = (
              "if not isinstance(value, str):",
              ("test/worker/test_writeback_replay.py::"
               "test_a_job_id_travels_with_a_scan_over_http_and_survives_replays",)),
+    Mutation("gallery-stored-job-unchecked",
+             "the gallery groups runs by a stored job id whatever it holds",
+             "vgi_vision/gallery/jobs.py",
+             "if isinstance(job, str) and JOB_ID.fullmatch(job)}", "if isinstance(job, str)}",
+             (f"{GALLERY}::test_a_malformed_stored_job_id_leaves_its_run_an_entry_of_its_own",)),
     Mutation("host-header-prefix-match",
              "a Host header only has to start with a loopback name (localhost:1@evil.com)",
              "vgi_vision/loopback.py",

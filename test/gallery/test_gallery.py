@@ -548,3 +548,31 @@ def test_one_classify_command_is_one_entry_of_the_run_facet(tmp_path: Path) -> N
                                       ("stored by 1 run", alone[0], "1")])
     assert len(re.findall(r'data-key="[0-9a-f]{64}"', chosen.text)) == files
     assert f">{files} of {files + 1} images<" in chosen.text
+
+
+def test_a_malformed_stored_job_id_leaves_its_run_an_entry_of_its_own(tmp_path: Path) -> None:
+    """A job id in the store is data: one that is not 32 hex digits groups nothing, and its
+    run is listed, and selectable, under its own id."""
+    uri = tmp_path / "badjob.lance"
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 20, 160)).save(picture, "PNG")
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [picture.getvalue()])
+    finally:
+        sink.close()
+
+    async def spoil() -> str:
+        db = await lancedb.connect_async(str(uri))
+        runs = await db.open_table("runs")
+        await runs.update(updates_sql={"job_id": "'\"><b>job</b>'"})
+        (run,) = (await runs.query().to_arrow()).column("run_id").to_pylist()
+        runs.close()
+        db.close()
+        return run
+
+    run = asyncio.run(spoil())
+    grid, chosen = asyncio.run(responses(uri, ["/", f"/?run={run}"]))
+    assert re.findall(r'class="facet-run"[^>]*href="\?run=([0-9a-f]{32})"', grid.text) == [run]
+    assert "<b>job</b>" not in grid.text
+    assert ">1 of 1 images<" in chosen.text
