@@ -30,7 +30,7 @@ import lancedb
 import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import IMAGES, OBJECTS, PATHS, RUNS
-from vgi_vision.worker.lance.paths import key_filter
+from vgi_vision.worker.lance.paths import KEYS_PER_FILTER, key_filter
 from vgi_vision.worker.lance.vector_index import model_filter, nearest
 
 #: Run ids per ``IN (...)`` filter when reading the rows of newly committed runs.
@@ -139,6 +139,27 @@ class StoreReader:
             table.close()
         return set(rows.column("run_id").to_pylist())
 
+    async def jobs_of(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run id -> job id, for those of ``run_ids`` that were requested as part of a job
+        (a store written before jobs existed has none)."""
+        table = await self._optional(RUNS)
+        if table is None:
+            return {}
+        ids = sorted(run_ids)
+        jobs: dict[str, str] = {}
+        try:
+            if "job_id" not in (await table.schema()).names:
+                return {}
+            for i in range(0, len(ids), RUNS_PER_FILTER):
+                rows = await table.query().where(
+                    f"{runs_filter(ids[i:i + RUNS_PER_FILTER])} AND job_id IS NOT NULL") \
+                    .select(["run_id", "job_id"]).to_arrow()
+                jobs.update(zip(rows.column("run_id").to_pylist(),
+                                rows.column("job_id").to_pylist(), strict=True))
+        finally:
+            table.close()
+        return jobs
+
     async def paths_of(self, image_key: str) -> list[tuple[str, datetime | None,
                                                            datetime | None]] | None:
         """(path, first_seen, last_seen) of every path the image was stored from, first
@@ -179,6 +200,46 @@ class StoreReader:
             return await query.to_arrow()
         finally:
             table.close()
+
+    async def path_rows(self) -> int | None:
+        """How many (image, path) rows the ``paths`` table holds now; None without one.
+        Rows are only ever added there, never removed."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return None
+        try:
+            return int(await table.count_rows())
+        finally:
+            table.close()
+
+    async def path_keys(self) -> AsyncIterator[pa.RecordBatch]:
+        """The ``image_key`` of every ``paths`` row (one per path), a batch at a time."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return
+        try:
+            async for batch in await table.query().select(["image_key"]).to_batches():
+                yield batch
+        finally:
+            table.close()
+
+    async def path_counts(self, image_keys: Sequence[str]) -> dict[str, int]:
+        """How many paths each of ``image_keys`` was stored from (keys without any are left
+        out), read by key a slice at a time."""
+        table = await self._optional(PATHS)
+        if table is None:
+            return {}
+        unique = sorted(set(image_keys))
+        counts: dict[str, int] = {}
+        try:
+            for i in range(0, len(unique), KEYS_PER_FILTER):
+                rows = await table.query().where(key_filter(unique[i:i + KEYS_PER_FILTER])) \
+                    .select(["image_key"]).to_arrow()
+                for key in rows.column("image_key").to_pylist():
+                    counts[key] = counts.get(key, 0) + 1
+        finally:
+            table.close()
+        return counts
 
     async def _optional(self, name: str) -> Any:
         if name not in (await self._db.list_tables()).tables:

@@ -4,8 +4,10 @@ path rule, and a snapshot that follows the store. Real store, real model, real L
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import io
+import json
 import re
 import socket
 import subprocess
@@ -429,3 +431,149 @@ def test_runs_committed_while_open_appear_and_unfinished_ones_do_not(
         assert asyncio.run(scenario()) == (1, 1, 2)
     finally:
         sink.close()
+
+
+def test_the_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    """A file named like a formula, and labels starting with every character a spreadsheet
+    evaluates: each such CSV cell starts with ``'``; the JSON export keeps them as stored."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    named = folder / "=cmd.png"
+    named.write_bytes((REPO / "test" / "sql" / "data" / "coffee.png").read_bytes())
+    uri = tmp_path / "formulas.lance"
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [str(named)])
+    finally:
+        sink.close()
+    hostile = ["=HYPERLINK(\"http://evil.example\")", "+1+2", "-3+4", "@SUM(A1)", "\tcmd",
+               "\rcmd"]
+    add_rows(uri, [{"label": [label, "tench"], "path": f"{folder}/plain{i}.png"}
+                   for i, label in enumerate(hostile)])
+    as_csv, as_json = asyncio.run(responses(uri, ["/export.csv", "/export.json"],
+                                            data_root=folder))
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    by_path = {row["path"]: row for row in rows}
+    assert by_path["'=cmd.png"]["label"] == "espresso"
+    assert sorted(row["label"] for row in rows if row["path"] != "'=cmd.png") \
+        == sorted("'" + label for label in hostile)
+    stored = json.loads(as_json.text)
+    assert {row["path"] for row in stored} == {"=cmd.png", *(f"plain{i}.png"
+                                                            for i in range(len(hostile)))}
+    assert sorted(row["label"] for row in stored if row["path"] != "=cmd.png") \
+        == sorted(hostile)
+
+
+def test_images_stored_from_several_paths_carry_a_badge_and_a_facet(tmp_path: Path) -> None:
+    """A byte-identical copy under a second name: one tile, badged "2 paths", the only one the
+    *has copies* facet selects. A third name stored by a later run, which does not store the
+    image again (same classes), still moves the badge once the page follows the store."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    data = REPO / "test" / "sql" / "data"
+    for name, source in (("a.png", "cat.png"), ("copy of a.png", "cat.png"),
+                         ("b.png", "coffee.png")):
+        (folder / name).write_bytes((data / source).read_bytes())
+    (folder / "third.png").write_bytes((data / "cat.png").read_bytes())
+    copied = hashlib.sha256((data / "cat.png").read_bytes()).hexdigest()
+    uri = tmp_path / "copies.lance"
+    sink = WriteBack(str(uri), 1280)
+
+    def badges(page: str) -> dict[str, str]:
+        return dict(re.findall(r'data-key="([0-9a-f]{64})".*?(?:<span class="copies"[^>]*>'
+                               r'([^<]*)</span>|</li>)', page, re.DOTALL))
+
+    async def scenario() -> None:
+        catalog = await Catalog.open(str(uri), refresh_seconds=0)
+        app = make_app(catalog, FilePolicy(str(folder)))
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as client:
+                grid = (await client.get("/")).text
+                assert badges(grid) == {copied: "2 paths",
+                                        hashlib.sha256((data / "coffee.png").read_bytes())
+                                        .hexdigest(): ""}
+                assert re.search(r'class="facet-copies" href="\?copies=True">[^<]*</a> '
+                                 r'<span class="count">1</span>', grid)
+                selected = (await client.get("/?copies=True")).text
+                assert re.findall(r'data-key="([0-9a-f]{64})"', selected) == [copied]
+                assert ">1 of 2 images<" in selected
+                await asyncio.to_thread(classify_into, sink, [str(folder / "third.png")])
+                assert badges((await client.get("/?copies=1")).text) == {copied: "3 paths"}
+        finally:
+            catalog.close()
+
+    try:
+        classify_into(sink, [str(folder / n) for n in ("a.png", "copy of a.png", "b.png")])
+        asyncio.run(scenario())
+    finally:
+        sink.close()
+
+
+def test_one_classify_command_is_one_entry_of_the_run_facet(tmp_path: Path) -> None:
+    """`vgi-vision classify` sends its files a few at a time, each request one run: the
+    command's job id puts them under one Run facet entry, which selects every image of the
+    command, while a run requested without a job stays an entry of its own."""
+    uri = tmp_path / "jobs.lance"
+    data = REPO / "test" / "sql" / "data"
+    done = subprocess.run([sys.executable, "-m", "vgi_vision", "classify", str(data),
+                           "--lance", str(uri), "--chunk-files", "1", "--format", "csv"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    other = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(other, "PNG")
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [other.getvalue()])  # a run of its own, without a job
+    finally:
+        sink.close()
+
+    async def runs() -> dict[str, str | None]:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table("runs")
+        rows = (await table.query().to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {r["run_id"]: r["job_id"] for r in rows}
+
+    jobs = asyncio.run(runs())
+    files = len([p for p in data.iterdir() if p.is_file()])
+    job = next(j for j in jobs.values() if j is not None)
+    alone = [run for run, j in jobs.items() if j is None]
+    assert sorted(jobs.values(), key=str) == sorted([job] * files + [None], key=str)
+    grid, chosen = asyncio.run(responses(uri, ["/", f"/?run={job}"]))
+    entries = re.findall(r'class="facet-run" title="([^"]*)" href="\?run=([0-9a-f]{32})">'
+                         r'[^<]*</a> <span class="when">[^<]*</span> '
+                         r'<span class="count">(\d+)</span>', grid.text)
+    assert sorted(entries) == sorted([(f"stored by {files} runs", job, str(files)),
+                                      ("stored by 1 run", alone[0], "1")])
+    assert len(re.findall(r'data-key="[0-9a-f]{64}"', chosen.text)) == files
+    assert f">{files} of {files + 1} images<" in chosen.text
+
+
+def test_a_malformed_stored_job_id_leaves_its_run_an_entry_of_its_own(tmp_path: Path) -> None:
+    """A job id in the store is data: one that is not 32 hex digits groups nothing, and its
+    run is listed, and selectable, under its own id."""
+    uri = tmp_path / "badjob.lance"
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 20, 160)).save(picture, "PNG")
+    sink = WriteBack(str(uri), 1280)
+    try:
+        classify_into(sink, [picture.getvalue()])
+    finally:
+        sink.close()
+
+    async def spoil() -> str:
+        db = await lancedb.connect_async(str(uri))
+        runs = await db.open_table("runs")
+        await runs.update(updates_sql={"job_id": "'\"><b>job</b>'"})
+        (run,) = (await runs.query().to_arrow()).column("run_id").to_pylist()
+        runs.close()
+        db.close()
+        return run
+
+    run = asyncio.run(spoil())
+    grid, chosen = asyncio.run(responses(uri, ["/", f"/?run={run}"]))
+    assert re.findall(r'class="facet-run"[^>]*href="\?run=([0-9a-f]{32})"', grid.text) == [run]
+    assert "<b>job</b>" not in grid.text
+    assert ">1 of 1 images<" in chosen.text

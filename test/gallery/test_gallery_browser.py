@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -372,3 +374,36 @@ def test_stored_detections_are_drawn_and_faceted(browser: WebDriver, gallery: st
     assert face_facet() == {"0": "3", "1": "1"}  # a facet is counted without its own filter
     open_page(browser, gallery + "/?has=person")
     assert face_facet() == {"1": "1"}  # ... but under the others
+
+
+def test_a_classify_command_is_one_run_entry_and_copies_are_badged(
+        browser: WebDriver, tmp_path: Path) -> None:
+    """A folder classified by `vgi-vision classify` one file per request: one Run facet
+    entry, which selects every image; the photo stored under two names carries "2 paths" and
+    is what *has copies* selects."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    data = REPO / "test" / "sql" / "data"
+    for name, source in (("cat.png", "cat.png"), ("copy-of-cat.png", "cat.png"),
+                         ("coffee.png", "coffee.png"), ("rocket.jpg", "rocket.jpg")):
+        shutil.copy(data / source, folder / name)
+    uri = tmp_path / "store.lance"
+    done = subprocess.run([sys.executable, "-m", "vgi_vision", "classify", str(folder),
+                           "--lance", str(uri), "--chunk-files", "1", "--format", "csv"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with running_gallery(uri, tmp_path, "--data-root", str(folder)) as url:
+        open_page(browser, url + "/")
+        entries = browser.find_elements(By.CSS_SELECTOR, "a.facet-run")
+        # Four runs; the copy's stored nothing new (its image was stored by another).
+        assert [e.get_attribute("title") for e in entries] == ["stored by 3 runs"]
+        badges = [b.text for b in browser.find_elements(By.CSS_SELECTOR, ".tile .copies")]
+        assert badges == ["2 paths"]
+        entries[0].click()
+        WebDriverWait(browser, 60).until(lambda d: "run=" in d.current_url)
+        assert len(tiles(browser)) == 3
+        open_page(browser, url + "/")
+        browser.find_element(By.CSS_SELECTOR, "a.facet-copies").click()
+        WebDriverWait(browser, 60).until(lambda d: "copies=" in d.current_url)
+        (only,) = browser.find_elements(By.CSS_SELECTOR, ".tile")
+        assert only.find_element(By.CSS_SELECTOR, ".copies").text == "2 paths"

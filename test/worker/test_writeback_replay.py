@@ -6,16 +6,21 @@ Real HTTP worker, real LanceDB, real model, distinct real photographs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import lancedb
 import pyarrow as pa
 import pytest
 from test_lance import classify_args, distinct_photos, registry_with, stored, table_counts
 
 from vgi_vision.client.client import Client
-from vgi_vision.protocol import argument_rows
+from vgi_vision.errors import WorkerError
+from vgi_vision.protocol import ErrorKind, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import running_worker
 from vgi_vision.worker.functions import VisionContext, build_registry
@@ -196,3 +201,68 @@ def test_workers_committing_the_same_images_at_once_store_them_once(
     for sink in sinks:
         sink.close()
     assert table_counts(tmp_path / "db")[IMAGES] == 56
+
+
+def runs_of(uri: Path) -> dict[str, str | None]:
+    """run id -> job id of every committed run."""
+    async def read() -> dict[str, str | None]:
+        db = await lancedb.connect_async(str(uri))
+        table = await db.open_table(RUNS)
+        rows = (await table.query().to_arrow()).to_pylist()
+        table.close()
+        db.close()
+        return {row["run_id"]: row["job_id"] for row in rows}
+
+    return asyncio.run(read())
+
+
+def test_a_job_id_travels_with_a_scan_over_http_and_survives_replays(
+        tmp_path: Path, fixture_bytes: dict[str, bytes]) -> None:
+    """The job named by a scan's first request is recorded with its run, through
+    continuation tokens (the later requests carry none) and their replays; a malformed job is
+    refused before anything is staged; the classify command's sub-batches to a --location
+    worker are one job."""
+    args = classify_args(distinct_photos(fixture_bytes, 70))  # three requests of 32, 32, 6
+    job = "a1" * 16
+    uri = tmp_path / "db"
+    with running_worker("http", "--lance", str(uri), workdir=tmp_path) as worker:
+        with Client(worker.location) as client:
+            for bad in ("../x", "A1" * 16, 7, "a1" * 17):
+                with pytest.raises(WorkerError) as refused:
+                    client.request({"op": "scan", "function": "classify", "token": None,
+                                    "job": bad}, args)
+                assert refused.value.kind == ErrorKind.BAD_REQUEST
+            header, _ = client.request({"op": "scan", "function": "classify", "token": None,
+                                        "job": job}, args)
+            while not header["done"]:
+                token = header["token"]
+                header, _ = scan_request(client, args, token)
+            scan_request(client, args, token)  # the last continuation, replayed
+            assert runs_of(uri) == {next(iter(runs_of(uri))): job}
+            assert table_counts(uri) == {IMAGES: 70, STAGED: 0, RUNS: 1}
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i, data in enumerate(distinct_photos(fixture_bytes, 5, first=70)):
+            (photos / f"{i}.jpg").write_bytes(data)
+        done = subprocess.run([sys.executable, "-m", "vgi_vision", "classify", str(photos),
+                               "--location", worker.location, "--chunk-files", "2",
+                               "--format", "csv"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    jobs = [j for j in runs_of(uri).values() if j != job]
+    assert len(jobs) >= 3 and len(set(jobs)) == 1 and jobs[0] is not None  # 3 chunks, 1 job
+
+
+def test_a_runs_table_without_job_ids_is_upgraded_without_loss(tmp_path: Path) -> None:
+    """A store written before jobs existed: its runs gain a NULL job id, none is lost."""
+    uri = tmp_path / "db"
+
+    async def write_old() -> None:
+        db = await lancedb.connect_async(str(uri))
+        await db.create_table(RUNS, data=pa.table({
+            "run_id": ["b" * 32], "images": pa.array([3], pa.int64()),
+            "committed_at": pa.array([None], pa.timestamp("us"))}))
+        db.close()
+
+    asyncio.run(write_old())
+    WriteBack(str(uri), 1280).close()
+    assert runs_of(uri) == {"b" * 32: None}

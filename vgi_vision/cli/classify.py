@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from vgi_vision.cli import options
@@ -110,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
                 tally.skipped = before - len(files)
             files = files[:args.limit] if args.limit else files
             tally.ready = time.monotonic()
+            # One job id per command: its runs (one per sub-batch) show as one job.
             for chunk in classify_chunks(client, files, args.top_k, keys, args.chunk_files,
-                                         progress, send_bytes=location is not None):
+                                         progress, send_bytes=location is not None,
+                                         job=uuid.uuid4().hex):
                 writer.write(chunk.table)
                 tally.add(chunk, keys)
         except KeyboardInterrupt:

@@ -138,7 +138,7 @@ class Tally:
 
 def classify_chunks(client: Client, files: Sequence[Source], top_k: int, keys: ContentKeys,
                     chunk_files: int = CHUNK_FILES, progress: bool = False,
-                    send_bytes: bool = False) -> Iterator[Chunk]:
+                    send_bytes: bool = False, job: str | None = None) -> Iterator[Chunk]:
     """Classify ``files`` through the worker, a chunk at a time, noting which ones failed.
 
     ``send_bytes`` reads the files here and sends their contents (for a worker on another
@@ -147,6 +147,7 @@ def classify_chunks(client: Client, files: Sequence[Source], top_k: int, keys: C
     gallery) runs in. The output shows each path as it was given.
     The progress bar moves with every sub-batch the worker answers, not only per chunk.
     No files make one empty chunk, so the output still gets its header or schema.
+    ``job`` names every run of every chunk as one job (see :meth:`Client.scan`).
     """
     from tqdm import tqdm
 
@@ -167,7 +168,7 @@ def classify_chunks(client: Client, files: Sequence[Source], top_k: int, keys: C
             # 'null' keeps it from failing the chunk; missing inputs were refused up front.
             for batch in client.scan("classify", images,
                                      pa.array([top_k] * len(chunk), pa.int32()),
-                                     pa.array(["null"] * len(chunk), pa.string())):
+                                     pa.array(["null"] * len(chunk), pa.string()), job=job):
                 batches.append(batch)
                 reached = pc.max(batch.column(INPUT_ROW)).as_py() + 1
                 bar.update(max(0, reached - done))

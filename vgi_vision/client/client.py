@@ -180,9 +180,12 @@ class Client:
         results = list(self.pool.map(call_piece, pieces))
         return pa.concat_arrays(results) if len(results) != 1 else results[0]
 
-    def scan(self, function: str, *columns: pa.Array, num_rows: int | None = None
-             ) -> Iterator[pa.RecordBatch]:
+    def scan(self, function: str, *columns: pa.Array, num_rows: int | None = None,
+             job: str | None = None) -> Iterator[pa.RecordBatch]:
         """A table function's batches, following continuations until the scan is done.
+
+        ``job`` (32 lowercase hex digits) names the write-back runs of every sub-batch as one
+        job (:mod:`vgi_vision.worker.jobs`); a worker without write-back ignores it.
 
         Each sub-batch is one scan on one worker (continuations included), several in flight;
         batches come out in input order, with ``input_row`` rebased to index the full
@@ -194,23 +197,26 @@ class Client:
             # One scan on the only worker: there is nowhere to retry it, so its pages stream
             # as they arrive instead of waiting for the whole scan.
             start, rows = pieces[0]
-            yield from self._scan_chunk(function, rows, start, self.pool.members[0].transport)
+            yield from self._scan_chunk(function, rows, start, self.pool.members[0].transport,
+                                        job)
             return
 
         def scan_piece(transport: Transport, piece: tuple[int, pa.RecordBatch]
                        ) -> list[pa.RecordBatch]:
-            return list(self._scan_chunk(function, piece[1], piece[0], transport))
+            return list(self._scan_chunk(function, piece[1], piece[0], transport, job))
 
         for batches in self.pool.map(scan_piece, pieces):
             yield from batches
 
     def _scan_chunk(self, function: str, args: pa.RecordBatch, offset: int,
-                    transport: Transport) -> Iterator[pa.RecordBatch]:
+                    transport: Transport, job: str | None = None
+                    ) -> Iterator[pa.RecordBatch]:
         expected = self.wire_schema(function)
         progress = ScanProgress(function, self.timeout)
         token: str | None = None
         while True:
-            header, batch = self.request({"op": "scan", "function": function, "token": token},
+            request = {"op": "scan", "function": function, "token": token}
+            header, batch = self.request({**request, "job": job} if job else request,
                                          args, transport=transport)
             if batch is not None:
                 batch = checked_scan_page(batch, expected, function, args.num_rows)

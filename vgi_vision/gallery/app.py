@@ -10,11 +10,8 @@ unexpected failure's 500 included.
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
 import hmac
-import io
-import json
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from vgi_vision.gallery.catalog import ORDERS, Catalog, Filter, StoreChanged, Tile
+from vgi_vision.gallery.export import as_csv, as_json
 from vgi_vision.gallery.facts import FilePolicy
 from vgi_vision.loopback import is_loopback_host
 from vgi_vision.protocol.bearer import bearer_matches, checked_token
@@ -135,6 +133,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
                       categories=await catalog.category_facet(flt),
                       objects=await catalog.object_facet(flt),
                       faces=await catalog.face_facet(flt),
+                      with_copies=await catalog.copies_facet(flt),
+                      copies=await catalog.copies(tiles),
                       histogram=histogram, most=max((n for _, n in histogram), default=1),
                       orders=ORDERS, shown_path=files.shown_path)
 
@@ -155,7 +155,8 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
                       path=files.shown_path(tile.path))
 
     async def export(request: Request) -> Response:
-        """The current view (every page of it) as CSV or JSON, paths as the page shows them."""
+        """The current view (every page of it) as CSV or JSON, paths as the page shows them
+        (see :mod:`.export` for what CSV escapes)."""
         flt = Filter.from_query(request.query_params)
         rows = [{**dataclasses.asdict(tile), "path": files.shown_path(tile.path),
                  "created_at": None if tile.created_at is None else tile.created_at.isoformat()}
@@ -163,12 +164,9 @@ def make_app(catalog: Catalog, files: FilePolicy, token: str | None = None,
         fmt = "json" if request.url.path.endswith(".json") else "csv"
         headers = {"Content-Disposition": f'attachment; filename="gallery.{fmt}"'}
         if fmt == "json":
-            return Response(json.dumps(rows), media_type="application/json", headers=headers)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=[f.name for f in dataclasses.fields(Tile)])
-        writer.writeheader()
-        writer.writerows(rows)
-        return Response(out.getvalue(), media_type="text/csv", headers=headers)
+            return Response(as_json(rows), media_type="application/json", headers=headers)
+        return Response(as_csv(rows, [f.name for f in dataclasses.fields(Tile)]),
+                        media_type="text/csv", headers=headers)
 
     async def original(request: Request) -> Response:
         """The image's file, full size, when it is under ``--data-root`` and unchanged; else

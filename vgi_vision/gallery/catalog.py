@@ -15,7 +15,8 @@ an image's boxes are read per request for its detail page.
 
 The store's version is looked at most every ``refresh_seconds``. When it moved, only the rows
 of runs committed since are read and upserted into the summary (a run's rows carry its id,
-and a run is recorded after its rows are merged); the whole summary is read again only when
+and a run is recorded after its rows are merged); how many paths each image was stored from
+is kept beside it the same way (:mod:`.copies`). The whole summary is read again only when
 its row count disagrees with the store's (rows written by anything but a run, or a store
 without a ``runs`` table). So a pipeline committing every few seconds costs a small read per
 refresh, not a reload of the store.
@@ -38,6 +39,8 @@ import duckdb
 import pyarrow as pa
 
 from vgi_vision.errors import ModelError, VgiVisionError
+from vgi_vision.gallery.copies import count_paths
+from vgi_vision.gallery.jobs import record_jobs
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.detector_files import FACE_MODEL
@@ -94,6 +97,7 @@ class Filter:
     label: str = ""
     category: str = ""
     run: str = ""
+    copies: bool = False
     search: str = ""
     min_confidence: float = 0.0
     max_confidence: float = 1.0
@@ -113,6 +117,7 @@ class Filter:
         return cls(label=params.get("label", "")[:1000],
                    category=category if WNID.match(category) else "",
                    run=run if RUN_ID.match(run) else "",
+                   copies=params.get("copies", "").lower() in ("1", "true"),
                    search=params.get("search", "").strip()[:MAX_SEARCH_CHARS],
                    min_confidence=min(low, high), max_confidence=max(low, high),
                    has=params.get("has", "")[:1000],
@@ -125,9 +130,12 @@ class Filter:
         """SQL condition and parameters; ``without`` leaves one facet out (for its counts)."""
         clauses: list[str] = []
         params: list[Any] = []
-        if self.run and without != "run":
-            clauses.append("run_id = ?")
-            params.append(self.run)
+        if self.run and without != "run":  # a run, or every run of a job
+            clauses.append("(run_id = ? OR run_id IN "
+                           "(SELECT run_id FROM run_jobs WHERE job_id = ?))")
+            params += [self.run, self.run]
+        if self.copies and without != "copies":
+            clauses.append("image_key IN (SELECT image_key FROM path_counts WHERE paths > 1)")
         if self.label and without != "label":
             clauses.append("label = ?")
             params.append(self.label)
@@ -296,7 +304,8 @@ class Catalog:
                 self._checked = now
                 runs = await self._store.committed_runs()  # before the version: see there
                 version = await self._store.version()
-                if self._snapshot is None or version != self._snapshot.version:
+                if self._snapshot is None or version != self._snapshot.version \
+                        or runs != self._snapshot.runs:  # a run may add only paths
                     self._snapshot = await self._refresh(self._snapshot,
                                                          await self._store.at(version), runs)
                 await self._refresh_found(self._snapshot)
@@ -321,11 +330,16 @@ class Catalog:
             fresh = await images.of_runs(sorted(runs - old.runs), LIGHT_COLUMNS)
             stored = await asyncio.to_thread(upsert, old.con, fresh)
             if stored == await images.count():
+                await count_paths(old.con, self._store, [] if fresh is None
+                                  else fresh.column("image_key").to_pylist())
+                await record_jobs(old.con, self._store, runs - old.runs)
                 return await self._snapshot_of(old.con, images, runs, old.models)
         con = await asyncio.to_thread(duckdb.connect)
         await asyncio.to_thread(con.execute, _SUMMARY)
         async for batch in images.batches(LIGHT_COLUMNS):
             await asyncio.to_thread(insert, con, batch)
+        await count_paths(con, self._store, None)
+        await record_jobs(con, self._store, runs or ())
         return await self._snapshot_of(con, images, runs, None)
 
     async def _snapshot_of(self, con: duckdb.DuckDBPyConnection, images: PinnedImages,
@@ -423,14 +437,34 @@ class Catalog:
                 facet.append((wnid, name, int(n)))
         return facet[:CATEGORY_FACETS]
 
-    async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None]]:
-        """The newest runs with their image counts under every filter but the run."""
+    async def copies_facet(self, flt: Filter) -> int:
+        """How many images in view were stored from more than one path, under every filter
+        but this one."""
+        snap = await self.snapshot()
+        where, params = flt.where(without="copies")
+        (n,), = await snap.query(f"SELECT count(*) FROM images WHERE {where} AND image_key IN "
+                                 f"(SELECT image_key FROM path_counts WHERE paths > 1)", params)
+        return int(n)
+
+    async def copies(self, tiles: list[Tile]) -> dict[str, int]:
+        """For the tiles stored from more than one path: image key -> how many paths."""
+        snap = await self.snapshot()
+        rows = await snap.query("SELECT image_key, paths FROM path_counts WHERE paths > 1 AND "
+                                "image_key IN (SELECT unnest(string_split(?, ',')))",
+                                [",".join(sorted({t.image_key for t in tiles}))])
+        return {key: int(n) for key, n in rows}
+
+    async def run_facet(self, flt: Filter) -> list[tuple[str, int, datetime | None, int]]:
+        """The newest jobs (a run without a job is its own) under every filter but this one:
+        (job or run id, images, when its first stored image was, how many runs)."""
         snap = await self.snapshot()
         where, params = flt.where(without="run")
-        rows = await snap.query(f"SELECT run_id, count(*), max(created_at) AS newest FROM images "
-                          f"WHERE {where} GROUP BY run_id ORDER BY newest DESC NULLS LAST, run_id "
-                          f"LIMIT ?", params + [RUN_FACETS])
-        return [(run, int(n), at) for run, n, at in rows]
+        rows = await snap.query(
+            f"SELECT coalesce(job_id, run_id) AS entry, count(*), min(created_at), "
+            f"count(DISTINCT run_id), max(created_at) AS newest FROM images LEFT JOIN run_jobs "
+            f"USING (run_id) WHERE {where} GROUP BY entry "
+            f"ORDER BY newest DESC NULLS LAST, entry LIMIT ?", params + [RUN_FACETS])
+        return [(entry, int(n), started, int(runs)) for entry, n, started, runs, _ in rows]
 
     async def object_facet(self, flt: Filter) -> list[tuple[str, int]]:
         """Labels of the stored objects with how many images in view show one, under every

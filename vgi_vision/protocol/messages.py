@@ -6,7 +6,8 @@ A message is an Arrow IPC stream whose schema metadata holds a small JSON header
 * request  ``{"op": "describe"}``
 * request  ``{"op": "call", "function": f}`` + argument batch (scalar functions)
 * request  ``{"op": "scan", "function": f, "token": t | null}`` + argument batch (table
-  functions; ``token`` resumes a scan)
+  functions; ``token`` resumes a scan); a call or new scan may add ``"job": j``
+  (:mod:`vgi_vision.worker.jobs`)
 * response ``{"ok": true, ...}`` + result batch, where scans add ``"token"`` and ``"done"``
 * response ``{"ok": false, "error": {"kind": k, "message": m}}``
 

@@ -29,7 +29,8 @@ from vgi_vision.protocol import (
     error_message,
 )
 from vgi_vision.protocol.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS_PER_CALL
-from vgi_vision.worker.registry import FunctionError, FunctionSpec, Registry
+from vgi_vision.worker.jobs import checked_job, requested_job
+from vgi_vision.worker.registry import Args, FunctionError, FunctionSpec, Registry
 from vgi_vision.worker.state import ScanState, StateError
 from vgi_vision.worker.ticks import TickGuardError, run_ticks
 from vgi_vision.worker.tokens import TokenError, TokenSealer
@@ -227,6 +228,11 @@ class Dispatcher:
                                 f"{self.limits.max_rows_per_call} per call",
                                 kind=ErrorKind.LIMIT_EXCEEDED)
         args = spec.resolve(batch)
+        with requested_job(checked_job(header.get("job"))):
+            return self._answer(op, spec, args, batch, header, states)
+
+    def _answer(self, op: str, spec: FunctionSpec, args: Args, batch: pa.RecordBatch,
+                header: dict[str, Any], states: StateStore) -> bytes:
         if op == "call":
             result = spec.impl(args)
             if len(result) != args.num_rows:

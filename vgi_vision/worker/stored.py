@@ -199,5 +199,7 @@ def paths_schema() -> pa.Schema:
 
 
 def runs_schema() -> pa.Schema:
+    # job_id: the caller's name for the runs of one job (vgi_vision.worker.jobs); NULL for
+    # a run requested without one, and in the runs of a store written before jobs existed.
     return pa.schema([("run_id", pa.string()), ("images", pa.int64()),
-                      ("committed_at", pa.timestamp("us"))])
+                      ("committed_at", pa.timestamp("us")), ("job_id", pa.string())])

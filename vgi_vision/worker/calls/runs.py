@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.jobs import current_job
 from vgi_vision.worker.lance.kinds import CLASSIFICATION, ResultKind, RunError, utc_now
 from vgi_vision.worker.registry import Args, FunctionError
 from vgi_vision.worker.state import CursorState
@@ -25,11 +26,14 @@ from vgi_vision.worker.vision.model import Classification
 
 @dataclass
 class RunState(CursorState):
-    """A cursor over argument rows plus the write-back run the call's results belong to."""
+    """A cursor over argument rows plus the write-back run the call's results belong to,
+    and the job of the request that started it (:mod:`vgi_vision.worker.jobs`; "" for
+    none), kept here so continuations commit the run under the same job."""
 
     kind: ClassVar[str] = "run"
     run_id: str = ""
     images: int = 0
+    job_id: str = field(default_factory=current_job)
 
 
 def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
@@ -85,7 +89,7 @@ def finish_run(ctx: VisionContext, state: RunState, kind: ResultKind = CLASSIFIC
     if ctx.sink is None or not state.run_id:
         return
     try:
-        ctx.sink.finish(state.run_id, state.images, kind)
+        ctx.sink.finish(state.run_id, state.images, kind, job_id=state.job_id)
     except RunError as exc:
         raise FunctionError(str(exc), kind=ErrorKind.WRITE_FAILED) from None
 

@@ -220,7 +220,7 @@ class PredictionStore:
             db=db,
             images=images,
             staged=await open_or_create(db, STAGED, staged_schema(embedding_dim)),
-            runs=await db.create_table(RUNS, schema=runs_schema(), exist_ok=True),
+            runs=await open_or_create(db, RUNS, runs_schema()),
             embedding_dim=embedding_dim,
             ocr=ocr,
             ocr_staged=await open_or_create(db, OCR_STAGED, staging(ocr_schema())),
@@ -271,10 +271,10 @@ class PredictionStore:
     async def committed(self, run_id: str) -> bool:
         return await self.runs.count_rows(run_filter(run_id)) > 0
 
-    async def commit(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION
-                     ) -> None:
+    async def commit(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION,
+                     job_id: str = "") -> None:
         """Make the run visible: merge its staged rows into ``images`` (or ``ocr``; see the
-        module doc)."""
+        module doc), and record it with the job it belongs to (``job_id``, "" for none)."""
         where = run_filter(run_id)
         table, staging_table = self._tables(kind)
         staged = await staging_table.query().where(where).to_arrow()
@@ -288,7 +288,8 @@ class PredictionStore:
                 .when_matched_update_all(where=kind.replaces) \
                 .when_not_matched_insert_all().execute(one_row_per_image(staged, kind))
         await self.runs.add(pa.Table.from_pylist(
-            [{"run_id": run_id, "images": images, "committed_at": utc_now()}],
+            [{"run_id": run_id, "images": images, "committed_at": utc_now(),
+              "job_id": job_id or None}],
             schema=runs_schema()))
         await staging_table.delete(where)
 

@@ -161,8 +161,10 @@ class WriteBack:
         except Exception:  # noqa: BLE001 - recovery at the next start finishes the job
             log.exception("rollback of run %s failed", run_id)
 
-    def finish(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION) -> None:
-        """Commit the run once every row is staged; otherwise roll it back and raise.
+    def finish(self, run_id: str, images: int, kind: ResultKind = CLASSIFICATION,
+               job_id: str = "") -> None:
+        """Commit the run (as part of job ``job_id``, "" for none) once every row is staged;
+        otherwise roll it back and raise.
 
         A run that is already committed (its last request replayed or retried) stays as it is.
         """
@@ -170,7 +172,7 @@ class WriteBack:
         try:
             for future in futures:
                 future.result()
-            self._run(self._commit_when_settled(run_id, images, kind))
+            self._run(self._commit_when_settled(run_id, images, kind, job_id))
         except Exception as exc:
             self.abort(run_id)
             raise RunError(f"write-back failed, run {run_id} was rolled back: {exc}") from exc
@@ -205,7 +207,8 @@ class WriteBack:
         """Compact every table now (tests, tools), needed or not; waits for it."""
         self._run(self._maintain(list(KINDS), force=True))
 
-    async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind) -> None:
+    async def _commit_when_settled(self, run_id: str, images: int, kind: ResultKind,
+                                   job_id: str = "") -> None:
         """Over HTTP a run's batches may come from several replicas: give theirs time to land.
 
         Checked each round: the run may have committed meanwhile through a concurrent replay
@@ -223,7 +226,7 @@ class WriteBack:
                     if await self.store.committed(run_id):
                         await self.store.rollback(run_id)  # rows a replay staged after it
                         return
-                    return await self.store.commit(run_id, images, kind)
+                    return await self.store.commit(run_id, images, kind, job_id)
             except RunError:
                 if time.monotonic() > deadline:
                     raise
