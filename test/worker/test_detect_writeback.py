@@ -74,8 +74,10 @@ def image_args(images: list[bytes | None], min_score: float = 0.5) -> pa.RecordB
 
 
 def path_args(paths: list[str], min_score: float = 0.5) -> pa.RecordBatch:
+    """Rows of a path call; a path naming no file gives no rows (``missing := 'null'``)."""
     return argument_rows([pa.array(paths, pa.string()),
-                          pa.array([min_score] * len(paths), pa.float64())])
+                          pa.array([min_score] * len(paths), pa.float64()),
+                          pa.array(["null"] * len(paths), pa.string())])
 
 
 @pytest.fixture
