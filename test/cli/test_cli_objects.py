@@ -89,3 +89,18 @@ def test_serve_refuses_bad_data_roots_before_starting(tmp_path: Path) -> None:
     dotted = cli("serve", "--unix", socket, "--data-root", "s3://bucket/a/../b/")
     assert dotted.returncode == 2 and "is not of the form" in dotted.stderr
     assert not (tmp_path / "w.sock").exists()
+
+
+def test_skip_existing_resumes_a_prefix_by_content(bucket: LocalS3, s3_env: LocalS3) -> None:
+    """A second run over the same prefix into the same s3:// store sends nothing: every
+    object's content is stored already (the unreadable one is tried again and reported)."""
+    store = f"s3://cli-stores/{uuid.uuid4().hex}"
+    first = cli("classify", f"s3://{BUCKET}/photos/", "--format", "csv", "--top-k", "1",
+                "--lance", store)
+    assert first.returncode == 0, first.stderr
+    again = cli("classify", f"s3://{BUCKET}/photos/", "--format", "csv", "--top-k", "1",
+                "--lance", store, "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    assert len(again.stdout.strip().splitlines()) == 1, again.stdout  # the header alone
+    summary = again.stderr.strip().splitlines()[-1]
+    assert summary.startswith("1 files, 0 distinct images, 1 unreadable, 4 skipped"), summary
