@@ -9,6 +9,7 @@ the store is a few hundred images, an index with one partition.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from test_lance import classify_args, distinct_photos, registry_with
 from vgi_vision.cli import main
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
+from vgi_vision.testing.s3server import LocalS3
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.lance.vector_index import (
     TRAINABLE_ROWS,
@@ -133,4 +135,21 @@ def test_the_index_command(tmp_path: Path, photos: list[bytes],
     assert main(["index", "--lance", uri]) == 0
     assert f"indexed {TRAINABLE_ROWS} stored embeddings" in capsys.readouterr().out
     assert sink._run(index_state(sink.store.images)) == (TRAINABLE_ROWS, 0)
+    sink.close()
+
+
+def test_the_index_on_an_object_store(s3_env: LocalS3, photos: list[bytes]) -> None:
+    """``vgi-vision index`` builds the index of an ``s3://`` store, and similar() searches
+    through it there: a stored photograph's nearest stored image is itself."""
+    s3_env.create_bucket("indexed-stores")
+    uri = f"s3://indexed-stores/{uuid.uuid4().hex}"
+    sink = WriteBack(uri, 1280)
+    registry = registry_with(sink)
+    invoke_table_function(registry.get("classify"),
+                          classify_args(photos[:TRAINABLE_ROWS], top_k=1))
+    assert main(["index", "--lance", uri]) == 0
+    assert sink._run(index_state(sink.store.images)) == (TRAINABLE_ROWS, 0)
+    queries = photos[:TRAINABLE_ROWS:64]
+    nearest = [found[0] for found in similar(registry, queries, 1)]
+    assert nearest == [hashlib.sha256(photo).hexdigest() for photo in queries]
     sink.close()
