@@ -23,8 +23,9 @@ from vgi_vision.protocol import encode as encode_message
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.functions.ocr import LINES_PER_TICK, OcrState
+from vgi_vision.worker.functions.ocr import OcrState
 from vgi_vision.worker.paths import PathPolicy
+from vgi_vision.worker.registry import ROWS_PER_TICK
 from vgi_vision.worker.ticks import run_ticks
 from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
@@ -221,7 +222,7 @@ def test_many_lines_take_bounded_ticks_and_resume_from_serialized_state() -> Non
             sizes.append(out.batch.num_rows)
         if out.finished:
             break
-    assert max(sizes) <= LINES_PER_TICK and sum(sizes) == 2 * len(MANY_LINES)
+    assert max(sizes) <= ROWS_PER_TICK and sum(sizes) == 2 * len(MANY_LINES)
     table = invoke_table_function(spec, args)
     for row in (0, 2):
         mine = table.filter(pa.compute.equal(table[INPUT_ROW], row))
