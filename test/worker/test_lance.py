@@ -131,9 +131,9 @@ def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) 
             await asyncio.sleep(0.01)
         await real_append(rows, *kind)
 
-    def traced_write(run_id: str, rows: list) -> None:
+    def traced_write(run_id: str, rows: list, *kind: ResultKind) -> None:
         events.append("requested")
-        real_write(run_id, rows)
+        real_write(run_id, rows, *kind)
         events.append("accepted")
 
     def traced_acquire() -> bool:
