@@ -12,6 +12,9 @@ import lancedb
 import pyarrow as pa
 
 from vgi_vision.worker.lance.kinds import IMAGES, RUNS, STAGED
+from vgi_vision.worker.lance.writeback import WriteBack
+from vgi_vision.worker.registry import Args, FunctionSpec
+from vgi_vision.worker.ticks import run_ticks
 
 T = TypeVar("T")
 
@@ -42,3 +45,28 @@ def table_counts(uri: Path | str, names: tuple[str, ...] = (IMAGES, STAGED, RUNS
                  ) -> dict[str, int]:
     """Rows per table (classification's by default)."""
     return each_table(uri, names, lambda table: table.count_rows())
+
+
+def assert_replayed_mid_state_stages_nothing(spec: FunctionSpec, args: Args, sink: WriteBack,
+                                             tables: tuple[str, str, str]) -> None:
+    """Run a paged scan (``spec`` over ``args``, writing back to ``sink``) whose second tick
+    leaves rows pending, to its end; then resume the state it had after its first tick for
+    one tick, as a replayed request would. That tick answers a page again, but its run has
+    committed: the stored rows stay exactly as they were, nothing is left staged and no
+    second run appears. ``tables`` are (stored, staged, runs)."""
+    stored, staged, runs = tables
+    state = spec.impl.initial_state(args)
+    run_ticks(spec, args, state, max_ticks=1)
+    mid = state.to_bytes()
+    assert not run_ticks(spec, args, state, max_ticks=1).finished  # rows pending
+    while not run_ticks(spec, args, state, max_ticks=1).finished:
+        pass
+    before = read_tables(sink.uri, tables)
+    assert before[runs].num_rows == 1 and before[stored].num_rows == 2
+    replayed = run_ticks(spec, args, spec.impl.state_type.from_bytes(mid), max_ticks=1)
+    assert not replayed.finished and replayed.batch is not None
+    sink.close()  # every batch write-back took has landed
+    after = read_tables(sink.uri, tables)
+    assert after[staged].num_rows == 0
+    assert after[stored].sort_by("image_key").equals(before[stored].sort_by("image_key"))
+    assert after[runs].num_rows == 1

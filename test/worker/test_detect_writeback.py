@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import DATA
-from lance_tables import read_tables
+from lance_tables import assert_replayed_mid_state_stages_nothing, read_tables
 from PIL import Image
 from test_detect_functions import tiled
 from test_lance import registry_with
@@ -197,21 +197,7 @@ def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
     spec = registry_with(sink).get("detect")
     crowd = tiled("grace_hopper.jpg", 6)
     args = spec.resolve(image_args([COFFEE] * 8 + [crowd, crowd], 0.3))  # 8 a tick, then 2
-    state = spec.impl.initial_state(args)
-    run_ticks(spec, args, state, max_ticks=1)  # detects in the eight coffees
-    mid = state.to_bytes()
-    assert not run_ticks(spec, args, state, max_ticks=1).finished  # the crowds: pending
-    while not run_ticks(spec, args, state, max_ticks=1).finished:
-        pass
-    before = read_tables(uri, TABLES)
-    assert before[RUNS].num_rows == 1 and before[OBJECTS].num_rows == 2
-    replayed = run_ticks(spec, args, DetectState.from_bytes(mid), max_ticks=1)
-    assert not replayed.finished and replayed.batch is not None
-    sink.close()  # every batch write-back took has landed
-    after = read_tables(uri, TABLES)
-    assert after[OBJECTS_STAGED].num_rows == 0
-    assert after[OBJECTS].sort_by("image_key").equals(before[OBJECTS].sort_by("image_key"))
-    assert after[RUNS].num_rows == 1
+    assert_replayed_mid_state_stages_nothing(spec, args, sink, TABLES)
 
 
 def test_the_stored_size_is_the_displayed_one(tmp_path: Path, sink: WriteBack) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from lance_tables import read_tables
+from lance_tables import assert_replayed_mid_state_stages_nothing, read_tables
 from test_lance import registry_with
 from text_images import INVOICE, MANY_LINES, SIGN, SQL_TEXT, encode, render
 
@@ -155,22 +155,7 @@ def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
     spec = registry_with(sink).get("ocr")
     many = (SQL_TEXT / "many_lines.png").read_bytes()
     args = spec.resolve(ocr_args([INVOICE_PNG] * 4 + [many]))  # 4 images per tick, then 1
-    state = spec.impl.initial_state(args)
-    run_ticks(spec, args, state, max_ticks=1)  # reads the four invoices
-    mid = state.to_bytes()
-    out = run_ticks(spec, args, state, max_ticks=1)  # reads the last image: lines pending
-    assert not out.finished
-    while not run_ticks(spec, args, state, max_ticks=1).finished:
-        pass
-    before = read_tables(uri, TABLES)
-    assert before[RUNS].num_rows == 1 and before[OCR].num_rows == 2
-    replayed = run_ticks(spec, args, OcrState.from_bytes(mid), max_ticks=1)
-    assert not replayed.finished and replayed.batch is not None
-    sink.close()  # every batch write-back took has landed
-    after = read_tables(uri, TABLES)
-    assert after[OCR_STAGED].num_rows == 0
-    assert after[OCR].sort_by("image_key").equals(before[OCR].sort_by("image_key"))
-    assert after[RUNS].num_rows == 1
+    assert_replayed_mid_state_stages_nothing(spec, args, sink, TABLES)
 
 
 def test_over_http_replayed_tokens_answer_the_same_page_and_write_nothing(
