@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -114,6 +115,25 @@ def test_limit_classifies_the_first_files(photos: Path) -> None:
         "2 files, 1 distinct images, 1 unreadable")
 
 
+def interrupted_classify(args: list[str], ready: Callable[[], bool]) -> str:
+    """Run ``vgi-vision classify ARGS``, interrupt it (SIGINT) once ``ready()`` holds, check
+    it exited with 130, and return what it said on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "vgi_vision", "classify", *args],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, "never ready"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    return err
+
+
 def test_interrupt_keeps_the_finished_chunks(tmp_path: Path) -> None:
     """SIGINT mid-run: one line, exit 130, and the output holds whole rows of every chunk
     finished before it."""
@@ -122,21 +142,8 @@ def test_interrupt_keeps_the_finished_chunks(tmp_path: Path) -> None:
     for i in range(60):
         shutil.copy(DATA / "coffee.png", folder / f"coffee-{i:02}.png")
     out = tmp_path / "out.csv"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vgi_vision", "classify", str(folder), "-o", str(out),
-         "--top-k", "1", "--chunk-files", "4"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out.exists() and out.read_text().count("\n") >= 5):  # a chunk is written
-            assert process.poll() is None and time.monotonic() < deadline, "no chunk written"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, err
+    err = interrupted_classify([str(folder), "-o", str(out), "--top-k", "1", "--chunk-files", "4"],
+                               lambda: out.exists() and out.read_text().count("\n") >= 5)
     assert "Traceback" not in err
     assert "vgi-vision: interrupted after " in err and f"are in {out}" in err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
@@ -146,19 +153,8 @@ def test_interrupt_keeps_the_finished_chunks(tmp_path: Path) -> None:
 
 def test_interrupt_before_any_chunk_leaves_no_empty_file(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vgi_vision", "classify", str(DATA), "-o", str(out)],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
-    try:
-        while not out.exists():  # the output is opened before the worker starts
-            assert process.poll() is None
-            time.sleep(0.01)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, err
+    interrupted_classify([str(DATA), "-o", str(out)],
+                         out.exists)  # the output is opened before the worker starts
     assert not out.exists()
 
 

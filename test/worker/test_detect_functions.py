@@ -11,16 +11,15 @@ import pyarrow as pa
 import pytest
 from conftest import DATA
 from PIL import Image
+from resumed_ticks import resumed_batches
 
 from vgi_vision.client.client import Client
 from vgi_vision.errors import WorkerError
 from vgi_vision.protocol import INPUT_ROW, argument_rows
 from vgi_vision.testing.harness import invoke_table_function
-from vgi_vision.worker.calls.detecting import DetectState
 from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import ROWS_PER_TICK, FunctionError, Registry
-from vgi_vision.worker.ticks import run_ticks
 from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.detection import load_object_detector
 from vgi_vision.worker.vision.faces import sigmoid_scores
@@ -70,15 +69,7 @@ def test_many_objects_page_across_ticks_and_resume_from_serialized_state(
     spec = registry.get("detect")
     resolved = spec.resolve(argument_rows([pa.array(images, pa.binary()),
                                            pa.array([0.3] * 4, pa.float64())]))
-    state = spec.impl.initial_state(resolved)
-    batches = []
-    while True:  # the HTTP path: state to bytes and back between every tick
-        state = DetectState.from_bytes(state.to_bytes())
-        out = run_ticks(spec, resolved, state, max_ticks=1)
-        if out.batch is not None:
-            batches.append(out.batch)
-        if out.finished:
-            break
+    batches = resumed_batches(spec, resolved)  # the HTTP path
     assert len(batches) >= 2 and max(b.num_rows for b in batches) <= ROWS_PER_TICK
     assert rows_of(pa.Table.from_batches(batches)) == sorted(expected)
 

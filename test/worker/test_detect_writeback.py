@@ -7,16 +7,15 @@ Real LanceDB in tmp folders, the real detectors, the committed photographs.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import lancedb
 import pyarrow as pa
 import pytest
 from conftest import DATA
+from lance_tables import assert_replayed_mid_state_stages_nothing, read_tables
 from PIL import Image
 from test_detect_functions import tiled
 from test_lance import registry_with
@@ -41,31 +40,19 @@ OBJECT_MODEL = load_object_detector().name
 FACE_MODEL = load_face_detector().name
 
 
+#: The tables this write-back fills.
+TABLES = (OBJECTS, OBJECTS_STAGED, RUNS)
+
+
 def blank() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (320, 240), "white").save(buffer, "PNG")
     return buffer.getvalue()
 
 
-def read_tables(uri: Path) -> dict[str, pa.Table]:
-    """``objects``, ``objects_staged`` and ``runs``, read with a fresh connection."""
-
-    async def read() -> dict[str, pa.Table]:
-        db = await lancedb.connect_async(str(uri))
-        tables = {}
-        for name in (OBJECTS, OBJECTS_STAGED, RUNS):
-            table = await db.open_table(name)
-            tables[name] = await table.query().to_arrow()
-            table.close()
-        db.close()
-        return tables
-
-    return asyncio.run(read())
-
-
 def stored(uri: Path) -> dict[tuple[str | None, str], dict]:
     """(path, model) -> stored row, for every stored image."""
-    return {(r["path"], r["model"]): r for r in read_tables(uri)[OBJECTS].to_pylist()}
+    return {(r["path"], r["model"]): r for r in read_tables(uri, TABLES)[OBJECTS].to_pylist()}
 
 
 def image_args(images: list[bytes | None], min_score: float = 0.5) -> pa.RecordBatch:
@@ -94,7 +81,7 @@ def test_detect_and_faces_store_what_they_found_once_per_image_and_detector(
              str(DATA / "coffee.png")]
     objects = invoke_table_function(registry.get("detect"), path_args(paths))
     faces = invoke_table_function(registry.get("faces"), image_args([HOPPER, blank()]))
-    tables = read_tables(tmp_path / "db")
+    tables = read_tables(tmp_path / "db", TABLES)
     assert tables[OBJECTS_STAGED].num_rows == 0 and tables[RUNS].num_rows == 2
     rows = stored(tmp_path / "db")
     assert set(rows) == {(paths[0], OBJECT_MODEL), (paths[1], OBJECT_MODEL),
@@ -134,19 +121,20 @@ def test_detecting_again_stores_each_image_once_keeping_the_fullest_search(
         [pa.array([COFFEE, None, b"junk"], pa.binary()), pa.array(["cup"] * 3),
          pa.array([0.5] * 3, pa.float64())])))
     assert counts.to_pylist() == [1, None, None]
-    assert read_tables(tmp_path / "db")[OBJECTS].num_rows == 2
+    assert read_tables(tmp_path / "db", TABLES)[OBJECTS].num_rows == 2
     invoke_table_function(detect, image_args([COFFEE], 0.3))  # keeps more: replaces
     invoke_table_function(detect, image_args([COFFEE, CAT], 0.9))  # keeps fewer: stays
-    rows = {r["image_key"][:8]: r for r in read_tables(tmp_path / "db")[OBJECTS].to_pylist()}
+    rows = {r["image_key"][:8]: r
+            for r in read_tables(tmp_path / "db", TABLES)[OBJECTS].to_pylist()}
     assert sorted(r["min_score"] for r in rows.values()) == [0.3, 0.5]
     wide = next(r for r in rows.values() if r["min_score"] == 0.3)
     assert wide["label"] == [d.label for d in load_object_detector().detect(
         [COFFEE], load_classifier().limits, 0.3)[0]]
-    tables = read_tables(tmp_path / "db")
+    tables = read_tables(tmp_path / "db", TABLES)
     assert tables[RUNS].num_rows == 5 and tables[OBJECTS_STAGED].num_rows == 0
     faces = registry.get("count_faces")
     assert faces.impl(faces.resolve(image_args([HOPPER, HOPPER]))).to_pylist() == [1, 1]
-    assert read_tables(tmp_path / "db")[OBJECTS].num_rows == 3  # Hopper's faces, once
+    assert read_tables(tmp_path / "db", TABLES)[OBJECTS].num_rows == 3  # Hopper's faces, once
 
 
 def test_replayed_states_of_a_paged_scan_leave_the_committed_run_unchanged(
@@ -161,14 +149,14 @@ def test_replayed_states_of_a_paged_scan_leave_the_committed_run_unchanged(
         if run_ticks(spec, args, state, max_ticks=1).finished:
             break
     assert len(saved) >= 2  # detected in one tick, emitted over several
-    before = read_tables(tmp_path / "db")[OBJECTS].sort_by("image_key")
+    before = read_tables(tmp_path / "db", TABLES)[OBJECTS].sort_by("image_key")
     assert before.num_rows == 2  # the crowd once
     for data in saved:  # every state, replayed after the commit (the first one included)
         replayed = DetectState.from_bytes(data)
         while not run_ticks(spec, args, replayed, max_ticks=1).finished:
             pass
     sink.close()  # every batch write-back took has landed
-    after = read_tables(tmp_path / "db")
+    after = read_tables(tmp_path / "db", TABLES)
     assert after[OBJECTS].sort_by("image_key").equals(before)
     assert after[OBJECTS_STAGED].num_rows == 0 and after[RUNS].num_rows == 1
 
@@ -184,7 +172,7 @@ def test_a_run_that_fails_part_way_leaves_nothing(tmp_path: Path) -> None:
     registry = build_registry(VisionContext(load_classifier(), PathPolicy.confined(root), sink))
     detect = registry.get("detect")
     invoke_table_function(detect, path_args(["cat.png"]))  # one good run first
-    before = read_tables(tmp_path / "db")
+    before = read_tables(tmp_path / "db", TABLES)
     with pytest.raises(FunctionError) as info:
         invoke_table_function(detect, path_args(["coffee.png"] * 8 + ["/etc/hostname"]))
     assert info.value.kind is ErrorKind.PATH_REFUSED
@@ -194,7 +182,7 @@ def test_a_run_that_fails_part_way_leaves_nothing(tmp_path: Path) -> None:
             [pa.array(["coffee.png", "/etc/hostname"]), pa.array(["cup"] * 2),
              pa.array([0.5] * 2, pa.float64())])))
     sink.close()
-    after = read_tables(tmp_path / "db")
+    after = read_tables(tmp_path / "db", TABLES)
     assert after[OBJECTS].equals(before[OBJECTS]) and after[OBJECTS].num_rows == 1
     assert after[OBJECTS_STAGED].num_rows == 0 and after[RUNS].num_rows == 1
 
@@ -209,21 +197,7 @@ def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
     spec = registry_with(sink).get("detect")
     crowd = tiled("grace_hopper.jpg", 6)
     args = spec.resolve(image_args([COFFEE] * 8 + [crowd, crowd], 0.3))  # 8 a tick, then 2
-    state = spec.impl.initial_state(args)
-    run_ticks(spec, args, state, max_ticks=1)  # detects in the eight coffees
-    mid = state.to_bytes()
-    assert not run_ticks(spec, args, state, max_ticks=1).finished  # the crowds: pending
-    while not run_ticks(spec, args, state, max_ticks=1).finished:
-        pass
-    before = read_tables(uri)
-    assert before[RUNS].num_rows == 1 and before[OBJECTS].num_rows == 2
-    replayed = run_ticks(spec, args, DetectState.from_bytes(mid), max_ticks=1)
-    assert not replayed.finished and replayed.batch is not None
-    sink.close()  # every batch write-back took has landed
-    after = read_tables(uri)
-    assert after[OBJECTS_STAGED].num_rows == 0
-    assert after[OBJECTS].sort_by("image_key").equals(before[OBJECTS].sort_by("image_key"))
-    assert after[RUNS].num_rows == 1
+    assert_replayed_mid_state_stages_nothing(spec, args, sink, TABLES)
 
 
 def test_the_stored_size_is_the_displayed_one(tmp_path: Path, sink: WriteBack) -> None:
@@ -235,6 +209,6 @@ def test_the_stored_size_is_the_displayed_one(tmp_path: Path, sink: WriteBack) -
     buffer = io.BytesIO()
     photo.save(buffer, "JPEG", exif=exif)
     invoke_table_function(registry_with(sink).get("detect"), image_args([buffer.getvalue()]))
-    row, = read_tables(tmp_path / "db")[OBJECTS].to_pylist()
+    row, = read_tables(tmp_path / "db", TABLES)[OBJECTS].to_pylist()
     assert (row["width"], row["height"]) == (600, 400) and row["label"][0] == "cup"
     assert max(row["x1"]) <= 600 and max(row["y1"]) <= 400

@@ -20,6 +20,7 @@ from pathlib import Path
 import lancedb
 import pyarrow as pa
 import pytest
+from lance_tables import table_counts
 from PIL import Image
 
 from vgi_vision.client.client import Client
@@ -34,22 +35,6 @@ from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.stored import image_schema, ocr_schema, staged_schema, staging
 from vgi_vision.worker.vision.model import load_classifier
-
-
-def table_counts(uri: Path) -> dict[str, int]:
-    """Rows per table, read with a fresh connection."""
-
-    async def count() -> dict[str, int]:
-        db = await lancedb.connect_async(str(uri))
-        counts = {}
-        for name in (IMAGES, STAGED, RUNS):
-            table = await db.open_table(name)
-            counts[name] = await table.count_rows()
-            table.close()
-        db.close()
-        return counts
-
-    return asyncio.run(count())
 
 
 def classify_args(images: list[bytes], top_k: int = 5) -> pa.RecordBatch:
@@ -131,9 +116,9 @@ def test_inference_waits_for_a_slow_writer(tmp_path: Path, images: list[bytes]) 
             await asyncio.sleep(0.01)
         await real_append(rows, *kind)
 
-    def traced_write(run_id: str, rows: list) -> None:
+    def traced_write(run_id: str, rows: list, *kind: ResultKind) -> None:
         events.append("requested")
-        real_write(run_id, rows)
+        real_write(run_id, rows, *kind)
         events.append("accepted")
 
     def traced_acquire() -> bool:

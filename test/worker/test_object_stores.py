@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import duckdb
-import lancedb
 import pytest
 from conftest import DATA, EXPECTED_TOP5
+from lance_tables import table_counts
 
 import vgi_vision
 from vgi_vision.testing.launch import running_worker
@@ -51,22 +51,6 @@ def rows(run_id: str, keys: list[int], top_k: int = 2) -> list[dict]:
              "created_at": now, "vector": [float(key)] * DIM, "thumbnail": b"jpeg",
              "input_row": row}
             for row, key in enumerate(keys)]
-
-
-def table_counts(uri: str) -> dict[str, int]:
-    """Rows per table, read with a fresh connection."""
-
-    async def count() -> dict[str, int]:
-        db = await lancedb.connect_async(uri)
-        counts = {}
-        for name in (IMAGES, STAGED, RUNS):
-            table = await db.open_table(name)
-            counts[name] = await table.count_rows()
-            table.close()
-        db.close()
-        return counts
-
-    return asyncio.run(count())
 
 
 def test_two_writers_on_one_object_store_store_each_image_once(store_uri: str,

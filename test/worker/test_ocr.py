@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from conftest import DATA
 from PIL import Image
+from resumed_ticks import resumed_batches
 from text_images import MANY_LINES, SIGN, SQL_TEXT, encode, render, text_boxes
 
 import vgi_vision
@@ -23,9 +24,8 @@ from vgi_vision.protocol import encode as encode_message
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.dispatcher import Dispatcher, LiveStates
 from vgi_vision.worker.functions import VisionContext, build_registry
-from vgi_vision.worker.functions.ocr import LINES_PER_TICK, OcrState
 from vgi_vision.worker.paths import PathPolicy
-from vgi_vision.worker.ticks import run_ticks
+from vgi_vision.worker.registry import ROWS_PER_TICK
 from vgi_vision.worker.vision.budget import DecodeLimits
 from vgi_vision.worker.vision.model import load_classifier
 from vgi_vision.worker.vision.ocr import (
@@ -212,16 +212,8 @@ def test_many_lines_take_bounded_ticks_and_resume_from_serialized_state() -> Non
     data = (SQL_TEXT / "many_lines.png").read_bytes()
     args = argument_rows([pa.array([data, None, data], pa.binary())])
     resolved = spec.resolve(args)
-    state = spec.impl.initial_state(resolved)
-    sizes = []
-    while True:  # the HTTP path: state to bytes and back between every tick
-        state = OcrState.from_bytes(state.to_bytes())
-        out = run_ticks(spec, resolved, state, max_ticks=1)
-        if out.batch is not None:
-            sizes.append(out.batch.num_rows)
-        if out.finished:
-            break
-    assert max(sizes) <= LINES_PER_TICK and sum(sizes) == 2 * len(MANY_LINES)
+    sizes = [b.num_rows for b in resumed_batches(spec, resolved)]  # the HTTP path
+    assert max(sizes) <= ROWS_PER_TICK and sum(sizes) == 2 * len(MANY_LINES)
     table = invoke_table_function(spec, args)
     for row in (0, 2):
         mine = table.filter(pa.compute.equal(table[INPUT_ROW], row))

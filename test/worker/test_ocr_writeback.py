@@ -6,13 +6,12 @@ Real LanceDB in tmp folders, the real OCR models, images rendered with Pillow's 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import lancedb
 import pyarrow as pa
 import pytest
+from lance_tables import assert_replayed_mid_state_stages_nothing, read_tables
 from test_lance import registry_with
 from text_images import INVOICE, MANY_LINES, SIGN, SQL_TEXT, encode, render
 
@@ -31,25 +30,13 @@ INVOICE_PNG = (SQL_TEXT / "invoice.png").read_bytes()
 SIGN_PNG = (SQL_TEXT / "sign.png").read_bytes()
 
 
-def read_tables(uri: Path) -> dict[str, pa.Table]:
-    """``ocr``, ``ocr_staged`` and ``runs``, read with a fresh connection."""
-
-    async def read() -> dict[str, pa.Table]:
-        db = await lancedb.connect_async(str(uri))
-        tables = {}
-        for name in (OCR, OCR_STAGED, RUNS):
-            table = await db.open_table(name)
-            tables[name] = await table.query().to_arrow()
-            table.close()
-        db.close()
-        return tables
-
-    return asyncio.run(read())
+#: The tables this write-back fills.
+TABLES = (OCR, OCR_STAGED, RUNS)
 
 
 def stored_text(uri: Path) -> dict[tuple[str | None, float], list[str]]:
     """(path, min_confidence) -> lines, for every stored image."""
-    rows = read_tables(uri)[OCR].to_pylist()
+    rows = read_tables(uri, TABLES)[OCR].to_pylist()
     assert all(r["model"] == OCR_MODEL for r in rows)
     return {(r["path"], r["min_confidence"]): r["text"] for r in rows}
 
@@ -80,7 +67,7 @@ def test_a_scan_stores_one_row_per_image_read_once_it_finishes(tmp_path: Path,
                                                "no-such.png", "invoice.png")]
     rows = invoke_table_function(spec, path_args(paths))
     assert rows.num_rows == 2 + 1 + 2
-    tables = read_tables(tmp_path / "db")
+    tables = read_tables(tmp_path / "db", TABLES)
     assert tables[OCR_STAGED].num_rows == 0 and tables[RUNS].num_rows == 1
     assert stored_text(tmp_path / "db") == {(paths[0], 0.5): INVOICE, (paths[1], 0.5): SIGN,
                                             (paths[2], 0.5): []}  # read, and no text
@@ -103,12 +90,12 @@ def test_rereading_stores_each_image_once_keeping_the_fullest_reading(tmp_path: 
     invoke_table_function(spec, ocr_args(images))
     invoke_table_function(spec, ocr_args(images))  # a re-run query
     assert {k[1] for k in stored_text(tmp_path / "db")} == {0.5}
-    assert read_tables(tmp_path / "db")[OCR].num_rows == 2
+    assert read_tables(tmp_path / "db", TABLES)[OCR].num_rows == 2
     invoke_table_function(spec, ocr_args(images[:1], 0.0))  # keeps more lines: replaces
     invoke_table_function(spec, ocr_args(images, 0.9))  # keeps fewer: stored rows stay
     assert sorted(stored_text(tmp_path / "db").items()) == \
         sorted([((None, 0.0), INVOICE), ((None, 0.5), SIGN)])
-    assert read_tables(tmp_path / "db")[RUNS].num_rows == 4
+    assert read_tables(tmp_path / "db", TABLES)[RUNS].num_rows == 4
 
 
 def test_ocr_text_calls_are_runs_too(tmp_path: Path, sink: WriteBack) -> None:
@@ -127,11 +114,11 @@ def test_an_unfinished_scan_stores_nothing_and_recovery_clears_it(tmp_path: Path
     state = spec.impl.initial_state(args)
     assert run_ticks(spec, args, state, max_ticks=1).batch is not None  # then abandoned
     sink.close()
-    tables = read_tables(uri)
+    tables = read_tables(uri, TABLES)
     assert tables[OCR].num_rows == 0 and tables[RUNS].num_rows == 0
     assert tables[OCR_STAGED].num_rows == 4
     WriteBack(str(uri), embedding_dim=1280).close()  # a restart recovers
-    assert read_tables(uri)[OCR_STAGED].num_rows == 0
+    assert read_tables(uri, TABLES)[OCR_STAGED].num_rows == 0
 
 
 def test_a_replayed_state_leaves_the_committed_run_unchanged(tmp_path: Path,
@@ -147,13 +134,13 @@ def test_a_replayed_state_leaves_the_committed_run_unchanged(tmp_path: Path,
         if out.finished:
             break
     assert len(saved) == 2  # 80 + 2 lines read in one tick, emitted in two
-    before = read_tables(tmp_path / "db")[OCR].sort_by("image_key")
+    before = read_tables(tmp_path / "db", TABLES)[OCR].sort_by("image_key")
     assert before.num_rows == 2
     for data in saved:  # every state, replayed after the commit
         state = OcrState.from_bytes(data)
         while not run_ticks(spec, args, state, max_ticks=1).finished:
             pass
-    after = read_tables(tmp_path / "db")
+    after = read_tables(tmp_path / "db", TABLES)
     assert after[OCR].sort_by("image_key").equals(before)
     assert after[OCR_STAGED].num_rows == 0 and after[RUNS].num_rows == 1
 
@@ -168,22 +155,7 @@ def test_a_mid_scan_state_replayed_last_stages_nothing(tmp_path: Path) -> None:
     spec = registry_with(sink).get("ocr")
     many = (SQL_TEXT / "many_lines.png").read_bytes()
     args = spec.resolve(ocr_args([INVOICE_PNG] * 4 + [many]))  # 4 images per tick, then 1
-    state = spec.impl.initial_state(args)
-    run_ticks(spec, args, state, max_ticks=1)  # reads the four invoices
-    mid = state.to_bytes()
-    out = run_ticks(spec, args, state, max_ticks=1)  # reads the last image: lines pending
-    assert not out.finished
-    while not run_ticks(spec, args, state, max_ticks=1).finished:
-        pass
-    before = read_tables(uri)
-    assert before[RUNS].num_rows == 1 and before[OCR].num_rows == 2
-    replayed = run_ticks(spec, args, OcrState.from_bytes(mid), max_ticks=1)
-    assert not replayed.finished and replayed.batch is not None
-    sink.close()  # every batch write-back took has landed
-    after = read_tables(uri)
-    assert after[OCR_STAGED].num_rows == 0
-    assert after[OCR].sort_by("image_key").equals(before[OCR].sort_by("image_key"))
-    assert after[RUNS].num_rows == 1
+    assert_replayed_mid_state_stages_nothing(spec, args, sink, TABLES)
 
 
 def test_over_http_replayed_tokens_answer_the_same_page_and_write_nothing(
@@ -200,9 +172,9 @@ def test_over_http_replayed_tokens_answer_the_same_page_and_write_nothing(
             assert not first["done"] and last["done"]
             assert page1 is not None and page2 is not None
             assert page1.num_rows + page2.num_rows == len(MANY_LINES)
-            before = read_tables(tmp_path / "db")[OCR]
+            before = read_tables(tmp_path / "db", TABLES)[OCR]
             assert before.num_rows == 1 and len(before["text"][0]) == len(MANY_LINES)
             again, replayed = scan(first["token"])
             assert again["done"] and replayed == page2
-    after = read_tables(tmp_path / "db")
+    after = read_tables(tmp_path / "db", TABLES)
     assert after[OCR].equals(before) and after[RUNS].num_rows == 1

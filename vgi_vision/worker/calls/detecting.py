@@ -1,10 +1,8 @@
 """Finding objects or faces in argument rows, shared by ``detect``, ``faces``,
 ``count_objects`` and ``count_faces``.
 
-The two table functions page their rows the same way: each tick finds the objects of a few
-images and emits at most ``ROWS_PER_TICK`` rows; rows beyond that stay in the scan state (an
-Arrow IPC stream of what remains), so an image with many objects spans ticks and resuming over
-HTTP never runs the detector on an image twice.
+The two table functions page their rows like ``ocr`` (:mod:`.item_pages`): an image with many
+objects spans ticks and resuming over HTTP never runs the detector on an image twice.
 
 With write-back on, every call of the four is one run (:mod:`.runs`): what the detector found
 in each image (nothing, too) is staged in ``objects_staged`` on the tick that ran it, keyed by
@@ -15,8 +13,6 @@ finishes, so a stored image always holds every detection its run found.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -25,14 +21,19 @@ import pyarrow as pa
 
 from vgi_vision.protocol import INPUT_ROW, ErrorKind
 from vgi_vision.worker.calls.context import VisionContext, image_sources
-from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
-from vgi_vision.worker.lance.kinds import DETECTION, utc_now
+from vgi_vision.worker.calls.item_pages import ItemPages, PendingState
+from vgi_vision.worker.calls.runs import (
+    RunState,
+    finish_run,
+    new_run_id,
+    rolled_back_on_error,
+    stage_images,
+)
+from vgi_vision.worker.lance.kinds import DETECTION
 from vgi_vision.worker.registry import (
-    ROWS_PER_TICK,
     Args,
     Column,
     FunctionError,
-    Output,
     Param,
 )
 from vgi_vision.worker.vision.budget import DecodeLimits
@@ -77,31 +78,17 @@ def find_rows(ctx: VisionContext, state: RunState, args: Args, rows: range,
 def stage_detections(ctx: VisionContext, state: RunState, args: Args, rows: range,
                      sources: list[ImageSource], found: list[list[Detection] | None],
                      model: str) -> None:
-    """Stage the detections of one batch of a run's images in ``objects_staged``: one row
-    per image searched (an image where nothing was found too), keyed like the other stored
-    results by the image's sha256 and the detector. A continuation of a run that already
-    committed (a replayed or retried request) writes nothing."""
-    store = ctx.store()
-    if rows.start and store.committed(state.run_id):
-        return
-    is_path = args.overload.params[0].type == "VARCHAR"
-    given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
+    """Stage the detections of one batch of a run's images in ``objects_staged``, keyed
+    like the other stored results by the image's sha256 and the detector."""
     scores = args["min_score"].to_pylist()
-    now = utc_now()
-    staged: list[dict[str, Any]] = []
-    for row, source, original, detections in zip(rows, sources, given, found, strict=True):
-        if detections is None:
-            continue
-        assert isinstance(source, bytes)  # image_sources reads files when write-back is on
+
+    def fields(row: int, source: bytes, detections: list[Detection]) -> dict[str, Any]:
         width, height = displayed_size(source, ctx.classifier.limits)
-        staged.append({"image_key": hashlib.sha256(source).hexdigest(), "model": model,
-                       "path": original if is_path else None, "width": width,
-                       "height": height, "min_score": scores[row],
-                       **{field: [getattr(d, field) for d in detections]
-                          for field in ("label", "score", "x0", "y0", "x1", "y1")},
-                       "run_id": state.run_id, "created_at": now, "input_row": row})
-    state.images += len(staged)
-    store.write(state.run_id, staged, DETECTION)
+        return {"model": model, "width": width, "height": height, "min_score": scores[row],
+                **{field: [getattr(d, field) for d in detections]
+                   for field in ("label", "score", "x0", "y0", "x1", "y1")}}
+
+    stage_images(ctx, state, args, rows, sources, found, DETECTION, fields)
 
 
 def displayed_size(source: bytes, limits: DecodeLimits) -> tuple[int | None, int | None]:
@@ -115,16 +102,11 @@ def displayed_size(source: bytes, limits: DecodeLimits) -> tuple[int | None, int
     return (info.height, info.width) if turned else (info.width, info.height)
 
 
-def new_run(ctx: VisionContext) -> RunState:
-    """The state of a call's run: with an id when write-back is on."""
-    return RunState(run_id=uuid.uuid4().hex if ctx.sink else "")
-
-
 def counted(ctx: VisionContext, args: Args, detector: Detector,
             count: Callable[[list[Detection], int], int | None]) -> pa.Array:
     """A scalar call as one run: ``count(detections, row)`` of each argument row, NULL for
     NULL or unusable rows; what was found is stored with write-back on."""
-    state = new_run(ctx)
+    state = RunState(run_id=new_run_id(ctx))
     with rolled_back_on_error(ctx, state):
         found = find_rows(ctx, state, args, range(args.num_rows), detector)
         finish_run(ctx, state, DETECTION)
@@ -152,61 +134,28 @@ def arrow_type(sql_type: str) -> pa.DataType:
 
 
 @dataclass
-class DetectState(RunState):
-    """The next argument row to read, the detections found but not yet emitted, and the
-    write-back run (if any) the call's results belong to."""
+class DetectState(PendingState):
+    """The paging state of ``detect`` and ``faces`` (:mod:`.item_pages`)."""
 
     kind: ClassVar[str] = "detect"
-    pending: bytes = b""
 
 
-def to_ipc(batch: pa.RecordBatch) -> bytes:
-    if not batch.num_rows:
-        return b""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
-    """The pending rows of a state; its bytes were sealed by this worker (HMAC-checked over
-    HTTP), so only the schema needs checking."""
-    table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    if not table.schema.equals(schema):
-        raise FunctionError("scan state holds rows of another schema",
-                            kind=ErrorKind.BAD_REQUEST)
-    return table.combine_chunks().to_batches()[0]
-
-
-class DetectionScan:
-    """One row per detection, best first within each image, paged across ticks (see the
-    module). A NULL or unusable image, or a NULL min_score, gives no rows."""
+class DetectionScan(ItemPages):
+    """One row per detection, best first within each image, paged across ticks (see
+    :mod:`.item_pages`). A NULL or unusable image, or a NULL min_score, gives no rows."""
 
     state_type = DetectState
+    kind = DETECTION
+    images_per_tick = IMAGES_PER_TICK
 
     def __init__(self, ctx: VisionContext, detector: Callable[[], Detector],
                  columns: tuple[Column, ...]) -> None:
-        self.ctx, self.detector, self.columns = ctx, detector, columns
+        super().__init__(ctx)
+        self.detector, self.columns = detector, columns
 
-    def initial_state(self, args: Args) -> DetectState:
-        return DetectState(run_id=new_run(self.ctx).run_id)
-
-    def process(self, args: Args, state: DetectState, out: Output) -> None:
-        with rolled_back_on_error(self.ctx, state):
-            if state.pending:
-                found = from_ipc(state.pending, out.schema)
-            else:
-                rows = state.advance(args.num_rows, IMAGES_PER_TICK)
-                found = detection_batch(
-                    rows, find_rows(self.ctx, state, args, rows, self.detector()),
-                    self.columns)
-            state.pending = to_ipc(found.slice(ROWS_PER_TICK))
-            if found.num_rows:
-                out.emit(found.slice(0, ROWS_PER_TICK))
-            if state.offset >= args.num_rows and not state.pending:
-                finish_run(self.ctx, state, DETECTION)
-                out.finish()
+    def read(self, args: Args, state: PendingState, rows: range) -> pa.RecordBatch:
+        return detection_batch(rows, find_rows(self.ctx, state, args, rows, self.detector()),
+                               self.columns)
 
 
 def check_labels(labels: Sequence[str | None], known: Sequence[str], model: str) -> None:

@@ -1,6 +1,7 @@
-"""Paging stored results from one pinned table version, shared by ``predictions()`` and
-``stored_text()``: each stored image unnests into several output rows (its ranks or its text
-lines), so a page is counted in output rows but always cut between whole images."""
+"""Paging stored results from one pinned table version, shared by ``predictions()``,
+``stored_text()`` and ``stored_objects()``: each stored image unnests into several output rows
+(its ranks, its text lines or its detections), so a page is counted in output rows but always
+cut between whole images."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
 from vgi_vision.worker.lance.kinds import ResultKind
-from vgi_vision.worker.registry import Args, Output
+from vgi_vision.worker.registry import Args, Column, Output
 from vgi_vision.worker.state import CursorState
 
 #: Output rows per tick of a stored-results scan.
@@ -73,3 +76,33 @@ class StoredPages(ABC):
     @abstractmethod
     def rows(self, images: pa.Table, row: int) -> pa.RecordBatch:
         """The output rows of ``images`` for argument row ``row``."""
+
+
+class StoredItems(StoredPages):
+    """Stored results that hold a list of items an image (text lines, detections), read back
+    as one output row per item: the image's ``per_image`` values repeated, its
+    ``per_item`` lists flattened (the first one counts the items) and the item's number
+    1..n within its image as ``number``; ``columns`` orders them."""
+
+    columns: ClassVar[tuple[Column, ...]]
+    per_image: ClassVar[tuple[str, ...]]
+    per_item: ClassVar[tuple[str, ...]]
+    number: ClassVar[str]
+
+    def widths(self, images: pa.Table) -> np.ndarray:
+        return pc.list_value_length(images.column(self.per_item[0])).to_numpy(
+            zero_copy_only=False)
+
+    def rows(self, images: pa.Table, row: int) -> pa.RecordBatch:
+        images = images.combine_chunks()
+        column = {name: images.column(name).chunk(0) for name in images.column_names}
+        parents = pc.list_parent_indices(column[self.per_item[0]])
+        widths = self.widths(images)
+        starts = np.repeat(np.cumsum(widths) - widths, widths)
+        unnested = {name: column[name].take(parents) for name in self.per_image}
+        unnested |= {name: pc.list_flatten(column[name]) for name in self.per_item}
+        unnested[self.number] = pa.array(np.arange(len(starts)) - starts + 1, pa.int32())
+        return pa.RecordBatch.from_arrays(
+            [pa.array(np.full(len(starts), row), pa.int32())]
+            + [unnested[c.name] for c in self.columns],
+            names=[INPUT_ROW] + [c.name for c in self.columns])

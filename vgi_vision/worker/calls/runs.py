@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.calls.context import VisionContext
@@ -22,6 +23,8 @@ from vgi_vision.worker.state import CursorState
 from vgi_vision.worker.vision.facts import perceptual_hash
 from vgi_vision.worker.vision.imaging import ImageSource
 from vgi_vision.worker.vision.model import Classification
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,41 +39,64 @@ class RunState(CursorState):
     job_id: str = field(default_factory=current_job)
 
 
-def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
-               sources: list[ImageSource], results: list[Classification | None],
-               ks: list[int | None]) -> None:
-    """Stage one batch of a run's rows in LanceDB (counted before the batch is emitted).
+def new_run_id(ctx: VisionContext) -> str:
+    """The id of a call's write-back run: "" when write-back is off."""
+    return uuid.uuid4().hex if ctx.sink else ""
+
+
+def stage_images(ctx: VisionContext, state: RunState, args: Args, rows: range,
+                 sources: list[ImageSource], results: Sequence[T | None], kind: ResultKind,
+                 fields: Callable[[int, bytes, T], dict[str, Any]]) -> None:
+    """Stage one batch of a run's images in ``kind``'s staged table: one row per image with
+    a result (an image where nothing was found too), keyed by the image's sha256 and the
+    model that ``fields(row, image bytes, result)`` names with the rest of what it stores.
 
     ``sources`` are the image bytes (``image_sources`` reads files when write-back is on).
-    Each row also stores the image's perceptual hash, for ``duplicates()``: a second decode,
-    at the hash's 32 px (JPEG draft scale), about a fifteenth of classifying the image
-    (docs/performance.md, functions), and bit for bit what ``phash()`` returns.
     A continuation of a run that already committed (a replayed or retried request) writes
     nothing: the stored rows stay exactly as they were.
     """
     store = ctx.store()
     if rows.start and store.committed(state.run_id):
         return
-    classifier = ctx.classifier
     is_path = args.overload.params[0].type == "VARCHAR"
     given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
     now = utc_now()
     staged: list[dict[str, Any]] = []
-    for row, source, original, result, k in zip(rows, sources, given, results, ks, strict=True):
-        if result is None or k is None:
+    for row, source, original, result in zip(rows, sources, given, results, strict=True):
+        if result is None:
             continue
         assert isinstance(source, bytes)  # image_sources reads files when write-back is on
-        idxs = result.indices[:k].tolist()
         staged.append({"image_key": hashlib.sha256(source).hexdigest(),
-                       "model": classifier.info.name, "path": original if is_path else None,
-                       "top_k": len(idxs), "idx": idxs,
-                       "label": [classifier.info.labels[i] for i in idxs],
-                       "confidence": result.probabilities[:len(idxs)].tolist(),
-                       "run_id": state.run_id, "created_at": now,
-                       "vector": result.embedding.tolist(), "thumbnail": result.thumbnail,
-                       "phash": perceptual_hash(source, classifier.limits), "input_row": row})
+                       "path": original if is_path else None, **fields(row, source, result),
+                       "run_id": state.run_id, "created_at": now, "input_row": row})
     state.images += len(staged)
-    store.write(state.run_id, staged)
+    store.write(state.run_id, staged, kind)
+
+
+def write_back(ctx: VisionContext, state: RunState, args: Args, rows: range,
+               sources: list[ImageSource], results: list[Classification | None],
+               ks: list[int | None]) -> None:
+    """Stage one batch of a run's classifications (counted before the batch is emitted):
+    the top ``k`` of each row, NULL ``k`` rows left out.
+
+    Each row also stores the image's perceptual hash, for ``duplicates()``: a second decode,
+    at the hash's 32 px (JPEG draft scale), about a fifteenth of classifying the image
+    (docs/performance.md, functions), and bit for bit what ``phash()`` returns.
+    """
+    classifier = ctx.classifier
+
+    def fields(row: int, source: bytes, ranked: tuple[Classification, int]) -> dict[str, Any]:
+        result, k = ranked
+        idxs = result.indices[:k].tolist()
+        return {"model": classifier.info.name, "top_k": len(idxs), "idx": idxs,
+                "label": [classifier.info.labels[i] for i in idxs],
+                "confidence": result.probabilities[:len(idxs)].tolist(),
+                "vector": result.embedding.tolist(), "thumbnail": result.thumbnail,
+                "phash": perceptual_hash(source, classifier.limits)}
+
+    ranked = [None if result is None or k is None else (result, k)
+              for result, k in zip(results, ks, strict=True)]
+    stage_images(ctx, state, args, rows, sources, ranked, CLASSIFICATION, fields)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.worker.calls.context import VisionContext, image_sources
-from vgi_vision.worker.calls.runs import RunState
-from vgi_vision.worker.lance.kinds import TEXT, utc_now
+from vgi_vision.worker.calls.runs import RunState, stage_images
+from vgi_vision.worker.lance.kinds import TEXT
 from vgi_vision.worker.registry import Args, FunctionError, Param
 from vgi_vision.worker.vision.imaging import ImageSource
 from vgi_vision.worker.vision.ocr import (
@@ -49,32 +48,18 @@ def read_rows(ctx: VisionContext, args: Args, rows: range, sources: list[ImageSo
 
 def stage_text(ctx: VisionContext, state: RunState, args: Args, rows: range,
                sources: list[ImageSource], results: list[list[TextLine] | None]) -> None:
-    """Stage the lines of one batch of a run's images in LanceDB's ``ocr_staged``: one row
-    per image read (an image without text too), keyed like classification write-back by
-    the image's sha256 and the OCR model. A continuation of a run that already committed
-    (a replayed or retried request) writes nothing."""
-    store = ctx.store()
-    if rows.start and store.committed(state.run_id):
-        return
-    is_path = args.overload.params[0].type == "VARCHAR"
-    given = args[args.overload.params[0].name].slice(rows.start, len(rows)).to_pylist()
+    """Stage the lines of one batch of a run's images in LanceDB's ``ocr_staged``, keyed
+    like classification write-back by the image's sha256 and the OCR model."""
     confidences = args["min_confidence"].to_pylist()
-    now = utc_now()
-    staged: list[dict[str, Any]] = []
-    for row, source, original, lines in zip(rows, sources, given, results, strict=True):
-        if lines is None:
-            continue
-        assert isinstance(source, bytes)  # image_sources reads files when write-back is on
-        staged.append({"image_key": hashlib.sha256(source).hexdigest(), "model": OCR_MODEL,
-                       "path": original if is_path else None,
-                       "min_confidence": confidences[row],
-                       "text": [ln.text for ln in lines],
-                       "confidence": [ln.confidence for ln in lines],
-                       **{edge: [getattr(ln, edge) for ln in lines]
-                          for edge in ("x0", "y0", "x1", "y1")},
-                       "run_id": state.run_id, "created_at": now, "input_row": row})
-    state.images += len(staged)
-    store.write(state.run_id, staged, TEXT)
+
+    def fields(row: int, source: bytes, lines: list[TextLine]) -> dict[str, Any]:
+        return {"model": OCR_MODEL, "min_confidence": confidences[row],
+                "text": [ln.text for ln in lines],
+                "confidence": [ln.confidence for ln in lines],
+                **{edge: [getattr(ln, edge) for ln in lines]
+                   for edge in ("x0", "y0", "x1", "y1")}}
+
+    stage_images(ctx, state, args, rows, sources, results, TEXT, fields)
 
 
 def read_and_stage(ctx: VisionContext, state: RunState, args: Args, rows: range

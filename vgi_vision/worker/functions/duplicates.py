@@ -17,6 +17,7 @@ from scipy.sparse.csgraph import connected_components
 
 from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
+from vgi_vision.worker.calls.store_scan import StoreScan
 from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Overload, Param
 from vgi_vision.worker.state import CursorState
 
@@ -86,17 +87,8 @@ def groups(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     return np.where(sizes[per_hash] > 1, per_hash, -1)
 
 
-class Duplicates:
+class Duplicates(StoreScan):
     """Every near-duplicate group of the stored images, in one response."""
-
-    state_type = CursorState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    def initial_state(self, args: Args) -> CursorState:
-        self.ctx.store()
-        return CursorState()
 
     def process(self, args: Args, state: CursorState, out: Output) -> None:
         for row in state.advance(args.num_rows, 1):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
 
-from vgi_vision.protocol import INPUT_ROW, ErrorKind
+from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext, image_overloads
-from vgi_vision.worker.calls.runs import RunState, finish_run, rolled_back_on_error
+from vgi_vision.worker.calls.item_pages import ItemPages, PendingState
 from vgi_vision.worker.calls.text_reading import (
     MIN_CONFIDENCE_PARAM,
     OCR_BOUNDS,
@@ -18,34 +17,19 @@ from vgi_vision.worker.calls.text_reading import (
     read_and_stage,
 )
 from vgi_vision.worker.lance.kinds import TEXT
-from vgi_vision.worker.registry import (
-    ROWS_PER_TICK,
-    Args,
-    FunctionError,
-    FunctionSpec,
-    Output,
-)
+from vgi_vision.worker.registry import Args, FunctionSpec
 from vgi_vision.worker.stored import OCR_COLUMNS
 from vgi_vision.worker.vision.ocr import TextLine
 
 #: Images read per tick: OCR takes ~0.1-1 s an image, so a tick stays short.
 OCR_IMAGES_PER_TICK = 4
 
-#: Lines one tick emits at most; the rest wait in the scan state for the next tick.
-LINES_PER_TICK = ROWS_PER_TICK
-
 
 @dataclass
-class OcrState(RunState):
-    """The next argument row to read, the lines already read but not yet emitted, and the
-    write-back run (if any) the call's results belong to.
-
-    An image with more lines than one tick emits keeps the rest here (an Arrow IPC stream),
-    so resuming over HTTP never reads an image twice; only what remains travels.
-    """
+class OcrState(PendingState):
+    """The paging state of ``ocr`` (:mod:`vgi_vision.worker.calls.item_pages`)."""
 
     kind: ClassVar[str] = "ocr"
-    pending: bytes = b""
 
 
 def spec(ctx: VisionContext) -> FunctionSpec:
@@ -79,51 +63,15 @@ def line_batch(rows: range, results: list[list[TextLine] | None]) -> pa.RecordBa
         names=[INPUT_ROW] + [c.name for c in OCR_COLUMNS])
 
 
-def to_ipc(batch: pa.RecordBatch) -> bytes:
-    if not batch.num_rows:
-        return b""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(data: bytes, schema: pa.Schema) -> pa.RecordBatch:
-    """The pending lines of a state; its bytes were sealed by this worker (HMAC-checked over
-    HTTP), so only the schema needs checking."""
-    table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    if not table.schema.equals(schema):
-        raise FunctionError("scan state holds lines of another schema", kind=ErrorKind.BAD_REQUEST)
-    return table.combine_chunks().to_batches()[0] if table.num_rows else \
-        pa.RecordBatch.from_pylist([], schema=schema)
-
-
-class Ocr:
-    """One row per line of text, in reading order.
-
-    Each tick reads a few images and emits at most LINES_PER_TICK lines; lines beyond that
-    stay in the state until later ticks. A NULL or undecodable image, or a NULL
+class Ocr(ItemPages):
+    """One row per line of text, in reading order, paged across ticks
+    (:mod:`vgi_vision.worker.calls.item_pages`). A NULL or undecodable image, or a NULL
     min_confidence, gives no rows for that argument row.
     """
 
     state_type = OcrState
+    kind = TEXT
+    images_per_tick = OCR_IMAGES_PER_TICK
 
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    def initial_state(self, args: Args) -> OcrState:
-        return OcrState(run_id=uuid.uuid4().hex if self.ctx.sink else "")
-
-    def process(self, args: Args, state: OcrState, out: Output) -> None:
-        with rolled_back_on_error(self.ctx, state):
-            if state.pending:
-                lines = from_ipc(state.pending, out.schema)
-            else:
-                rows = state.advance(args.num_rows, OCR_IMAGES_PER_TICK)
-                lines = line_batch(rows, read_and_stage(self.ctx, state, args, rows))
-            state.pending = to_ipc(lines.slice(LINES_PER_TICK))
-            if lines.num_rows:
-                out.emit(lines.slice(0, LINES_PER_TICK))
-            if state.offset >= args.num_rows and not state.pending:
-                finish_run(self.ctx, state, TEXT)
-                out.finish()
+    def read(self, args: Args, state: PendingState, rows: range) -> pa.RecordBatch:
+        return line_batch(rows, read_and_stage(self.ctx, state, args, rows))

@@ -17,6 +17,7 @@ from vgi_vision.worker.calls.context import (
     image_sources,
     images_per_tick,
 )
+from vgi_vision.worker.calls.store_scan import StoreScan
 from vgi_vision.worker.registry import Args, Column, FunctionSpec, Output, Param
 from vgi_vision.worker.state import CursorState
 from vgi_vision.worker.vision.imaging import ImageSource
@@ -53,17 +54,8 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class Similar:
+class Similar(StoreScan):
     """The k stored images nearest by embedding (cosine distance), per argument row."""
-
-    state_type = CursorState
-
-    def __init__(self, ctx: VisionContext) -> None:
-        self.ctx = ctx
-
-    def initial_state(self, args: Args) -> CursorState:
-        self.ctx.store()
-        return CursorState()
 
     def process(self, args: Args, state: CursorState, out: Output) -> None:
         ks = args["k"].to_pylist()

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from vgi_vision.protocol import INPUT_ROW
 from vgi_vision.worker.calls.context import VisionContext
-from vgi_vision.worker.calls.paging import StoredPages
+from vgi_vision.worker.calls.paging import StoredItems
 from vgi_vision.worker.lance.kinds import TEXT
 from vgi_vision.worker.registry import FunctionSpec, Overload
 from vgi_vision.worker.stored import STORED_TEXT_COLUMNS
@@ -28,27 +23,12 @@ def spec(ctx: VisionContext) -> FunctionSpec:
     )
 
 
-class StoredText(StoredPages):
+class StoredText(StoredItems):
     """``stored_text()``: every line stored by OCR write-back, one row per image and line,
     paged from one pinned table version like ``predictions()``."""
 
     kind = TEXT
-
-    def widths(self, images: pa.Table) -> np.ndarray:
-        return pc.list_value_length(images.column("text")).to_numpy(zero_copy_only=False)
-
-    def rows(self, images: pa.Table, row: int) -> pa.RecordBatch:
-        images = images.combine_chunks()
-        column = {name: images.column(name).chunk(0) for name in images.column_names}
-        parents = pc.list_parent_indices(column["text"])
-        widths = self.widths(images)
-        starts = np.repeat(np.cumsum(widths) - widths, widths)
-        unnested = {name: column[name].take(parents) for name in
-                    ("image_key", "path", "model", "min_confidence", "run_id", "created_at")}
-        unnested |= {name: pc.list_flatten(column[name])
-                     for name in ("text", "confidence", "x0", "y0", "x1", "y1")}
-        unnested["line"] = pa.array(np.arange(len(starts)) - starts + 1, pa.int32())
-        return pa.RecordBatch.from_arrays(
-            [pa.array(np.full(len(starts), row), pa.int32())]
-            + [unnested[c.name] for c in STORED_TEXT_COLUMNS],
-            names=[INPUT_ROW] + [c.name for c in STORED_TEXT_COLUMNS])
+    columns = STORED_TEXT_COLUMNS
+    per_image = ("image_key", "path", "model", "min_confidence", "run_id", "created_at")
+    per_item = ("text", "confidence", "x0", "y0", "x1", "y1")
+    number = "line"

@@ -27,6 +27,7 @@ from vgi_vision.worker.vision.model_files import (
     _Fields,
     _read_metadata,
     is_detector,
+    label_table_lines,
     models_root,
     shipped_folders,
 )
@@ -108,12 +109,7 @@ def read_class_table(path: Path) -> dict[int, str]:
     Detectors answer with their training set's ids, which may have gaps (COCO's 80 classes
     use ids 1..90), so unlike a classifier's table this one names each id.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ModelError(f"label table missing: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"label table {path} is not readable UTF-8 text: {exc}") from None
+    lines = label_table_lines(path)
     if not lines or lines[0].split("\t") != ["class_id", "label"]:
         raise ModelError(f"label table {path}: the first line must be the tab-separated "
                          f"header class_id, label")

@@ -231,18 +231,23 @@ def _channels(field: _Fields, key: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
+def label_table_lines(path: Path) -> list[str]:
+    """The lines of a label table (classifier or detector), or a ModelError naming it."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ModelError(f"label table missing: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"label table {path} is not readable UTF-8 text: {exc}") from None
+
+
 def read_labels(path: Path) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
     """The class labels (and WordNet ids, where the table has them) in index order.
 
     A tab-separated table with a header naming ``idx`` and ``label`` (``wnid`` optional);
     row ``i`` must have ``idx`` ``i``, so a lost or shuffled line cannot shift labels.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ModelError(f"label table missing: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"label table {path} is not readable UTF-8 text: {exc}") from None
+    lines = label_table_lines(path)
     header = lines[0].split("\t") if lines else []
     if "idx" not in header or "label" not in header:
         raise ModelError(f"label table {path}: the first line must be a tab-separated header "
