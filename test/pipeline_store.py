@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import daft  # the [daft] extra is part of [test]
 import lancedb
 import numpy as np
 from PIL import Image
@@ -76,3 +77,10 @@ def assert_stored_once(uri: str, images: int, rerun: Callable[[], int]) -> None:
     assert counts["run_images"] >= images
     assert rerun() == images
     assert store_counts(uri)["images"] == images
+
+
+# Daft runs on its native runner in every pipeline test, whatever Ray session a test has up:
+# Daft picks a Ray runner while Ray is initialized and keeps it for the process, and a runner
+# made for one Ray session fails on the next (its actors are gone), so a Daft test after a Ray
+# test module would pass or fail by test order. Set here, at collection, before any test runs.
+daft.set_runner_native()
