@@ -40,6 +40,8 @@ import pytest
 
 import vgi_vision
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 GENERATED = {REPO / "docs" / "functions.md"}

@@ -22,6 +22,8 @@ from conftest import DATA, REPO
 import vgi_vision.client.client
 from vgi_vision.cli import main
 
+pytestmark = pytest.mark.slow
+
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vgi_vision", *args], cwd=cwd,

@@ -19,6 +19,8 @@ from vgi_vision.worker.functions import VisionContext, build_registry
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.vision.model import load_classifier
 
+pytestmark = pytest.mark.slow
+
 COMMANDS = ["serve", "sql", "classify", "models", "functions"]
 
 

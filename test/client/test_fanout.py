@@ -29,6 +29,8 @@ from vgi_vision.client.client import Client
 from vgi_vision.client.fanout import Member
 from vgi_vision.testing.launch import RunningWorker, start_http, start_unix
 
+pytestmark = pytest.mark.slow
+
 PHOTOS = sorted(p.name for p in DATA.iterdir() if p.is_file())
 
 

@@ -24,6 +24,8 @@ from PIL import Image
 import vgi_vision
 from vgi_vision.client.client import Client
 
+pytestmark = pytest.mark.slow
+
 PHOTO_ROWS = int(os.environ.get("VGI_VISION_PHOTO_ROWS", "80"))
 OVERSIZED_BYTES = 150 << 20
 #: (fixture, size, noise amplitude, JPEG quality): each comes out at 4-5 MB.

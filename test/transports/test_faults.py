@@ -24,6 +24,8 @@ from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.transports.http import HttpTransport
 from vgi_vision.transports.unix import UnixTransport
 
+pytestmark = pytest.mark.slow
+
 KEY = "72657374617274732d6b65792d666f722d7465737473"  # hex, 22 bytes
 OTHER_KEY = "616e6f746865722d6b65792d656e746972656c792121"
 

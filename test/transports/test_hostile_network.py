@@ -26,6 +26,8 @@ from vgi_vision.client.client import Client
 from vgi_vision.protocol import decode, encode
 from vgi_vision.testing.launch import RunningWorker, running_worker
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "s3cret-bearer-token-for-tests"
 AUTH = {"VGI_VISION_AUTH_TOKEN": TOKEN}
 MB = 1 << 20

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import lancedb
 import pyarrow as pa
+import pytest
 from test_lance import classify_args, distinct_photos
 
 from vgi_vision.client.client import Client
 from vgi_vision.testing.launch import RunningWorker, start_http
 from vgi_vision.worker.lance.kinds import IMAGES, STAGED
 from vgi_vision.worker.lance.writeback import DEFAULT_COMPACT_EVERY
+
+pytestmark = pytest.mark.slow
 
 TTL_SECONDS = 8
 KEY = {"VGI_VISION_TOKEN_KEY": "6162616e646f6e65642d7363616e732d6b6579"}  # shared by restarts

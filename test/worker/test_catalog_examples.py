@@ -20,6 +20,8 @@ from PIL import Image
 import vgi_vision
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=(*TRANSPORTS, "inprocess"))
 def con(request: pytest.FixtureRequest, tmp_path: Path,

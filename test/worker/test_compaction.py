@@ -28,6 +28,8 @@ from vgi_vision.worker.lance.store import VERSION_RETENTION, PredictionStore
 from vgi_vision.worker.lance.writeback import WriteBack
 from vgi_vision.worker.ticks import run_ticks
 
+pytestmark = pytest.mark.slow
+
 NO_ARGS = argument_rows([], 1)  # a nullary call
 
 

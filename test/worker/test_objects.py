@@ -24,6 +24,8 @@ from vgi_vision.testing.s3server import LocalS3
 from vgi_vision.worker.objects import ObjectPrefixes, ObjectUrl, is_object_url
 from vgi_vision.worker.registry import FunctionError
 
+pytestmark = pytest.mark.slow
+
 BUCKET = "images"
 PHOTOS = f"s3://{BUCKET}/photos/"
 MAX_IMAGE_MB = 1

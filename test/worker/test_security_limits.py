@@ -38,6 +38,8 @@ from vgi_vision.worker.registry import Registry
 from vgi_vision.worker.vision.imaging import decode as decode_image
 from vgi_vision.worker.vision.model import load_classifier
 
+pytestmark = pytest.mark.slow
+
 # --- Request limits ---------------------------------------------------------------------------
 
 # The request bound is kept twice: by each transport, which refuses an oversized request before

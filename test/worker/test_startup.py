@@ -23,6 +23,8 @@ from vgi_vision.client.client import Client
 from vgi_vision.transports.stdio import WorkerStartError
 from vgi_vision.worker.vision.model import DEFAULT_MODEL, models_root
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def corrupt_models(tmp_path: Path) -> Path:

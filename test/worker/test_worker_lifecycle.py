@@ -29,6 +29,8 @@ from vgi_vision.testing.launch import running_worker
 from vgi_vision.transports.framing import read_frame, write_frame
 from vgi_vision.worker.lance.kinds import STAGED
 
+pytestmark = pytest.mark.slow
+
 
 def worker_log(folder: Path) -> str:
     return (folder / "worker.log").read_text(errors="replace")
