@@ -41,6 +41,7 @@ import pyarrow as pa
 from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.gallery.copies import count_paths
 from vgi_vision.gallery.jobs import record_jobs
+from vgi_vision.gallery.transaction import transaction
 from vgi_vision.store import PinnedImages, StoreReader
 from vgi_vision.worker.vision.categories import load_taxonomy
 from vgi_vision.worker.vision.detector_files import FACE_MODEL
@@ -620,9 +621,7 @@ def upsert(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> int:
     """Put ``rows`` in the summary in place of those of the same (image_key, model); how
     many rows the summary then holds. One transaction: a query meanwhile sees before or
     after."""
-    cursor = con.cursor()
-    cursor.execute("BEGIN")
-    try:
+    with transaction(con) as cursor:
         if rows is not None and rows.num_rows:
             cursor.register("batch", rows)
             cursor.execute("DELETE FROM stored WHERE (image_key, model) IN "
@@ -630,28 +629,18 @@ def upsert(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> int:
             cursor.execute(_INSERT)
             cursor.unregister("batch")
         (total,), = cursor.execute("SELECT count(*) FROM stored").fetchall()
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
     return int(total)
 
 
 def replace_found(con: duckdb.DuckDBPyConnection, rows: pa.Table | None) -> None:
     """Put ``rows`` (image_key, model, label list) in ``found`` in place of what it held, in
     one transaction."""
-    cursor = con.cursor()
-    cursor.execute("BEGIN")
-    try:
+    with transaction(con) as cursor:
         cursor.execute("DELETE FROM found")
         if rows is not None and rows.num_rows:
             cursor.register("batch", rows)
             cursor.execute("INSERT INTO found SELECT image_key, model, label FROM batch")
             cursor.unregister("batch")
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
 
 
 def add_label_categories(con: duckdb.DuckDBPyConnection, models: list[str]) -> None:

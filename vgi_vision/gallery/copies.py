@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import duckdb
 import pyarrow as pa
 
+from vgi_vision.gallery.transaction import transaction
 from vgi_vision.store import StoreReader
 
 #: No primary key: its index would cost more memory than the table on a large store.
@@ -62,18 +63,11 @@ def _append_keys(cursor: duckdb.DuckDBPyConnection, batch: pa.RecordBatch) -> No
 def _put(con: duckdb.DuckDBPyConnection, counts: dict[str, int]) -> None:
     if not counts:
         return
-    cursor = con.cursor()
-    cursor.register("counts", pa.table({"image_key": list(counts),
-                                        "paths": pa.array(list(counts.values()), pa.int32())}))
-    cursor.execute("BEGIN")
-    try:
+    with transaction(con) as cursor:
+        cursor.register("counts", pa.table({
+            "image_key": list(counts), "paths": pa.array(list(counts.values()), pa.int32())}))
         cursor.execute("DELETE FROM path_counts WHERE image_key IN (SELECT image_key FROM counts)")
         cursor.execute("INSERT INTO path_counts SELECT image_key, paths FROM counts")
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    finally:
         cursor.unregister("counts")
 
 
