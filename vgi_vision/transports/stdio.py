@@ -14,6 +14,7 @@ worker's own message instead of an exit code.
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
 import os
 import signal
@@ -35,6 +36,10 @@ READY_FRAME = b""
 EXIT_GRACE_SECONDS = 5.0
 #: Lines of a worker's stderr kept to explain how it ended.
 STDERR_TAIL_LINES = 20
+#: Bytes a pipe to or from the worker holds before its writer waits. Linux's default, 64 KiB,
+#: turns a 43 MB request (24 phone photos) into ~700 hand-offs between the two processes:
+#: ~90 ms per frame, against ~60 ms at 1 MiB, the most an unprivileged process gets by default.
+PIPE_BYTES = 1 << 20
 
 
 class WorkerStartError(TransportError):
@@ -44,6 +49,18 @@ class WorkerStartError(TransportError):
 def worker_command(*extra: str) -> list[str]:
     """Command line of a private worker; quiet unless ``extra`` asks for more logging."""
     return [sys.executable, "-m", "vgi_vision", "serve", "--log-level", "warning", *extra]
+
+
+def widen(pipe: IO[bytes] | None) -> None:
+    """Give ``pipe`` a buffer of ``PIPE_BYTES``; where the system refuses (a lower
+    ``/proc/sys/fs/pipe-max-size``, or not Linux) it stays as it was: slower, not wrong."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is None or set_size is None:
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), set_size, PIPE_BYTES)
+    except OSError as exc:
+        log.debug("pipe buffer left at the system default: %s", exc)
 
 
 class StderrTail:
@@ -116,6 +133,8 @@ class SubprocessTransport:
             stderr=subprocess.PIPE, env={**os.environ, **(self.env or {})}, close_fds=True,
             start_new_session=True)
         assert process.stdout is not None and process.stderr is not None
+        for pipe in (process.stdin, process.stdout):
+            widen(pipe)
         stderr = StderrTail(process.stderr)
         try:
             ready = read_frame(process.stdout, MAX_RESPONSE_BYTES)

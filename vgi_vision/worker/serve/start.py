@@ -21,6 +21,7 @@ from pathlib import Path
 from vgi_vision.errors import ModelError, VgiVisionError
 from vgi_vision.loopback import is_loopback
 from vgi_vision.protocol.bearer import AUTH_TOKEN_ENV, checked_token
+from vgi_vision.worker.serve.allocator import tune_for_large_buffers
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def serve(settings: ServeSettings) -> None:
     sealer = (TokenSealer(checked_token_key(settings.token_key), settings.token_ttl)
               if settings.http else None)
     check_address_free(settings)
+    tune_for_large_buffers()  # a process of its own: buffers of megabytes come and go
     if settings.cpus:
         try:
             # Before the model loads: its thread count follows the cores it may use.
