@@ -18,11 +18,10 @@ import pytest
 from conftest import DATA, EXPECTED_TOP5
 
 import vgi_vision
+from vgi_vision.objects import ObjectPrefixes, ObjectStoreError, ObjectUrl, is_object_url
 from vgi_vision.protocol import ErrorKind
 from vgi_vision.testing.launch import TRANSPORTS, RunningWorker, running_worker
 from vgi_vision.testing.s3server import LocalS3
-from vgi_vision.worker.objects import ObjectPrefixes, ObjectUrl, is_object_url
-from vgi_vision.worker.registry import FunctionError
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +166,7 @@ def test_a_prefix_admits_only_what_is_below_it() -> None:
     assert prefixes.check("s3://bkt/photos/a/b.jpg") == ObjectUrl("s3", "bkt", "photos/a/b.jpg")
     for url in ["s3://bkt/photos-x/b.jpg", "s3://bkt/photos", "s3://bkt/photos/a/../../x.jpg",
                 "s3://bkt/photos//x.jpg", "s3://bkt/other.jpg", "s3://bkt/photos/a\x00.jpg"]:
-        with pytest.raises(FunctionError) as info:
+        with pytest.raises(ObjectStoreError) as info:
             prefixes.check(url)
         assert info.value.kind is ErrorKind.PATH_REFUSED, url
 

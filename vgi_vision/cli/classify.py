@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         unmatched_reason,
     )
     from vgi_vision.client.client import Client
-    from vgi_vision.worker.registry import FunctionError
+    from vgi_vision.objects import ObjectStoreError
 
     fmt = outputs.output_format(args.format, args.output)
     outputs.check_output(args.output)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--skip-existing needs --lance URI: the store to check")
     try:
         files, unmatched = expand(args.paths)
-    except FunctionError as exc:  # a malformed object URL
+    except ObjectStoreError as exc:  # a malformed object URL
         raise CliError(str(exc)) from None
     if unmatched:
         raise MissingPath("; ".join(unmatched_reason(p) for p in unmatched))

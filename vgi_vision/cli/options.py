@@ -101,7 +101,7 @@ port_number = bounded_int(0, 65535)
 def check_data_root(args: argparse.Namespace) -> None:
     """Refuse a ``--data-root`` that names no folder, or a malformed object URL prefix,
     before anything slow starts (object prefixes are not listed: the bucket may be big)."""
-    from vgi_vision.worker.objects import is_object_url
+    from vgi_vision.objects import ObjectStoreError, is_object_url
     from vgi_vision.worker.paths import PathPolicy
     from vgi_vision.worker.registry import FunctionError
 
@@ -111,7 +111,7 @@ def check_data_root(args: argparse.Namespace) -> None:
             raise CliError(f"--data-root {root} is not an existing folder")
     try:
         PathPolicy.confined(roots)
-    except (ValueError, FunctionError) as exc:
+    except (ValueError, FunctionError, ObjectStoreError) as exc:
         raise CliError(f"--data-root: {exc}") from None
 
 

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from vgi_vision.client.client import Client
 from vgi_vision.client.object_images import Source, list_images, read_all, read_or_none
+from vgi_vision.objects import is_object_url
 from vgi_vision.protocol import INPUT_ROW
-from vgi_vision.worker.objects import is_object_url
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 #: Files read and sent per worker call by default: bounds memory however large the folder,

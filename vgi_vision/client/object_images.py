@@ -1,6 +1,6 @@
 """Images under an object-storage prefix, for ``vgi-vision classify s3://bucket/prefix/``.
 
-Listing and reading use the worker's filesystem (:mod:`vgi_vision.worker.objects`): the same
+Listing and reading use the worker's filesystem (:mod:`vgi_vision.objects`): the same
 standard AWS variables configure both, and a client that sends bytes to a remote worker
 fetches the objects of a chunk in parallel, so memory stays bounded by the chunk.
 """
@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from pyarrow import fs
 
-from vgi_vision.worker.objects import ObjectUrl, fetch_all, is_object_url, object_filesystem
+from vgi_vision.objects import ObjectUrl, fetch_all, is_object_url, object_filesystem
 
 #: A file the command classifies: a local path, or an object URL (a ``str``; a ``Path`` would
 #: fold the ``//`` of ``s3://``).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vgi_vision.worker.objects import is_object_url
+from vgi_vision.objects import ObjectStoreError, is_object_url
 from vgi_vision.worker.paths import PathPolicy
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.vision.facts import read_info
@@ -40,7 +40,7 @@ class FilePolicy:
             if is_object_url(path):
                 return self._paths.objects.check(path).prefix
             real = Path(self._paths.resolve(path))
-        except FunctionError:
+        except (FunctionError, ObjectStoreError):
             return None
         return str(real.relative_to(self.root)) if self.root else None
 
@@ -55,7 +55,7 @@ class FilePolicy:
             return None
         try:
             data = self._paths.source(path, MAX_FILE_BYTES)
-        except FunctionError:
+        except (FunctionError, ObjectStoreError):
             return None
         return data if isinstance(data, bytes) else None
 

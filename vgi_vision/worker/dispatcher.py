@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from vgi_vision.errors import ModelError, ProtocolError
+from vgi_vision.objects import ObjectStoreError
 from vgi_vision.protocol import (
     ErrorKind,
     argument_rows,
@@ -193,7 +194,7 @@ class Dispatcher:
             op = str(message.header.get("op"))
             function = str(message.header.get("function", ""))
             return Reply(self._dispatch(op, function, message.header, message.batch, states))
-        except FunctionError as exc:
+        except (FunctionError, ObjectStoreError) as exc:  # refusals with a stable kind
             kind, text = exc.kind, str(exc)
         except (ProtocolError, StateError) as exc:
             kind, text = ErrorKind.BAD_REQUEST, str(exc)

@@ -11,7 +11,7 @@ look like a bad image. The functions' ``missing := 'null'`` argument turns it in
 rows, decided in :meth:`PathPolicy.source` where the reader's ``FileNotFoundError`` arrives,
 so every reader (a file, or another store that raises the same error) follows one policy.
 
-Object URLs (``s3://...``) follow the same rules through :mod:`vgi_vision.worker.objects`: a
+Object URLs (``s3://...``) follow the same rules through :mod:`vgi_vision.objects`: a
 data root may be a URL prefix, and a missing object is a missing file.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgi_vision.objects import ObjectPrefixes, fetch_all, is_object_url
 from vgi_vision.protocol import ErrorKind
-from vgi_vision.worker.objects import ObjectPrefixes, fetch_all, is_object_url
 from vgi_vision.worker.registry import FunctionError
 from vgi_vision.worker.vision.imaging import read_regular_file
 

@@ -10,6 +10,10 @@ Reading goes through pyarrow's S3 filesystem (the AWS C++ SDK): credentials, reg
 endpoint come from the standard chain (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, an instance
 role, ``AWS_REGION``, ``AWS_ENDPOINT_URL``), never from a query, and throttling or 5xx
 answers are retried with exponential backoff by the SDK's standard retry strategy.
+
+Shared by the worker (path arguments), the ``classify`` command (listing and fetching a
+prefix) and the gallery (full-size images), so it depends on none of them: its refusals are
+:class:`ObjectStoreError`, which carries the same error kind a worker answers with.
 """
 
 from __future__ import annotations
@@ -24,11 +28,20 @@ from urllib.parse import urlsplit
 
 from pyarrow import fs
 
+from vgi_vision.errors import VgiVisionError
 from vgi_vision.protocol import ErrorKind
-from vgi_vision.worker.registry import FunctionError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class ObjectStoreError(VgiVisionError):
+    """An object URL refused (malformed, outside the data roots, no such scheme) or a read
+    that kept failing; ``kind`` is what a worker answers with."""
+
+    def __init__(self, message: str, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 #: URL schemes read as object storage; every other string is a local path.
 SCHEMES = ("s3",)
@@ -64,7 +77,7 @@ class ObjectUrl:
         if (parts.query or parts.fragment or "@" in parts.netloc or not parts.hostname
                 or any(s in (".", "..") for s in segments) or "" in segments[:-1]
                 or "\x00" in url):
-            raise FunctionError(f"object URL {url!r} is not of the form "
+            raise ObjectStoreError(f"object URL {url!r} is not of the form "
                                 "scheme://bucket/key", kind=ErrorKind.PATH_REFUSED)
         return cls(parts.scheme.lower(), parts.netloc, "/".join(segments))
 
@@ -97,7 +110,7 @@ class ObjectPrefixes:
         """The parsed ``url`` if this worker may read it, else a ``path_refused`` error."""
         parsed = ObjectUrl.parse(url)
         if not self.allow_any and not any(parsed.prefix.startswith(p) for p in self.prefixes):
-            raise FunctionError(f"object URL {url!r} is outside the data roots",
+            raise ObjectStoreError(f"object URL {url!r} is outside the data roots",
                                 kind=ErrorKind.PATH_REFUSED)
         return parsed
 
@@ -118,7 +131,7 @@ class ObjectPrefixes:
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise FunctionError(f"reading {url!r} from object storage failed: {exc}",
+            raise ObjectStoreError(f"reading {url!r} from object storage failed: {exc}",
                                 kind=ErrorKind.READ_FAILED) from None
         return data if 0 < len(data) <= max_bytes else None
 
@@ -133,11 +146,11 @@ def object_filesystem(scheme: str) -> fs.FileSystem:
     ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) is the region when set. Read once per process.
     """
     if scheme != "s3":
-        raise FunctionError(f"no object storage for scheme {scheme!r}",
+        raise ObjectStoreError(f"no object storage for scheme {scheme!r}",
                             kind=ErrorKind.PATH_REFUSED)
     endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL", ""))
     if endpoint.scheme == "http" and os.environ.get("AWS_ALLOW_HTTP", "").lower() != "true":
-        raise FunctionError(f"the S3 endpoint {endpoint.geturl()} is plain HTTP: set "
+        raise ObjectStoreError(f"the S3 endpoint {endpoint.geturl()} is plain HTTP: set "
                             "AWS_ALLOW_HTTP=true to allow it", kind=ErrorKind.NOT_CONFIGURED)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return fs.S3FileSystem(region=region, scheme=endpoint.scheme or None,
