@@ -15,12 +15,10 @@ Usage: python -m bench.bench_functions [--images 64] [--repeats 3] [--transport 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
@@ -28,6 +26,7 @@ import pyarrow as pa
 import vgi_vision
 from bench.images import make_jpegs
 from bench.raw_baseline import RawBaseline, decoded_pixels
+from bench.timing import best_seconds, checked_throughput_options, throughput_options
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.facts import read_info
 
@@ -42,23 +41,8 @@ QUERIES = {
 }
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=64, help="number of images (64)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (3)")
-    parser.add_argument("--transport", default="subprocess", choices=TRANSPORTS)
-    args = parser.parse_args(argv)
-    if args.images < 1 or args.repeats < 1:
-        parser.error("--images and --repeats must be >= 1")
+    args = checked_throughput_options(throughput_options(__doc__, 64, TRANSPORTS), argv)
     images = make_jpegs(args.images)
 
     con = duckdb.connect()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from bench.timing import median_get_ms
 from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog
 from vgi_vision.gallery.facts import FilePolicy
@@ -96,13 +96,7 @@ async def measure(folder: Path, keys: list[str], repeats: int) -> dict[str, floa
                                  base_url="http://127.0.0.1") as client:
         await client.get("/")  # compiles the templates once, outside the measurements
         for name, url in urls.items():
-            samples = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                response = await client.get(url)
-                samples.append((time.perf_counter() - started) * 1000)
-                assert response.status_code == 200, (url, response.status_code)
-            times[name] = statistics.median(samples)
+            times[name] = await median_get_ms(client, [url] * repeats)
     catalog.close()
     return times
 

@@ -21,7 +21,6 @@ Usage: python -m bench.bench_phone [--images 24] [--repeats 3] [--transport subp
 
 from __future__ import annotations
 
-import argparse
 import io
 import shlex
 import sys
@@ -37,6 +36,7 @@ from PIL import Image
 import vgi_vision
 from bench.images import make_jpegs
 from bench.raw_baseline import SETTLE_SECONDS, RawBaseline, decoded_pixels
+from bench.timing import checked_throughput_options, throughput_options
 from vgi_vision.testing.launch import TRANSPORTS, running_worker
 from vgi_vision.worker.vision.imaging import decode_image
 from vgi_vision.worker.vision.model import load_classifier
@@ -56,13 +56,7 @@ def draft_decode(data: bytes, shorter_side: int) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=24, help="distinct photos (24)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (3)")
-    parser.add_argument("--transport", default="subprocess", choices=TRANSPORTS)
-    args = parser.parse_args(argv)
-    if args.images < 1 or args.repeats < 1:
-        parser.error("--images and --repeats must be >= 1")
+    args = checked_throughput_options(throughput_options(__doc__, 24, TRANSPORTS), argv)
     command = shlex.join([sys.executable, *sys.argv])
     photos = make_jpegs(args.images, size=(WIDTH, HEIGHT), grain=GRAIN)
     classifier = load_classifier()

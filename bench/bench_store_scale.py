@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from bench.timing import median_get_ms
 from vgi_vision.worker.lance.kinds import IMAGES, PATHS, utc_now
 from vgi_vision.worker.lance.vector_index import build_index, nearest
 from vgi_vision.worker.stored import image_schema, paths_schema
@@ -217,13 +218,7 @@ def gallery(folder: str, requests: int) -> None:
                                           for i in range(2 * requests + 1)],
                 "detail page": [f"/image/{key_of(i * 997)}" for i in range(1, 2 * requests + 2)]}
             for name, urls in kinds.items():
-                samples = []
-                for url in urls:
-                    started = time.perf_counter()
-                    response = await client.get(url)
-                    samples.append((time.perf_counter() - started) * 1000)
-                    assert response.status_code == 200, (url, response.status_code)
-                times[name] = statistics.median(samples)
+                times[name] = await median_get_ms(client, urls)
         catalog.close()
         return times
 
