@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.images import make_jpegs
 from bench.raw_baseline import RawBaseline
+from bench.timing import timed_runs
 from vgi_vision.worker.vision.model import (
     DEFAULT_MODEL,
     Classifier,
@@ -69,13 +70,7 @@ def own_cpu() -> float:
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls to ``fn``."""
-    seconds = []
-    for _ in range(repeats):
-        time.sleep(SETTLE_SECONDS)
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return timed_runs(fn, repeats, SETTLE_SECONDS)
 
 
 def ceiling(classifier: Classifier, pixels: np.ndarray) -> None:

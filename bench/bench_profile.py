@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 import vgi_vision
+from bench import timing
 from bench.images import make_jpegs
 from bench.raw_baseline import SETTLE_SECONDS, RawBaseline, decoded_pixels
 from vgi_vision.protocol import decode, encode
@@ -54,13 +55,8 @@ SQL = "SELECT count(vision.top_label(image)) FROM photos"
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        time.sleep(SETTLE_SECONDS)
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    """The fastest run, each after the pause that lets onnxruntime's threads go to sleep."""
+    return timing.best_seconds(fn, repeats, SETTLE_SECONDS)
 
 
 class RecordingTransport:

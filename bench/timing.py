@@ -9,16 +9,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
-def best_seconds(run: Callable[[], object], repeats: int, settle: float = 0.0) -> float:
-    """The fastest of ``repeats`` timed calls of ``run``: the least disturbed by other load.
-    ``settle``: idle seconds before each (lets the previous run's threads go to sleep)."""
+def timed_runs(run: Callable[[], object], repeats: int, settle: float = 0.0) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``run``. ``settle``: idle seconds before
+    each (lets the previous run's threads go to sleep)."""
     times = []
     for _ in range(repeats):
         time.sleep(settle)
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return times
+
+
+def best_seconds(run: Callable[[], object], repeats: int, settle: float = 0.0) -> float:
+    """The fastest of ``repeats`` timed calls of ``run``: the least disturbed by other load."""
+    return min(timed_runs(run, repeats, settle))
 
 
 async def median_get_ms(client: Any, urls: Iterable[str]) -> float:
