@@ -29,7 +29,7 @@ from vgi_vision.worker.vision.detector_files import (
     resolve_detector,
 )
 from vgi_vision.worker.vision.imaging import ImageSource, OrientedImage, decode_upright
-from vgi_vision.worker.vision.model import default_threads
+from vgi_vision.worker.vision.model import default_threads, session_options
 from vgi_vision.worker.vision.model_files import verify_sha256
 from vgi_vision.worker.vision.turns import Turns
 
@@ -99,10 +99,7 @@ class DetectorSession:
 
         info = self.info
         verify_sha256(info.onnx_file, info.sha256)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(self.threads)
         try:
             session = ort.InferenceSession(str(info.onnx_file), sess_options=options,
                                            providers=["CPUExecutionProvider"])
