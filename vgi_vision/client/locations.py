@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 from vgi_vision.client.fanout import Member
 from vgi_vision.transports import Transport
 
-#: Requests in flight to one worker address. Two keep a worker busy: it decodes the images of
-#: one request while the model runs on the other's, and the wire transfer of one overlaps the
-#: other's work; more only queue inside the worker. A load balancer in front of N replicas
-#: wants about 2 x N (``concurrency=``).
+#: Requests in flight to one worker address. Two keep a worker busy: while the model works on
+#: one request, the next crosses the wire and waits its turn (the worker classifies requests in
+#: turns of 32 images), so no core idles between them; more only queue inside the worker. A
+#: load balancer in front of N replicas wants about 2 x N (``concurrency=``).
 DEFAULT_CONCURRENCY = 2
 
 #: Seconds a worker address may take to answer one request (a call on a big chunk is slow).
