@@ -7,10 +7,10 @@ graph wants them. Nothing of ours runs inside the timed loop, so the ratio says 
 model's own speed the measured path keeps; anything below 1.0 is overhead we added (decoding,
 copies, transport) or work the model does not do.
 
-Two such sessions are timed, one with onnxruntime's defaults (idle threads spin) and one
-whose idle threads sleep (as the worker's do), and each pass counts the faster of the two:
-on a busy machine spinning loses, on a quiet one it may win, and the ceiling is whichever is
-higher at the moment.
+Two such sessions are timed, one with onnxruntime's defaults (idle threads spin a while) and
+one whose idle threads sleep at once, and each pass counts the faster of the two: on a busy
+machine spinning loses, on a quiet one it may win, and the ceiling is whichever is higher at
+the moment.
 """
 
 from __future__ import annotations
