@@ -34,15 +34,6 @@ from vgi_vision.protocol import ErrorKind
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-
-class ObjectStoreError(VgiVisionError):
-    """An object URL refused (malformed, outside the data roots, no such scheme) or a read
-    that kept failing; ``kind`` is what a worker answers with."""
-
-    def __init__(self, message: str, kind: ErrorKind) -> None:
-        super().__init__(message)
-        self.kind = kind
-
 #: URL schemes read as object storage; every other string is a local path.
 SCHEMES = ("s3",)
 
@@ -53,6 +44,15 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 FETCH_THREADS = 16
 #: Tries per request (the first included): throttling and 5xx back off exponentially between.
 MAX_ATTEMPTS = 6
+
+
+class ObjectStoreError(VgiVisionError):
+    """An object URL refused (malformed, outside the data roots, no such scheme) or a read
+    that kept failing; ``kind`` is what a worker answers with."""
+
+    def __init__(self, message: str, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def is_object_url(path: str) -> bool:
