@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import lancedb
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from vgi_vision.gallery.app import make_app
+from vgi_vision.gallery.catalog import Catalog
+from vgi_vision.gallery.facts import FilePolicy
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.testing.launch import wait_for
@@ -51,6 +55,32 @@ def classify_into(sink: WriteBack, images: list[bytes] | list[str]) -> None:
     kind = pa.binary() if isinstance(images[0], bytes) else pa.string()
     invoke_table_function(registry.get("classify"), argument_rows(
         [pa.array(images, kind), pa.array([5] * len(images), pa.int32())]))
+
+
+def classified_store(uri: Path, *runs: list[bytes] | list[str]) -> None:
+    """A write-back store at ``uri`` with one ``classify`` run per item of ``runs``."""
+    sink = WriteBack(str(uri), 1280)
+    try:
+        for images in runs:
+            classify_into(sink, images)
+    finally:
+        sink.close()
+
+
+async def responses(uri: Path, urls: list[str], data_root: Path | None = REPO
+                    ) -> list[httpx.Response]:
+    """GET each URL from the gallery app in this process, over the store at ``uri`` (what the
+    pages make of requests and stored data; the access rules are tested over a socket)."""
+    catalog = await Catalog.open(str(uri), refresh_seconds=0)
+    app = make_app(catalog, FilePolicy(str(data_root) if data_root else None))
+    try:
+        # A failing page comes back as the 500 a browser would get, not as an exception.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app,
+                                                                   raise_app_exceptions=False),
+                                     base_url="http://127.0.0.1") as client:
+            return [await client.get(url) for url in urls]
+    finally:
+        catalog.close()
 
 
 def detect_into(sink: WriteBack, images: list[bytes]) -> None:

@@ -12,15 +12,12 @@ import hashlib
 import io
 from pathlib import Path
 
-import httpx
 import lancedb
 import pyarrow as pa
-from gallery_store import classify_into
+from gallery_store import classified_store, classify_into, responses
 from PIL import Image
 
-from vgi_vision.gallery.app import make_app
 from vgi_vision.gallery.catalog import Catalog, Filter
-from vgi_vision.gallery.facts import FilePolicy
 from vgi_vision.protocol import argument_rows
 from vgi_vision.testing.harness import invoke_table_function
 from vgi_vision.worker.functions import VisionContext, build_registry
@@ -93,24 +90,9 @@ def test_the_detail_lists_every_path_of_the_image(tmp_path: Path) -> None:
         path.parent.mkdir()
         path.write_bytes(photo)
     uri = tmp_path / "store.lance"
-    sink = WriteBack(str(uri), 1280)
-    try:
-        for path in copies:
-            classify_into(sink, [str(path)])
-    finally:
-        sink.close()
-
-    async def detail() -> str:
-        catalog = await Catalog.open(str(uri), refresh_seconds=0)
-        app = make_app(catalog, FilePolicy(str(tmp_path)))
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://127.0.0.1") as client:
-                response = await client.get(f"/image/{hashlib.sha256(photo).hexdigest()}")
-                assert response.status_code == 200
-                return response.text
-        finally:
-            catalog.close()
-
-    page = asyncio.run(detail())
+    classified_store(uri, *([str(path)] for path in copies))
+    response, = asyncio.run(responses(
+        uri, [f"/image/{hashlib.sha256(photo).hexdigest()}"], data_root=tmp_path))
+    assert response.status_code == 200
+    page = response.text
     assert "a/one.png" in page and "b/copy of one.png" in page and "also at" in page

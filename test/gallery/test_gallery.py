@@ -20,7 +20,14 @@ import httpx
 import lancedb
 import pyarrow as pa
 import pytest
-from gallery_store import REPO, GalleryStore, classify_into, running_gallery
+from gallery_store import (
+    REPO,
+    GalleryStore,
+    classified_store,
+    classify_into,
+    responses,
+    running_gallery,
+)
 from PIL import Image
 
 from vgi_vision.gallery.app import TOKEN_COOKIE, make_app
@@ -114,22 +121,6 @@ def test_refuses_what_serve_http_refuses(tmp_path: Path, store: GalleryStore) ->
     missing = run_cli("--lance", str(tmp_path / "nothing"), "--port", "0")
     assert missing.returncode == 2 and "holds no write-back store" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-
-
-async def responses(uri: Path, urls: list[str], data_root: Path | None = REPO
-                    ) -> list[httpx.Response]:
-    """GET each URL from the gallery app in this process (the access rules are tested above,
-    over a socket; here it is what the pages make of requests and stored data)."""
-    catalog = await Catalog.open(str(uri), refresh_seconds=0)
-    app = make_app(catalog, FilePolicy(str(data_root) if data_root else None))
-    try:
-        # A failing page comes back as the 500 a browser would get, not as an exception.
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app,
-                                                                   raise_app_exceptions=False),
-                                     base_url="http://127.0.0.1") as client:
-            return [await client.get(url) for url in urls]
-    finally:
-        catalog.close()
 
 
 def test_hostile_requests_get_a_page_or_a_404(store: GalleryStore) -> None:
@@ -274,11 +265,7 @@ def test_hostile_exif_is_shown_escaped(tmp_path: Path) -> None:
     picture = photos / "hostile-exif.jpg"
     Image.new("RGB", (64, 48), (120, 30, 200)).save(picture, "JPEG", exif=exif)
     uri = tmp_path / "exif.lance"
-    sink = WriteBack(str(uri), 1280)
-    try:
-        classify_into(sink, [str(picture)])
-    finally:
-        sink.close()
+    classified_store(uri, [str(picture)])
     key = hashlib.sha256(picture.read_bytes()).hexdigest()
     page, = asyncio.run(responses(uri, [f"/image/{key}"], data_root=photos))
     assert page.status_code == 200
@@ -441,11 +428,7 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> N
     named = folder / "=cmd.png"
     named.write_bytes((REPO / "test" / "sql" / "data" / "coffee.png").read_bytes())
     uri = tmp_path / "formulas.lance"
-    sink = WriteBack(str(uri), 1280)
-    try:
-        classify_into(sink, [str(named)])
-    finally:
-        sink.close()
+    classified_store(uri, [str(named)])
     hostile = ["=HYPERLINK(\"http://evil.example\")", "+1+2", "-3+4", "@SUM(A1)", "\tcmd",
                "\rcmd"]
     add_rows(uri, [{"label": [label, "tench"], "path": f"{folder}/plain{i}.png"}
@@ -522,11 +505,7 @@ def test_one_classify_command_is_one_entry_of_the_run_facet(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     other = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 200, 30)).save(other, "PNG")
-    sink = WriteBack(str(uri), 1280)
-    try:
-        classify_into(sink, [other.getvalue()])  # a run of its own, without a job
-    finally:
-        sink.close()
+    classified_store(uri, [other.getvalue()])  # a run of its own, without a job
 
     async def runs() -> dict[str, str | None]:
         db = await lancedb.connect_async(str(uri))
@@ -557,11 +536,7 @@ def test_a_malformed_stored_job_id_leaves_its_run_an_entry_of_its_own(tmp_path: 
     uri = tmp_path / "badjob.lance"
     picture = io.BytesIO()
     Image.new("RGB", (64, 64), (90, 20, 160)).save(picture, "PNG")
-    sink = WriteBack(str(uri), 1280)
-    try:
-        classify_into(sink, [picture.getvalue()])
-    finally:
-        sink.close()
+    classified_store(uri, [picture.getvalue()])
 
     async def spoil() -> str:
         db = await lancedb.connect_async(str(uri))
