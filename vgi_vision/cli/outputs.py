@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -61,41 +62,28 @@ def open_writer(fmt: str, sink: BinaryIO, path_width: int = 0) -> ChunkWriter:
     """A writer of ``fmt`` into ``sink`` (a binary stream the caller closes).
     ``path_width``: the longest path, so a text table's first column fits every chunk."""
     if fmt == "parquet":
-        return ParquetChunks(sink)
+        return ArrowChunks(sink, pq.ParquetWriter)
     if fmt == "csv":
-        return CsvChunks(sink)
+        return ArrowChunks(sink, pa_csv.CSVWriter)
     if fmt == "json":
         return JsonLines(sink)
     return TextTable(sink, path_width)
 
 
-class ParquetChunks:
-    """One row group per chunk; the footer is written on close."""
+class ArrowChunks:
+    """A pyarrow table writer opened on the first chunk's schema, one ``write_table`` per
+    chunk: Parquet (a row group per chunk, the footer on close) and CSV (the header once)."""
 
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: BinaryIO,
+                 open_writer: Callable[[BinaryIO, pa.Schema], pq.ParquetWriter
+                                       | pa_csv.CSVWriter]) -> None:
         self.sink = sink
-        self.writer: pq.ParquetWriter | None = None
+        self.open_writer = open_writer
+        self.writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.sink, table.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-class CsvChunks:
-    """The header once, then each chunk's rows."""
-
-    def __init__(self, sink: BinaryIO) -> None:
-        self.sink = sink
-        self.writer: pa_csv.CSVWriter | None = None
-
-    def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.writer = pa_csv.CSVWriter(self.sink, table.schema)
+            self.writer = self.open_writer(self.sink, table.schema)
         self.writer.write_table(table)
         self.sink.flush()
 
