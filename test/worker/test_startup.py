@@ -8,6 +8,7 @@ that socket and HTTP workers that cannot serve exit non-zero with one clear line
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -98,19 +99,63 @@ def test_cli_commands_print_the_workers_message(corrupt_models: Path) -> None:
 
 
 def test_a_worker_that_dies_mid_call_is_named_with_its_exit() -> None:
-    """After start-up, a dead worker is reported as such, with how it ended."""
+    """A worker killed while a call waits on it is reported as such, with how it ended.
+
+    The worker is stopped (SIGSTOP) before the call, so it is alive when the call writes its
+    request, and killed only once the request sits in its pipe: the kill lands mid-call
+    every time, whatever the machine's speed.
+    """
+    import fcntl
+    import os
+    import signal
+    import struct
+    import termios
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    with Client() as client:
+        transport = client.pool.members[0].transport
+        pid = transport.pid  # type: ignore[attr-defined]
+        request_pipe = transport._process.stdin  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGSTOP)
+        failures: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.call("top_label", pa.array([None], pa.binary()))
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                failures.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 30
+        while struct.unpack("i", fcntl.ioctl(request_pipe, termios.FIONREAD, b"\0" * 4))[0] == 0:
+            assert time.monotonic() < deadline, "the call never wrote its request"
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        caller.join(30)
+        assert len(failures) == 1 and isinstance(failures[0], ConnectionError)
+        assert re.search(rf"worker \(pid {pid}\) exited \(killed by SIGKILL\) during the call",
+                         str(failures[0]))
+        assert client.call("top_label", pa.array([None], pa.binary())).to_pylist() == [None]
+
+
+def test_a_worker_that_died_between_calls_is_replaced_without_an_error() -> None:
+    """Nothing was in flight when it died, so the next call just starts a fresh worker."""
     import os
     import signal
 
     import pyarrow as pa
 
     with Client() as client:
-        pid = client.pool.members[0].transport.pid  # type: ignore[attr-defined]
+        transport = client.pool.members[0].transport
+        pid = transport.pid  # type: ignore[attr-defined]
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(ConnectionError, match=rf"worker \(pid {pid}\) exited \(killed by "
-                                                  r"SIGKILL\) during the call"):
-            client.call("top_label", pa.array([None], pa.binary()))
+        transport._process.wait(30)  # type: ignore[attr-defined]
         assert client.call("top_label", pa.array([None], pa.binary())).to_pylist() == [None]
+        assert transport.pid != pid  # type: ignore[attr-defined]
 
 
 def test_unix_socket_taken_by_a_live_worker(tmp_path: Path) -> None:
