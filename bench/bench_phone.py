@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
                 lambda p: decode_image(p, classifier.limits, prep), photos)),
             "classify": classify,
             "SQL top_label": query,
-            "raw model": raw.run_once,
         }
         try:
             for cell in cells.values():  # warm-up
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     cell()
                     times.setdefault(name, []).append(time.perf_counter() - started)
+                times.setdefault("raw model", []).append(raw.seconds())  # its fastest way
         finally:
             vgi_vision.detach(con)
     con.close()

@@ -119,12 +119,14 @@ class Profile:
 
 
 def model_runs(classifier, pixels: np.ndarray) -> None:
-    """The onnxruntime runs ``Classifier.run`` makes, on ready uint8 pixels, nothing else."""
+    """The onnxruntime runs ``Classifier.run`` makes, on ready uint8 pixels, nothing else:
+    runs of ``run_batch`` images, one per core at once, as on the classifier's lanes."""
     info, session, step = classifier.info, classifier.session, classifier.run_batch
     names = [n for n in (info.logits_output, info.embedding_output) if n]
     feed = session.get_inputs()[0].name
-    for start in range(0, len(pixels), step):
-        session.run(names, {feed: pixels[start:start + step]})
+    with ThreadPoolExecutor(max_workers=classifier.threads) as lanes:
+        list(lanes.map(lambda start: session.run(names, {feed: pixels[start:start + step]}),
+                       range(0, len(pixels), step)))
 
 
 def profile_stages(jpegs: list[bytes], raw: RawBaseline, repeats: int) -> Profile:

@@ -188,7 +188,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def gallery(folder: str, requests: int) -> None:
+def gallery(folder: str, images: int, requests: int) -> None:
     """Child process: gallery latencies and this process's peak RSS, as JSON on stdout."""
     from urllib.parse import quote
 
@@ -216,7 +216,8 @@ def gallery(folder: str, requests: int) -> None:
                 # A new filter each time: counts, facets and page all computed.
                 "grid page, new filter": [f"/?label={quote(labels[i * 37])}"
                                           for i in range(2 * requests + 1)],
-                "detail page": [f"/image/{key_of(i * 997)}" for i in range(1, 2 * requests + 2)]}
+                "detail page": [f"/image/{key_of(i * 997 % images)}"
+                                for i in range(1, 2 * requests + 2)]}
             for name, urls in kinds.items():
                 times[name] = await median_get_ms(client, urls)
         catalog.close()
@@ -236,7 +237,7 @@ def main() -> None:
     parser.add_argument("--gallery-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.gallery_child:
-        gallery(args.gallery_child, args.requests)
+        gallery(args.gallery_child, args.images, args.requests)
         return
     labels = ModelInfo.load(models_root() / MODEL).labels
     embeddings = Embeddings(seed=7)
@@ -263,7 +264,7 @@ def main() -> None:
         print(f"| indexed vs flat p50 | "
               f"{statistics.median(indexed_ms) / statistics.median(flat_ms):.3f}x |", flush=True)
         child = subprocess.run([sys.executable, "-m", "bench.bench_store_scale",
-                                "--gallery-child", str(folder),
+                                "--gallery-child", str(folder), "--images", str(args.images),
                                 "--requests", str(args.requests)],
                                capture_output=True, text=True)
         if child.returncode:

@@ -7,15 +7,18 @@ graph wants them. Nothing of ours runs inside the timed loop, so the ratio says 
 model's own speed the measured path keeps; anything below 1.0 is overhead we added (decoding,
 copies, transport) or work the model does not do.
 
-Two such sessions are timed, one with onnxruntime's defaults (idle threads spin a while) and
-one whose idle threads sleep at once, and each pass counts the faster of the two: on a busy
-machine spinning loses, on a quiet one it may win, and the ceiling is whichever is higher at
-the moment.
+The model is run three ways and each pass counts the fastest: one session using every core
+through intra-op threads, with onnxruntime's defaults (idle threads spin a while) and with idle
+threads that sleep at once; and, as the worker's lanes run it, a one-thread session run from
+one thread per core at once, each on its share of the runs. On a busy machine spinning loses,
+on a quiet one it may win, and runs spread over every core stall whenever any core is taken;
+the ceiling is whichever way is fastest at the moment.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +46,7 @@ class RawBaseline:
     run_batch: int
     threads: int
     sessions: list
+    lanes: ThreadPoolExecutor
 
 
     @classmethod
@@ -54,40 +58,52 @@ class RawBaseline:
         info = ModelInfo.load(resolve_model(model))
         threads = threads or default_threads()
         sessions = []
-        for spinning in ("1", "0"):
+        for intra_threads, spinning in ((threads, "1"), (threads, "0"), (1, "0")):
             options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
+            options.intra_op_num_threads = intra_threads
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
             sessions.append(ort.InferenceSession(str(info.onnx_file), sess_options=options,
                                                  providers=["CPUExecutionProvider"]))
-        baseline = cls(info, ready_tensors(info, pixels), run_batch, threads, sessions)
-        for session in sessions:
-            baseline.run(session)  # warm: first-run allocations
+        baseline = cls(info, ready_tensors(info, pixels), run_batch, threads, sessions,
+                       ThreadPoolExecutor(max_workers=threads))
+        for way in baseline.ways():
+            way()  # warm: first-run allocations
         return baseline
 
-    def run(self, session) -> None:
+    def run(self, session, lane: int = 0, lanes: int = 1) -> None:
+        """Every ``lanes``-th run of the pass, from the ``lane``-th: all of them by default."""
         names = [self.info.logits_output]
         if self.info.embedding_output:
             names.append(self.info.embedding_output)
         feed = self.info.input_name
-        for start in range(0, len(self.tensors), self.run_batch):
+        for start in range(lane * self.run_batch, len(self.tensors), lanes * self.run_batch):
             session.run(names, {feed: self.tensors[start:start + self.run_batch]})
 
+    def run_on_lanes(self) -> None:
+        """One pass as the worker runs the model: the one-thread session on every core at once."""
+        lanes = self.threads
+        list(self.lanes.map(self.run, [self.sessions[-1]] * lanes, range(lanes), [lanes] * lanes))
+
+    def ways(self) -> list:
+        """One pass each way the model is run: spinning, sleeping, on lanes."""
+        return [lambda: self.run(self.sessions[0]), lambda: self.run(self.sessions[1]),
+                self.run_on_lanes]
+
     def run_once(self) -> None:
-        """One pass with the sleeping-threads session (for callers timing it themselves)."""
-        self.run(self.sessions[-1])
+        """One pass on lanes (for callers timing it themselves)."""
+        self.run_on_lanes()
 
     def seconds(self) -> float:
-        """Wall seconds of one pass over every tensor: the faster of the two sessions (each
+        """Wall seconds of one pass over every tensor: the fastest of the three ways (each
         after a settling pause)."""
         times = []
-        for session in self.sessions:
+        for way in self.ways():
             time.sleep(SETTLE_SECONDS)
             started = time.perf_counter()
-            self.run(session)
+            way()
             times.append(time.perf_counter() - started)
         return min(times)
 
@@ -97,8 +113,9 @@ class RawBaseline:
 
     def describe(self) -> str:
         return (f"raw onnxruntime {self.info.name} on ready float tensors "
-                f"({self.threads} threads, batch {self.run_batch}, the faster of spinning "
-                f"and sleeping idle threads)")
+                f"({self.threads} cores, batch {self.run_batch}, the fastest of one session "
+                f"on {self.threads} intra-op threads spinning or sleeping when idle, and "
+                f"{self.threads} one-thread runs at once)")
 
 
 def decoded_pixels(jpegs: list[bytes], model: str = DEFAULT_MODEL) -> np.ndarray:
