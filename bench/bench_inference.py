@@ -7,7 +7,8 @@ committed fixtures in ``test/sql/data``, mirrored / rotated, JPEG quality 90):
              B: the onnxruntime session (normalization folded into its graph) + softmax /
              L2 norm. No decoding.
 (b) full     ``Classifier.classify`` on the encoded JPEG bytes with ``batch_size=B``: read +
-             decode + resize/crop (on the decode pool) + everything in (a) + top-k.
+             decode + resize/crop (on the classifier's lanes, beside its runs) +
+             everything in (a) + top-k.
 
 Both use one ``Classifier`` per batch size, created and warmed up before anything is timed; each
 number is images/s of the best of ``--repeats`` runs (the median is shown too). The ratio
@@ -88,7 +89,7 @@ def full_path(classifier: Classifier, jpegs: list[bytes]) -> None:
 
 
 def decode_only(pool: ThreadPoolExecutor, classifier: Classifier, jpegs: list[bytes]) -> None:
-    """Just decoding, on as many threads as the classifier's decode pool: the work (b) does
+    """Just decoding, on as many threads as the classifier has lanes: the work (b) does
     beyond (a)."""
     list(pool.map(classifier.decode, jpegs))
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     pixels = np.stack([decoded_or_fail(first, j) for j in jpegs])
     raw = RawBaseline.create(pixels, threads=threads)
 
-    # Warm-up: session creation, onnxruntime's first-run allocations, the decode pool's threads.
+    # Warm-up: session creation, onnxruntime's first-run allocations, the lanes' threads.
     for classifier in classifiers.values():
         classifier.warm_up()
         ceiling(classifier, pixels)

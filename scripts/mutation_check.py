@@ -250,6 +250,14 @@ MUTATIONS = (
              'np.argsort(-probabilities, axis=1, kind="stable")[:, :k]',
              "np.argpartition(-probabilities, k - 1, axis=1)[:, :k]",
              ("test/worker/test_model.py::test_probabilities_are_sorted_probabilities",)),
+    Mutation("classify-queue-unbounded",
+             "a classify call queues all of its runs for the lanes at once, so a small call "
+             "made meanwhile waits for the whole large one",
+             "vgi_vision/worker/vision/model.py",
+             "queued_runs = max(1, -(-self.batch_size // step))",
+             "queued_runs = len(sources)",
+             ("test/worker/test_model.py::"
+              "test_a_small_call_waits_behind_a_large_one_for_a_batch_not_to_its_end",)),
     # --- bearer tokens, compressed bodies, attach through a cursor
     Mutation("bearer-lossy-encoding",
              "bearer tokens compared after a lossy Latin-1 encoding (non-Latin-1 letters -> '?')",

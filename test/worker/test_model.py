@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -323,6 +324,33 @@ def test_concurrent_callers_get_sequential_results(info, classifier, variety):
         assert len(answer) == len(sequential)
         for a, b in zip(answer, sequential, strict=True):
             assert_same(a, b)
+
+
+@pytest.mark.timeout(300)
+def test_a_small_call_waits_behind_a_large_one_for_a_batch_not_to_its_end(classifier, variety):
+    """A caller keeps at most ``batch_size`` images queued for the lanes, so a 4-image call
+    made while a 512-image call is under way waits behind 32 of its images, not 512: it ends
+    in the first half of the large call (in order, not in seconds: a slow machine slows
+    both)."""
+    large = (variety * (512 // len(variety) + 1))[:512]
+    ended: dict[str, float] = {}
+
+    def classify_large() -> None:
+        assert all(classifier.classify(large))
+        ended["large"] = time.monotonic()
+
+    started = time.monotonic()
+    under_way = threading.Thread(target=classify_large)
+    under_way.start()
+    try:
+        first = classifier.classify(variety[:4])  # by now the large call has queued its runs
+        small = classifier.classify(variety[:4])
+        ended["small"] = time.monotonic()
+    finally:
+        under_way.join(240)
+    assert [r.indices.tolist() for r in small] == [r.indices.tolist() for r in first]
+    assert "large" in ended
+    assert ended["small"] - started < (ended["large"] - started) / 2, ended
 
 
 # --- model files -----------------------------------------------------------------------------
