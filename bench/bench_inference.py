@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{b:>5}  {a_best:>16.1f} {a_med:>8.1f} {a_best / raw_best:>6.2f}x  "
               f"{b_best:>15.1f} {b_med:>8.1f} {b_best / raw_best:>6.2f}x  "
               f"{b_best / a_best:>6.2f}x")
-    print(f"decode only (read + decode + resize/crop on the {threads}-thread decode pool): "
+    print(f"decode only (read + decode + resize/crop on {threads} threads): "
           f"{n / min(decode_times):.1f} img/s")
     if others is not None:
         print(f"other processes used {others:.2f} of {os.cpu_count()} cores during the timed "

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     jpegs = make_jpegs(args.images, seed=3)
     pixels = decoded_pixels(jpegs)
     raws = {name: RawBaseline.create(pixels, name) for name in models}
-    throughput(models, jpegs[:8], 1)  # warm the decode pools and onnxruntime buffers
+    throughput(models, jpegs[:8], 1)  # warm the lanes and onnxruntime buffers
     raw_seconds: dict[str, list[float]] = {name: [] for name in models}
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.repeats):  # raw and full path alternate, so load hits both alike

@@ -4,23 +4,23 @@ Over N distinct real 512x512 JPEGs (``bench/images.py``), in one run:
 
 1. **Stages, in this process**, each timed alone over all N images, as the worker runs them for
    one request holding every row: the request's Arrow IPC decode, Arrow to Python sources,
-   read + decode + resize/crop on a decode pool of the worker's size, stacking the decoded
-   pixels into the uint8 batch, the classifier's onnxruntime runs (uint8 in, normalization
-   folded into the graph), softmax + top-k, and the result's encoding (labels to Arrow, the
-   response message). Their sum is what a worker
-   doing one stage after the other would cost; ``Classifier.classify`` (decode of the next
-   model batch overlapped with inference of this one) and ``Dispatcher.handle`` (the whole
-   request, bytes in, bytes out) are timed too.
+   read + decode + resize/crop on as many threads as the worker has lanes, stacking the
+   decoded pixels into the uint8 batch, the classifier's onnxruntime runs (uint8 in,
+   normalization folded into the graph, one run per lane at once), softmax + top-k, and the
+   result's encoding (labels to Arrow, the response message). Their sum is what a worker
+   doing one stage after the other would cost; ``Classifier.classify`` (each lane decoding
+   its images and running the model on them, the lanes at once) and ``Dispatcher.handle``
+   (the whole request, bytes in, bytes out) are timed too.
 2. **SQL, per transport** (subprocess, unix, http): the query's wall time, split into the
    time the client had at least one request in flight (``round trips``) and the rest
    (DuckDB, the binding, the client: ``client``); the requests sent are then replayed into a
    dispatcher in this process (``worker``, one after the other), and ``transport`` is
    round trips minus worker: framing, copies, the other process's scheduling, queueing.
 
-The baseline is :class:`bench.raw_baseline.RawBaseline`: a bare onnxruntime session on ready
-float tensors (the worker's threads and per-run batch), measured between the other
-measurements; every ``vs raw`` divides by the best baseline of the same phase. Each number is
-the best of ``--repeats`` runs after a warm-up.
+The baseline is :class:`bench.raw_baseline.RawBaseline`: the bare model on ready float
+tensors (the worker's cores and per-run batch, the fastest of three ways to run it), measured
+between the other measurements; every ``vs raw`` divides by the best baseline of the same
+phase. Each number is the best of ``--repeats`` runs after a warm-up.
 
 Usage: python -m bench.bench_profile [--images 256] [--repeats 3]
                                      [--transports subprocess,unix,http]

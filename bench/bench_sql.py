@@ -211,7 +211,7 @@ def run(n_images: int, repeats: int, max_repeats: int, transports: list[str],
     raw = RawBaseline.create(decoded_pixels(images))
     classifier = load_classifier()
     classifier.warm_up()
-    classifier.classify(images, top_k=TOP_K)  # warm: session, decode pool, allocator
+    classifier.classify(images, top_k=TOP_K)  # warm: session, lanes, allocator
     everything.samples.append(measure_baseline(images))
     log(f"in-process: {n_images / everything.samples[-1].seconds:.1f} images/s")
 

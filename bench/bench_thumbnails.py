@@ -3,7 +3,7 @@
 Two measurements on the same N distinct 512x512 JPEGs (bench/images.py):
 
 * classify -- ``Classifier.classify`` with and without thumbnails (the thumbnail is resized
-              and encoded on the decode pool from the pixels decoded for the model);
+              and encoded on the lanes from the pixels decoded for the model);
               interleaved rounds, best of each, in images/s;
 * store    -- the classified rows written through ``WriteBack`` as one run, with the
               thumbnails and with ``thumbnail`` NULL, each into a fresh folder: seconds and
