@@ -92,10 +92,6 @@ class RawBaseline:
         return [lambda: self.run(self.sessions[0]), lambda: self.run(self.sessions[1]),
                 self.run_on_lanes]
 
-    def run_once(self) -> None:
-        """One pass on lanes (for callers timing it themselves)."""
-        self.run_on_lanes()
-
     def seconds(self) -> float:
         """Wall seconds of one pass over every tensor: the fastest of the three ways (each
         after a settling pause)."""
