@@ -134,10 +134,10 @@ class Classifier:
     onnxruntime runs several calls of one session at once. One run spread over every core
     instead (intra-op threads) waits at each operator for its slowest thread, so any other
     work on the machine, the decoding of the next images included, stalls all of its cores:
-    on a 2-core machine, in the same run, two lanes classified JPEGs at 0.91x of a bare
-    2-thread session on ready tensors (median of 12 rounds) against 0.86x for that session
-    fed by a decode pool, and the bare model itself ran 1.4x faster as two one-thread runs
-    at once than as one 2-thread run while the machine was busy.
+    on a 2-core machine, in the same run, a first sketch of two lanes classified JPEGs at
+    0.91x of a bare 2-thread session on ready tensors (median of 12 rounds) against 0.86x for
+    that session fed by a decode pool, and the bare model itself ran 1.4x faster as two
+    one-thread runs at once than as one 2-thread run while the machine was busy.
 
     ``classify`` may be called from many threads (a worker serves several requests at once).
     The lanes take runs in the order they were queued, and each caller keeps at most
